@@ -1,0 +1,247 @@
+"""Settings and the table list.
+
+The table list is a headerless CSV, one table a row, as Streamkap's bulk upload takes it. An
+optional second column holds per-table options as ``key=value`` pairs separated by ``;``
+(for example ``orders,snapshot_schedule=daily;on_gap=fail``). Blank lines and lines starting
+with ``#`` are ignored.
+
+Settings come from environment variables prefixed ``DYNAMO_CDC_``; they are read when
+:func:`Settings.from_env` is called, never at import time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dynamo_cdc.errors import ConfigError, TableListError, UnsafeTableNameError
+
+TABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
+
+TABLE_OPTIONS = {
+    "snapshot_schedule": ("off", "daily"),
+    "on_gap": ("heal", "fail"),
+    "export_format": ("DYNAMODB_JSON", "ION"),
+}
+
+
+def validate_table_name(name: str) -> str:
+    """Return ``name`` if DynamoDB accepts it and it is safe as a path segment, else raise.
+
+    DynamoDB table names are 3-255 characters of ``A-Z a-z 0-9 _ - .``. Names made only of dots
+    (``...``) pass DynamoDB's rule but would walk up the lake's folders, so they are refused too.
+    """
+    if not TABLE_NAME_RE.fullmatch(name):
+        raise UnsafeTableNameError(
+            f"Table name {name!r} is not a valid DynamoDB table name.",
+            fix="use 3-255 characters of A-Z, a-z, 0-9, '_', '-' and '.'.",
+        )
+    if set(name) == {"."}:
+        raise UnsafeTableNameError(
+            f"Table name {name!r} is made only of dots and cannot be a lake folder.",
+            fix="rename the table or leave it out of the table list.",
+        )
+    return name
+
+
+def dagster_safe_name(table: str) -> str:
+    """Map a DynamoDB table name to a Dagster-safe name, injectively.
+
+    Dagster names allow ``A-Z a-z 0-9 _``. ``_`` is escaped as ``__``, ``-`` as ``_d`` and ``.``
+    as ``_p``; because every ``_`` in the output starts a two-character escape, the mapping can be
+    reversed and two different tables never collide. Names without ``-``, ``.`` or ``_`` are
+    unchanged.
+    """
+    out = []
+    for ch in validate_table_name(table):
+        if ch == "_":
+            out.append("__")
+        elif ch == "-":
+            out.append("_d")
+        elif ch == ".":
+            out.append("_p")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def table_from_dagster_name(safe: str) -> str:
+    """Inverse of :func:`dagster_safe_name`."""
+    out = []
+    i = 0
+    while i < len(safe):
+        ch = safe[i]
+        if ch == "_":
+            code = safe[i + 1 : i + 2]
+            out.append({"_": "_", "d": "-", "p": "."}.get(code, "?"))
+            if code not in ("_", "d", "p"):
+                raise ValueError(f"{safe!r} is not a name made by dagster_safe_name")
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One configured table and its options."""
+
+    name: str
+    snapshot_schedule: str = "off"
+    on_gap: str = "heal"
+    export_format: str = "DYNAMODB_JSON"
+
+    @property
+    def safe_name(self) -> str:
+        """The Dagster-safe form of the name (see :func:`dagster_safe_name`)."""
+        return dagster_safe_name(self.name)
+
+
+def _parse_options(text: str, where: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in TABLE_OPTIONS:
+            raise TableListError(
+                f"{where}: unknown option {part!r}.",
+                fix=f"options are key=value pairs separated by ';' with keys {sorted(TABLE_OPTIONS)}.",
+            )
+        allowed = TABLE_OPTIONS[key]
+        if key == "export_format":
+            value = value.upper()
+        if value not in allowed:
+            raise TableListError(
+                f"{where}: option {key} must be one of {list(allowed)}, not {value!r}.",
+                fix=f"write {key}={allowed[0]} or leave the option out.",
+            )
+        options[key] = value
+    return options
+
+
+def parse_table_list(text: str, source: str = "<table list>") -> list[TableSpec]:
+    """Parse the headerless table-list CSV.
+
+    Args:
+        text: the file's content.
+        source: the file's name, used in error messages.
+
+    Raises:
+        TableListError: an empty list, a header row, a duplicate, a bad name or option; the
+            message names ``source``, the line and the rule.
+    """
+    specs: list[TableSpec] = []
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        where = f"{source}, line {lineno}"
+        name = row[0].strip()
+        if len(row) > 2:
+            raise TableListError(
+                f"{where}: expected 'table' or 'table,options' but found {len(row)} columns.",
+                fix="put one table per row; separate options with ';' inside the second column.",
+            )
+        if not specs and name.lower() in {"table", "table_name", "tablename", "name"}:
+            raise TableListError(
+                f"{where}: {name!r} looks like a header row; the table list has no header.",
+                fix="delete the first line.",
+            )
+        try:
+            validate_table_name(name)
+        except UnsafeTableNameError as exc:
+            raise TableListError(f"{where}: {exc}") from None
+        if name in seen:
+            raise TableListError(
+                f"{where}: table {name!r} is listed twice (first on line {seen[name]}).",
+                fix="keep one row per table.",
+            )
+        seen[name] = lineno
+        options = _parse_options(row[1], where) if len(row) == 2 else {}
+        specs.append(TableSpec(name=name, **options))
+    if not specs:
+        raise TableListError(
+            f"{source}: the table list names no table.",
+            fix="write one DynamoDB table name per line.",
+        )
+    return specs
+
+
+def load_table_list(path: str | os.PathLike[str]) -> list[TableSpec]:
+    """Read and parse the table list at ``path`` (see :func:`parse_table_list`)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise TableListError(
+            f"Table list {str(p)!r} does not exist.",
+            fix="create it (one table name per line) or point DYNAMO_CDC_TABLES at it.",
+        ) from None
+    return parse_table_list(text, source=str(p))
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"DYNAMO_CDC_{name}")
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the tables are, where exports go and where the lake is.
+
+    Attributes:
+        tables_path: the table list (DYNAMO_CDC_TABLES).
+        lake_root: a local folder or ``s3://bucket/prefix`` (DYNAMO_CDC_LAKE_ROOT).
+        export_bucket: the S3 bucket for PITR exports (DYNAMO_CDC_EXPORT_BUCKET).
+        export_prefix: the key prefix for exports (DYNAMO_CDC_EXPORT_PREFIX).
+        endpoint_url: the local AWS, or None for real AWS (DYNAMO_CDC_ENDPOINT_URL).
+        region: AWS region (DYNAMO_CDC_REGION, else boto3's chain, else us-east-1).
+        access_key_id / secret_access_key / session_token: explicit credentials
+            (DYNAMO_CDC_AWS_ACCESS_KEY_ID, ...); None means boto3's usual chain.
+    """
+
+    tables_path: str | None = None
+    lake_root: str = "./lake"
+    export_bucket: str | None = None
+    export_prefix: str = "dynamo-cdc/exports"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from ``DYNAMO_CDC_*`` environment variables."""
+        key = _env("AWS_ACCESS_KEY_ID")
+        secret = _env("AWS_SECRET_ACCESS_KEY")
+        if bool(key) != bool(secret):
+            raise ConfigError(
+                "Only one of DYNAMO_CDC_AWS_ACCESS_KEY_ID and DYNAMO_CDC_AWS_SECRET_ACCESS_KEY is set.",
+                fix="set both, or neither to use boto3's usual credential chain.",
+            )
+        return cls(
+            tables_path=_env("TABLES"),
+            lake_root=_env("LAKE_ROOT", "./lake") or "./lake",
+            export_bucket=_env("EXPORT_BUCKET"),
+            export_prefix=(_env("EXPORT_PREFIX", "dynamo-cdc/exports") or "").strip("/"),
+            endpoint_url=_env("ENDPOINT_URL"),
+            region=_env("REGION"),
+            access_key_id=key,
+            secret_access_key=secret,
+            session_token=_env("AWS_SESSION_TOKEN"),
+        )
+
+    def tables(self) -> list[TableSpec]:
+        """The configured tables (reads the table list)."""
+        if not self.tables_path:
+            raise ConfigError(
+                "No table list is configured.",
+                fix="set DYNAMO_CDC_TABLES to a CSV file with one table name per line.",
+            )
+        return load_table_list(self.tables_path)
