@@ -298,7 +298,7 @@ class Lake:
                     f"Cannot {action} {rel!r} under lake root {self.root!r}: the disk is full.",
                     fix="free space or point DYNAMO_CDC_LAKE_ROOT at a larger volume.",
                 ) from None
-            if exc.errno in (errno.EROFS, errno.EACCES):
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR, errno.EEXIST):
                 raise LakeError(
                     f"Cannot {action} {rel!r} under lake root {self.root!r}: {exc.strerror}.",
                     fix="make the lake root writable or set DYNAMO_CDC_LAKE_ROOT.",

@@ -1,0 +1,425 @@
+"""An export -> the Parquet snapshot: typed columns, a lossless ``_item``, one schema.
+
+How a snapshot is made, and why:
+
+1. Each data file is verified (MD5 against the manifest) and converted by its own worker
+   process (files are independent; workers are bounded by the cores). A worker streams its file
+   in chunks, so memory is O(chunk), not O(file) or O(table).
+2. Typing needs to see every value of a column (an N column is int64 only if every value is an
+   integer), but a streaming writer needs a schema up front. A worker therefore writes with the
+   schema its data so far calls for, and when a later chunk needs a wider one (a new attribute,
+   an integer column that meets a fraction, a type conflict) it starts a new part file. Workers
+   return their column statistics; the statistics merge into the dataset's final schema.
+3. Parts whose schema differs from the final one are rewritten with an exact cast, row group by
+   row group. On realistic data this is rare (most columns are decided by the first chunk), so
+   the common cost is one pass.
+4. The item count of every file is checked against the manifest; then a ``_lineage.json`` is
+   written and the folder is published at once (see :mod:`dynamo_cdc.lake`). A failure anywhere
+   publishes nothing.
+
+For JSON exports ``_item`` is the item's own text from the export line (lossless and cheaper
+than re-serialising); for ION exports it is the canonical DynamoDB JSON of the decoded item.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dynamo_cdc import codec, schema
+from dynamo_cdc.errors import ExportVerificationError
+from dynamo_cdc.export import DataFile, ExportManifest, open_gzip, verified_data_file
+from dynamo_cdc.lake import Lake
+
+log = logging.getLogger(__name__)
+
+CHUNK_ITEMS = 32_768
+ROW_GROUP_ROWS = 131_072
+LINEAGE_FILE = "_lineage.json"
+LINEAGE_KEY = b"dynamo_cdc.lineage"
+PARQUET_COMPRESSION = "zstd"
+
+
+@dataclass
+class FileResult:
+    """What a worker made of one data file."""
+
+    index: int
+    key: str
+    items: int
+    parts: list[str]
+    stats: Any
+    seconds: float
+
+
+@dataclass
+class SnapshotResult:
+    """What :func:`write_snapshot` published."""
+
+    table: str
+    uri: str
+    files: list[str]
+    rows: int
+    bytes: int
+    lineage: dict[str, Any]
+    seconds: float
+    rewritten_parts: int = 0
+    schema: pa.Schema | None = field(default=None, repr=False)
+
+
+def _item_text_from_json_line(line: bytes) -> bytes | None:
+    """The ``{...}`` of a ``{"Item":{...}}`` line, without parsing it, when the line has that
+    exact shape (what AWS writes); None otherwise."""
+    if line.startswith(b'{"Item":') and line.endswith(b"}"):
+        return line[8:-1]
+    return None
+
+
+def iter_item_chunks(
+    path: Path, fmt: str, describe: str, chunk_items: int = CHUNK_ITEMS
+) -> Iterator[tuple[list[dict[str, Any]], list[str]]]:
+    """Yield (items, item_texts) chunks of a verified data file.
+
+    Raises:
+        ExportVerificationError: a truncated gzip, a line that is not an item.
+    """
+    items: list[dict[str, Any]] = []
+    texts: list[str] = []
+    lineno = 0
+    try:
+        with open_gzip(path) as fh:
+            for raw in fh:
+                lineno += 1
+                line = raw.rstrip(b"\r\n")
+                if not line:
+                    continue
+                if fmt == "ION":
+                    item = codec.ion_line_to_item(line.decode("utf-8"))
+                    text = codec.item_to_json_text(item)
+                else:
+                    try:
+                        doc = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        raise ExportVerificationError(
+                            f"{describe} line {lineno} is not JSON.",
+                            fix="the data file is damaged: request a new export.",
+                        ) from None
+                    item = doc.get("Item") if isinstance(doc, dict) else None
+                    if not isinstance(item, dict):
+                        raise ExportVerificationError(
+                            f"{describe} line {lineno} is not a full-export item "
+                            '(expected {"Item": {...}}).',
+                            fix="pass a FULL_EXPORT; incremental exports are read as changes.",
+                        )
+                    raw_text = _item_text_from_json_line(line)
+                    text = raw_text.decode("utf-8") if raw_text else codec.item_to_json_text(item)
+                items.append(item)
+                texts.append(text)
+                if len(items) >= chunk_items:
+                    yield items, texts
+                    items, texts = [], []
+    except (EOFError, zlib.error, OSError) as exc:
+        if isinstance(exc, ExportVerificationError):
+            raise
+        raise ExportVerificationError(
+            f"{describe} cannot be decompressed after line {lineno} ({exc}).",
+            fix="the data file is truncated or damaged: request a new export.",
+        ) from None
+    if items:
+        yield items, texts
+
+
+def convert_data_file(
+    index: int,
+    path: str,
+    data_file: DataFile,
+    fmt: str,
+    describe: str,
+    key_attributes: list[str],
+    out_dir: str,
+    metadata: dict[bytes, bytes],
+) -> FileResult:
+    """Convert one verified data file into one or more Parquet parts in ``out_dir``.
+
+    Runs in a worker process. Part names are deterministic: ``part-<file>-<n>.parquet``.
+    """
+    started = time.perf_counter()
+    stats = schema.ColumnStats()
+    parts: list[str] = []
+    writer: pq.ParquetWriter | None = None
+    current: pa.Schema | None = None
+    count = 0
+    try:
+        for items, texts in iter_item_chunks(Path(path), fmt, describe):
+            stats.update(items)
+            wanted = schema.decide_schema(stats, key_attributes)
+            if current is None or not wanted.equals(current):
+                if writer is not None:
+                    writer.close()
+                name = f"part-{index:05d}-{len(parts):03d}.parquet"
+                parts.append(name)
+                current = wanted.with_metadata(metadata)
+                writer = pq.ParquetWriter(
+                    os.path.join(out_dir, name), current, compression=PARQUET_COMPRESSION
+                )
+            table = schema.items_to_table(items, wanted, item_texts=texts)
+            assert writer is not None
+            writer.write_table(table.replace_schema_metadata(metadata), ROW_GROUP_ROWS)
+            count += len(items)
+    finally:
+        if writer is not None:
+            writer.close()
+    if count != data_file.item_count:
+        raise ExportVerificationError(
+            f"{describe} holds {count} items but the manifest says {data_file.item_count}.",
+            fix="the data file is damaged or incomplete: request a new export.",
+        )
+    return FileResult(index, data_file.key, count, parts, stats, time.perf_counter() - started)
+
+
+def _rewrite_part(path: str, final: pa.Schema) -> None:
+    """Cast a part written with a narrower schema to the final one, row group by row group."""
+    tmp = path + ".cast"
+    source = pq.ParquetFile(path)
+    with pq.ParquetWriter(tmp, final, compression=PARQUET_COMPRESSION) as writer:
+        for i in range(source.num_row_groups):
+            table = source.read_row_group(i)
+            writer.write_table(schema.cast_table_to_schema(table, final), ROW_GROUP_ROWS)
+    os.replace(tmp, path)
+
+
+def default_workers(n_files: int) -> int:
+    return max(1, min(n_files, os.cpu_count() or 1))
+
+
+def convert_manifest(
+    manifest: ExportManifest,
+    out_dir: Path,
+    key_attributes: list[str] | None = None,
+    *,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int, list[str], pa.Schema | None, int]:
+    """Convert every data file of ``manifest`` into Parquet parts in ``out_dir``, unify them.
+
+    Returns:
+        (rows, part names, final schema, parts rewritten to the final schema)
+    """
+    fmt = manifest.output_format
+    keys = key_attributes or []
+    lineage = manifest.lineage()
+    metadata = {LINEAGE_KEY: json.dumps(lineage, sort_keys=True).encode()}
+    workers = workers or default_workers(len(manifest.files))
+    results: list[FileResult] = []
+    say = progress or (lambda msg: log.info("%s", msg))
+    total = len(manifest.files)
+
+    def collect(fut: Future[FileResult]) -> None:
+        res = fut.result()
+        results.append(res)
+        say(
+            f"{manifest.table_name}: data file {len(results)}/{total} converted "
+            f"({res.items} items in {res.seconds:.1f} s)"
+        )
+
+    if workers == 1 or total <= 1:
+        for index, data_file in enumerate(manifest.files):
+            with verified_data_file(manifest, data_file) as path:
+                describe = manifest.source.describe(data_file.key)
+                res = convert_data_file(
+                    index, str(path), data_file, fmt, describe, keys, str(out_dir), metadata
+                )
+            results.append(res)
+            say(
+                f"{manifest.table_name}: data file {index + 1}/{total} converted ({res.items} items)"
+            )
+    else:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            in_flight: dict[Future[FileResult], Any] = {}
+            for index, data_file in enumerate(manifest.files):
+                while len(in_flight) >= workers + 1:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        in_flight.pop(fut).__exit__(None, None, None)
+                        collect(fut)
+                copy = verified_data_file(manifest, data_file)
+                path = copy.__enter__()
+                fut = pool.submit(
+                    convert_data_file,
+                    index,
+                    str(path),
+                    data_file,
+                    fmt,
+                    manifest.source.describe(data_file.key),
+                    keys,
+                    str(out_dir),
+                    metadata,
+                )
+                in_flight[fut] = copy
+            try:
+                for fut in list(in_flight):
+                    try:
+                        collect(fut)
+                    finally:
+                        in_flight.pop(fut).__exit__(None, None, None)
+            finally:
+                for fut, copy in in_flight.items():
+                    fut.cancel()
+                    copy.__exit__(None, None, None)
+    results.sort(key=lambda r: r.index)
+    rows = sum(r.items for r in results)
+    if rows != manifest.item_count:
+        raise ExportVerificationError(
+            f"Export {manifest.export_arn} produced {rows} items but its manifest says "
+            f"{manifest.item_count}.",
+            fix="request a new export; nothing was published.",
+        )
+    parts = [p for r in results for p in r.parts]
+    if not results:
+        return 0, [], None, 0
+    merged = results[0].stats
+    for r in results[1:]:
+        merged = merged.merge(r.stats)
+    final = schema.decide_schema(merged, keys).with_metadata(metadata)
+    rewritten = 0
+    for name in parts:
+        path = os.path.join(out_dir, name)
+        if not pq.read_schema(path).remove_metadata().equals(final.remove_metadata()):
+            _rewrite_part(path, final)
+            rewritten += 1
+    return rows, parts, final, rewritten
+
+
+def snapshot_path(lake: Lake, table: str, export_date: str) -> str:
+    """``<table>/snapshot/export_date=YYYY-MM-DD``."""
+    return lake.table_path(table, "snapshot", f"export_date={export_date}")
+
+
+def write_snapshot(
+    manifest: ExportManifest,
+    lake: Lake,
+    table: str,
+    export_date: str,
+    key_attributes: list[str] | None = None,
+    *,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SnapshotResult:
+    """Convert ``manifest``'s export and publish it as the snapshot partition ``export_date``.
+
+    Nothing is published unless every data file verified and converted.
+    """
+    started = time.perf_counter()
+    rel = snapshot_path(lake, table, export_date)
+    with lake.staging(table) as staging:
+        rows, parts, final, rewritten = convert_manifest(
+            manifest, staging, key_attributes, workers=workers, progress=progress
+        )
+        lineage = manifest.lineage() | {
+            "rows": rows,
+            "files": parts,
+            "key_attributes": key_attributes or [],
+            "export_date": export_date,
+        }
+        (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        size = sum((staging / p).stat().st_size for p in parts)
+        published = lake.publish_dir(staging, rel, marker=LINEAGE_FILE)
+    return SnapshotResult(
+        table=table,
+        uri=lake.uri(rel),
+        files=[p for p in published if p.endswith(".parquet")],
+        rows=rows,
+        bytes=size,
+        lineage=lineage,
+        seconds=time.perf_counter() - started,
+        rewritten_parts=rewritten,
+        schema=final,
+    )
+
+
+def convert_export_dir(export_dir: str, out_dir: str, workers: int | None = None) -> int:
+    """Convert a local export folder (holding manifest-summary.json) into Parquet files in
+    ``out_dir`` (no lake layout). Used by the benchmarks; returns the items written."""
+    from dynamo_cdc.export import open_manifest
+
+    manifest = open_manifest(export_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, _, _, _ = convert_manifest(manifest, out, _guess_keys(manifest), workers=workers)
+    return rows
+
+
+def _guess_keys(manifest: ExportManifest) -> list[str]:
+    keys = manifest.summary.get("keySchema")
+    if isinstance(keys, list):
+        return [k["AttributeName"] for k in keys if "AttributeName" in k]
+    return []
+
+
+def key_attributes_of(table_description: dict[str, Any]) -> list[str]:
+    """The table's key attribute names, hash key first."""
+    ordered = sorted(table_description.get("KeySchema", []), key=lambda k: k["KeyType"] != "HASH")
+    return [k["AttributeName"] for k in ordered]
+
+
+def take_snapshot(
+    clients: Any,
+    lake: Lake,
+    request: Any,
+    *,
+    export_date: str | None = None,
+    workers: int | None = None,
+    poll_seconds: float = 10.0,
+    progress: Callable[[str], None] | None = None,
+) -> SnapshotResult:
+    """Export ``request.table`` at ``request.export_time`` and publish its snapshot partition.
+
+    Args:
+        clients: a :class:`dynamo_cdc.aws.Clients`.
+        lake: where the snapshot goes.
+        request: a :class:`dynamo_cdc.export.ExportRequest`.
+        export_date: the partition (``YYYY-MM-DD``); default: the export time's UTC date.
+        workers: conversion processes (default: one per core).
+        poll_seconds: first DescribeExport interval.
+        progress: called with human-readable progress lines.
+    """
+    from datetime import UTC, datetime
+
+    from dynamo_cdc.export import (
+        describe_table,
+        manifest_from_export_description,
+        request_export,
+        wait_for_export,
+    )
+
+    desc = describe_table(clients, request.table)
+    arn = request_export(clients, request)
+    say = progress or (lambda msg: log.info("%s", msg))
+    say(f"{request.table}: export {arn} requested")
+    done = wait_for_export(clients, arn, table=request.table, poll_seconds=poll_seconds)
+    manifest = manifest_from_export_description(clients, done)
+    when = done.get("ExportTime") or request.export_time or datetime.now(UTC)
+    date = export_date or when.astimezone(UTC).strftime("%Y-%m-%d")
+    return write_snapshot(
+        manifest,
+        lake,
+        request.table,
+        date,
+        key_attributes_of(desc),
+        workers=workers,
+        progress=say,
+    )

@@ -1,0 +1,19 @@
+"""Shared test settings: no real AWS credentials can leak in, and none are needed."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and a fixed region, so no test can reach a real account by accident."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name in list(__import__("os").environ):
+        if name.startswith("DYNAMO_CDC_"):
+            monkeypatch.delenv(name, raising=False)
