@@ -1,0 +1,54 @@
+"""dynamo-cdc: change data capture from Amazon DynamoDB into Parquet.
+
+The library never imports Dagster; ``dagster_project`` builds the orchestration on top of it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__version__ = "0.1.0"
+__all__ = ["read_table", "__version__"]
+
+VIEWS = ("current", "snapshot", "changes")
+
+
+def read_table(root: str, table: str, view: str = "current", *, s3_client: Any = None) -> pa.Table:
+    """Read one table's dataset from the lake as a pyarrow Table.
+
+    Args:
+        root: the lake root (local folder or ``s3://bucket/prefix``).
+        table: the DynamoDB table name.
+        view: ``"current"`` (the mirror: one row per key), ``"snapshot"`` (the newest snapshot
+            partition) or ``"changes"`` (every change row, with ``date`` and ``hour``).
+        s3_client: a boto3 S3 client for an ``s3://`` root.
+    """
+    import pyarrow.dataset as ds
+
+    from dynamo_cdc.lake import Lake
+
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
+    lake = Lake(root, s3_client)
+    fs, base = lake.arrow_filesystem()
+    if view == "current":
+        from dynamo_cdc.mirror import read_current
+
+        return read_current(lake, table)
+    if view == "snapshot":
+        prefix = lake.table_path(table, "snapshot")
+        dates = sorted({p.split("/")[2] for p in lake.list(prefix) if p.endswith("/_lineage.json")})
+        if not dates:
+            raise FileNotFoundError(f"No snapshot of {table!r} under {lake.uri(prefix)}")
+        rel = f"{prefix}/{dates[-1]}"
+        lineage = json.loads(lake.read_bytes(f"{rel}/_lineage.json") or b"{}")
+        paths = [f"{base}/{rel}/{name}" for name in lineage["files"]]
+        return ds.dataset(paths, filesystem=fs, format="parquet").to_table()
+    rel = lake.table_path(table, "changes")
+    return ds.dataset(
+        f"{base}/{rel}", filesystem=fs, format="parquet", partitioning="hive"
+    ).to_table()

@@ -148,7 +148,7 @@ def cmd_local_aws(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dynamo_cdc.local.demo import run_demo
+    from dynamo_cdc.demo import run_demo
 
     return int(run_demo(lake_root=args.lake_root or "./lake") or 0)
 
