@@ -1,0 +1,1 @@
+"""Benchmarks: export generator, references (naive, DuckDB, pyarrow) and the runner."""

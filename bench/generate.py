@@ -242,16 +242,18 @@ def _ion_value(value: dict[str, Any]) -> str:
 
 
 def bench_item_to_ion_text(item: Item) -> str:
-    """The bench's own Ion text encoder for one item (used when dynamo_cdc.codec lacks one)."""
-    return "{" + ",".join(f"{_ion_symbol(k)}:{_ion_value(v)}" for k, v in item.items()) + "}"
+    """One ION export line for ``item`` (no newline): the bench's own small encoder."""
+    body = ",".join(f"{_ion_symbol(k)}:{_ion_value(v)}" for k, v in item.items())
+    return "$ion_1_0 {Item:{" + body + "}}"
 
 
 def _ion_encoder() -> Callable[[Item], str]:
+    """The project's encoder (dynamo_cdc.codec.item_to_ion_text) when it exists, else ours."""
     try:
-        from dynamo_cdc.codec import item_to_ion_text  # type: ignore[attr-defined]
+        from dynamo_cdc.codec import item_to_ion_text
     except ImportError:
         return bench_item_to_ion_text
-    return item_to_ion_text
+    return item_to_ion_text  # type: ignore[no-any-return]
 
 
 # ---- the export layout ----------------------------------------------------------------------
@@ -345,7 +347,7 @@ def generate_export(
                 if to_ion is None:
                     line = b'{"Item":' + dumps(item) + b"}\n"
                 else:
-                    line = ("$ion_1_0 {Item:" + to_ion(item) + "}\n").encode("utf-8")
+                    line = (to_ion(item) + "\n").encode("utf-8")
                 batch.append(line)
                 batch_bytes += len(line)
                 if batch_bytes >= 1 << 20:
@@ -373,7 +375,7 @@ def generate_export(
 
     account = "123456789012"
     table_arn = f"arn:aws:dynamodb:us-east-1:{account}:table/{table_name}"
-    export_time = _iso(_EPOCH + seed) .replace("Z", ".000Z")
+    export_time = _iso(_EPOCH + seed).replace("Z", ".000Z")
     manifest_files = b"\n".join(manifest_lines) + b"\n"
     summary = {
         "version": "2020-06-30",

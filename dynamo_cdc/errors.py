@@ -57,6 +57,10 @@ class ExportVerificationError(DynamoCdcError):
     truncated gzip, a line that is not an item."""
 
 
+class ExportBucketError(ExportFailedError, BucketError):
+    """The export FAILED because of its bucket (missing, or DynamoDB may not write to it)."""
+
+
 class CodecError(DynamoCdcError):
     """A value that is not valid DynamoDB JSON or Ion (unknown type tag, bad number, ...)."""
 

@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 from dynamo_cdc.aws import Clients, error_code, raise_if_credentials
 from dynamo_cdc.errors import (
     BucketError,
+    ExportBucketError,
     ExportFailedError,
     ExportVerificationError,
     PitrNotEnabledError,
@@ -132,6 +133,24 @@ def pitr_window(clients: Clients, table: str) -> tuple[datetime, datetime]:
     return pitr.get("EarliestRestorableDateTime", now), pitr.get("LatestRestorableDateTime", now)
 
 
+def _check_bucket_exists(clients: Clients, request: ExportRequest) -> None:
+    """Fail before paying for an export when the bucket does not exist.
+
+    Only a definite 404 fails: a 403 may be a cross-account bucket whose policy lets DynamoDB
+    write but not us look, so the export is still tried.
+    """
+    try:
+        clients.s3.head_bucket(Bucket=request.bucket)
+    except ClientError as exc:
+        raise_if_credentials(exc, f"look up bucket {request.bucket!r}")
+        if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            raise BucketError(
+                f"Export bucket {request.bucket!r} for table {request.table!r} does not exist.",
+                fix=f"create it in the table's region (aws s3 mb s3://{request.bucket}) or set "
+                "DYNAMO_CDC_EXPORT_BUCKET.",
+            ) from None
+
+
 def request_export(clients: Clients, request: ExportRequest) -> str:
     """Start (or re-attach to) a PITR export and return its ExportArn.
 
@@ -149,6 +168,7 @@ def request_export(clients: Clients, request: ExportRequest) -> str:
             f"the earliest restorable time {_iso(earliest)}.",
             fix=f"choose a time between {_iso(earliest)} and now (PITR keeps up to 35 days).",
         )
+    _check_bucket_exists(clients, request)
     params: dict[str, Any] = {
         "TableArn": table["TableArn"],
         "S3Bucket": request.bucket,
@@ -233,6 +253,14 @@ def wait_for_export(
             log.info("Export %s completed: %s items", export_arn, desc.get("ItemCount"))
             return desc
         if status == "FAILED":
+            code = str(desc.get("FailureCode", "unknown"))
+            if code in ("S3NoSuchBucket", "S3AccessDenied"):
+                raise ExportBucketError(
+                    f"Export {export_arn} of table {table or desc.get('TableArn')!r} FAILED: "
+                    f"{code}: {desc.get('FailureMessage', '')} (bucket {desc.get('S3Bucket')!r})",
+                    fix="create the bucket in the table's region, or let DynamoDB write to it "
+                    "(s3:PutObject, s3:AbortMultipartUpload; kms:GenerateDataKey for SSE-KMS).",
+                )
             raise ExportFailedError(
                 f"Export {export_arn} of table {table or desc.get('TableArn')!r} FAILED: "
                 f"{desc.get('FailureCode', 'unknown')}: {desc.get('FailureMessage', '')}",
@@ -458,13 +486,24 @@ def load_manifest(source: ExportSource, summary_key: str) -> ExportManifest:
 
 
 def _check_manifest_md5(source: ExportSource, key: str, content: bytes) -> None:
-    md5_key = key.rsplit(".", 1)[0] + ".md5"
-    try:
-        expected = source.read(md5_key).decode().strip()
-    except ExportVerificationError:
-        return  # older exports and hand-copied folders may lack the checksum files
-    actual = hashlib.md5(content).hexdigest()
-    if expected and expected.lower() != actual:
+    # AWS writes manifest-summary.checksum / manifest-files.checksum (hex MD5); accept .md5 too.
+    stem = key.rsplit(".", 1)[0]
+    expected = ""
+    for md5_key in (stem + ".checksum", stem + ".md5"):
+        try:
+            expected = source.read(md5_key).decode().strip()
+            break
+        except ExportVerificationError:
+            continue
+    if not expected:
+        return  # hand-copied folders may lack the checksum files
+    digest = hashlib.md5(content).digest()
+    # AWS's .md5 files have held hex; some tools write base64: accept either.
+    if (
+        expected
+        and expected.lower() != digest.hex()
+        and expected != base64.b64encode(digest).decode()
+    ):
         raise ExportVerificationError(
             f"{source.describe(key)} fails its checksum ({md5_key}).",
             fix="download the export again; the manifest is damaged.",
@@ -533,5 +572,3 @@ def open_gzip(path: Path) -> IO[bytes]:
         import gzip
 
         return gzip.open(path, "rb")
-
-

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dynamo_cdc import codec, schema
-from dynamo_cdc.errors import ExportVerificationError
+from dynamo_cdc.errors import CodecError, ExportVerificationError
 from dynamo_cdc.export import DataFile, ExportManifest, open_gzip, verified_data_file
 from dynamo_cdc.lake import Lake
 
@@ -107,7 +107,13 @@ def iter_item_chunks(
                 if not line:
                     continue
                 if fmt == "ION":
-                    item = codec.ion_line_to_item(line.decode("utf-8"))
+                    try:
+                        item = codec.ion_line_to_record(line)["Item"]
+                    except (CodecError, KeyError) as exc:
+                        raise ExportVerificationError(
+                            f"{describe} line {lineno} is not an ION export item ({exc}).",
+                            fix="the data file is damaged: request a new export.",
+                        ) from None
                     text = codec.item_to_json_text(item)
                 else:
                     try:
@@ -157,7 +163,7 @@ def convert_data_file(
     Runs in a worker process. Part names are deterministic: ``part-<file>-<n>.parquet``.
     """
     started = time.perf_counter()
-    stats = schema.ColumnStats()
+    stats = schema.SchemaStats()
     parts: list[str] = []
     writer: pq.ParquetWriter | None = None
     current: pa.Schema | None = None

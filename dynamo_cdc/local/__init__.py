@@ -1,0 +1,257 @@
+"""The embedded local AWS: moto in server mode plus AWS-faithful PITR exports.
+
+Three ways to run it, all bound to 127.0.0.1:
+
+* ``python -m dynamo_cdc.local [--port N] [--demo]``: in the foreground until SIGINT/SIGTERM;
+  prints ``Local AWS listening on http://127.0.0.1:N`` first.
+* :func:`start_local_aws`: in this process, in a thread (``with start_local_aws() as aws:``).
+* :func:`launch_local_aws`: as a child process (for tests and for Dagster runs in other
+  processes); stop it with ``.stop()``, which signals its pid.
+
+The control API (clock, forced export failures, TTL sweep, reset) is served on the same port
+under ``/_dynamo_cdc/``; :class:`LocalAwsControl` calls it. See
+:data:`dynamo_cdc.local.server.CONTROL_API`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dynamo_cdc.local.server import LocalAwsApp, LocalAwsServer
+
+__all__ = [
+    "LocalAws",
+    "LocalAwsControl",
+    "LocalAwsProcess",
+    "launch_local_aws",
+    "start_local_aws",
+]
+
+LISTENING_PREFIX = "Local AWS listening on "
+
+
+class LocalAwsControl:
+    """A client of the control API of a running local AWS (in this process or another)."""
+
+    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, route: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload or {}).encode() if method == "POST" else None
+        req = urllib.request.Request(
+            f"{self.endpoint_url}/_dynamo_cdc/{route}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def health(self) -> bool:
+        """True when the server answers."""
+        try:
+            return bool(self._call("GET", "health").get("ok"))
+        except OSError:
+            return False
+
+    def clock(self) -> dict[str, Any]:
+        """``{"now": ISO-8601, "now_micros": int, "offset_seconds": float}``."""
+        return dict(self._call("GET", "clock"))
+
+    def advance_clock(self, seconds: float) -> dict[str, Any]:
+        """Move the server's clock forward by ``seconds``."""
+        return dict(self._call("POST", "clock", {"advance_seconds": seconds}))
+
+    def set_clock(self, epoch_seconds: float) -> dict[str, Any]:
+        """Jump the server's clock forward to ``epoch_seconds``."""
+        return dict(self._call("POST", "clock", {"set_epoch_seconds": epoch_seconds}))
+
+    def fail_next_export(
+        self, failure_code: str = "InternalError", failure_message: str | None = None
+    ) -> None:
+        """Make the next export started end FAILED with this code and message."""
+        payload: dict[str, Any] = {"failure_code": failure_code}
+        if failure_message:
+            payload["failure_message"] = failure_message
+        self._call("POST", "exports/fail-next", payload)
+
+    def configure_exports(
+        self,
+        *,
+        delay_seconds: float | None = None,
+        items_per_file: int | None = None,
+        max_files: int | None = None,
+    ) -> None:
+        """Change how long exports stay IN_PROGRESS and how items are split into files."""
+        payload = {
+            k: v
+            for k, v in {
+                "delay_seconds": delay_seconds,
+                "items_per_file": items_per_file,
+                "max_files": max_files,
+            }.items()
+            if v is not None
+        }
+        self._call("POST", "exports/config", payload)
+
+    def ttl_sweep(self) -> int:
+        """Delete expired items (TTL attribute <= the server's now); returns how many."""
+        return int(self._call("POST", "ttl/sweep")["deleted"])
+
+    def reset(self) -> None:
+        """Forget every table, bucket, export and history; clock back to wall time."""
+        self._call("POST", "reset")
+
+
+class LocalAws:
+    """A local AWS serving in a thread of this process (see :func:`start_local_aws`)."""
+
+    def __init__(self, server: LocalAwsServer) -> None:
+        self.server = server
+        self.endpoint_url = server.endpoint_url
+        self.port = server.port
+        self.control = LocalAwsControl(self.endpoint_url)
+
+    @property
+    def app(self) -> LocalAwsApp:
+        """The WSGI app: ``.clock``, ``.history``, ``.exports``, ``.attach_streams_simulator``."""
+        return self.server.app
+
+    def stop(self) -> None:
+        """Stop serving (moto's state stays in this process until reset)."""
+        self.server.shutdown()
+
+    def __enter__(self) -> LocalAws:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_local_aws(
+    port: int = 0,
+    *,
+    demo: bool = False,
+    export_delay_seconds: float = 0.3,
+    streams_simulator: Any = None,
+) -> LocalAws:
+    """Start the local AWS in a thread of this process, on 127.0.0.1.
+
+    Args:
+        port: the port, 0 for a free one (read ``.endpoint_url``).
+        demo: create the demo tables and bucket (see :mod:`dynamo_cdc.local.demo`).
+        export_delay_seconds: how long exports stay IN_PROGRESS.
+        streams_simulator: a DynamoDB Streams simulator to plug in (see
+            :meth:`~dynamo_cdc.local.server.LocalAwsApp.attach_streams_simulator`).
+
+    Returns:
+        A :class:`LocalAws`; use it as a context manager or call ``.stop()``.
+    """
+    from dynamo_cdc.local.server import LocalAwsApp, LocalAwsServer
+
+    app = LocalAwsApp(
+        export_delay_seconds=export_delay_seconds, streams_simulator=streams_simulator
+    )
+    server = LocalAwsServer(port, app)
+    server.start()
+    aws = LocalAws(server)
+    if demo:
+        from dynamo_cdc.local.demo import create_demo_tables
+
+        create_demo_tables(aws.endpoint_url)
+    return aws
+
+
+class LocalAwsProcess:
+    """A local AWS running as a child process (see :func:`launch_local_aws`)."""
+
+    def __init__(self, proc: subprocess.Popen[str], endpoint_url: str) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.endpoint_url = endpoint_url
+        self.port = int(endpoint_url.rsplit(":", 1)[1])
+        self.control = LocalAwsControl(endpoint_url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the child by its pid: SIGTERM, then SIGKILL if it has not exited in time."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(timeout=timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> LocalAwsProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def launch_local_aws(
+    port: int = 0,
+    *,
+    demo: bool = False,
+    export_delay_seconds: float | None = None,
+    env: dict[str, str] | None = None,
+    stderr_path: str | None = None,
+    timeout: float = 60.0,
+) -> LocalAwsProcess:
+    """Start ``python -m dynamo_cdc.local`` as a child process and wait until it answers.
+
+    Args:
+        port: the port, 0 to let the child pick a free one (it prints the endpoint, read here).
+        demo: pass ``--demo`` (demo tables and bucket).
+        export_delay_seconds: pass ``--export-delay``.
+        env: the child's environment (default: this one).
+        stderr_path: where the child's log goes (default: discarded).
+        timeout: seconds to wait for the endpoint line and the health check.
+
+    Raises:
+        RuntimeError: the child exited or did not answer in time (it is killed then).
+    """
+    cmd = [sys.executable, "-m", "dynamo_cdc.local", "--port", str(port)]
+    if demo:
+        cmd.append("--demo")
+    if export_delay_seconds is not None:
+        cmd += ["--export-delay", str(export_delay_seconds)]
+    stderr: Any = open(stderr_path, "ab") if stderr_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, bufsize=1
+        )
+    finally:
+        if stderr_path:
+            stderr.close()
+    deadline = time.monotonic() + timeout
+    endpoint = None
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(LISTENING_PREFIX):
+            endpoint = line[len(LISTENING_PREFIX) :].strip()
+            break
+    handle = LocalAwsProcess(proc, endpoint or "http://127.0.0.1:0")
+    if endpoint is None:
+        handle.stop(timeout=5)
+        raise RuntimeError(f"the local AWS did not start (exit code {proc.returncode}): {cmd}")
+    while time.monotonic() < deadline:
+        if handle.control.health():
+            return handle
+        time.sleep(0.05)
+    handle.stop(timeout=5)
+    raise RuntimeError(f"the local AWS at {endpoint} did not answer within {timeout} s")

@@ -174,7 +174,9 @@ class TableHistory:
     def __len__(self) -> int:
         return len(self._records)
 
-    def records(self, start_micros: int | None = None, end_micros: int | None = None) -> list[WriteRecord]:
+    def records(
+        self, start_micros: int | None = None, end_micros: int | None = None
+    ) -> list[WriteRecord]:
         """Records with ``start <= timestamp < end`` (either bound may be None)."""
         lo = 0 if start_micros is None else bisect.bisect_left(self._times, start_micros)
         hi = len(self._times) if end_micros is None else bisect.bisect_left(self._times, end_micros)
@@ -300,7 +302,7 @@ class WriteHistory:
             history.append(rec)
             subscribers = list(self._subscribers)
         for sub in subscribers:
-            target = getattr(sub, "record", sub)
+            target: Callable[..., Any] = getattr(sub, "record", None) or sub  # type: ignore[assignment]
             try:
                 target(
                     table_name,

@@ -1,0 +1,226 @@
+"""Stream records -> change-row Parquet: naive vs ours, on one core, records already fetched.
+
+    python -m bench.stream_records        # BENCH_RECORDS=100000 BENCH_REPEAT=3
+
+Records are shaped as boto3's ``dynamodbstreams.get_records`` returns them: ``eventID``,
+``eventName``, ``eventVersion``, ``eventSource``, ``awsRegion``, ``dynamodb`` with
+``ApproximateCreationDateTime`` (a timezone-aware datetime), ``Keys``, ``NewImage``,
+``OldImage``, ``SequenceNumber``, ``SizeBytes``, ``StreamViewType``; binary values are
+``bytes``; TTL deletes carry ``userIdentity``. The mix is 50% MODIFY, 35% INSERT, 15% REMOVE
+(a fifth of the removes are TTL deletes).
+
+``ours`` is ``dynamo_cdc.changes:records_to_table``, imported lazily and skipped when absent.
+Both sides end with Parquet bytes in memory so they do the same amount of work.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import importlib
+import inspect
+import io
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.generate import Item, make_item
+
+OURS = "dynamo_cdc.changes:records_to_table"
+SHARD_ID = "shardId-00000001700000000000-0123abcd"
+KEY_NAMES = ("pk", "sk")
+
+
+def _to_wire(value: dict[str, Any]) -> dict[str, Any]:
+    """Internal representation (B as base64 text) -> boto3's (B as bytes)."""
+    ((tag, v),) = value.items()
+    if tag == "B":
+        return {"B": base64.b64decode(v)}
+    if tag == "BS":
+        return {"BS": [base64.b64decode(x) for x in v]}
+    if tag == "M":
+        return {"M": {k: _to_wire(x) for k, x in v.items()}}
+    if tag == "L":
+        return {"L": [_to_wire(x) for x in v]}
+    return value
+
+
+def _wire_item(item: Item) -> dict[str, Any]:
+    return {k: _to_wire(v) for k, v in item.items()}
+
+
+def generate_records(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``n`` stream records as boto3 returns them, the same ones for the same seed.
+
+    Args:
+        n: Number of records.
+        seed: Random seed.
+
+    Returns:
+        A list of record dicts (NEW_AND_OLD_IMAGES view).
+    """
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    seq = 10**20
+    records = []
+    for i in range(n):
+        item = make_item(rng, i)
+        keys = {k: item[k] for k in KEY_NAMES}
+        roll = rng.random()
+        ddb: dict[str, Any] = {
+            "ApproximateCreationDateTime": start + dt.timedelta(seconds=i // 50),
+            "Keys": _wire_item(keys),
+        }
+        record: dict[str, Any] = {
+            "eventID": f"{rng.getrandbits(128):032x}",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+        }
+        if roll < 0.35:
+            record["eventName"] = "INSERT"
+            ddb["NewImage"] = _wire_item(item)
+        elif roll < 0.85:
+            record["eventName"] = "MODIFY"
+            old = dict(item)
+            old["status"] = {"S": "PENDING"}
+            old["revision"] = {"N": "1"}
+            ddb["OldImage"] = _wire_item(old)
+            ddb["NewImage"] = _wire_item(item)
+        else:
+            record["eventName"] = "REMOVE"
+            ddb["OldImage"] = _wire_item(item)
+            if roll > 0.97:
+                record["userIdentity"] = {
+                    "type": "Service",
+                    "principalId": "dynamodb.amazonaws.com",
+                }
+        seq += rng.randrange(1, 10**6)
+        ddb["SequenceNumber"] = str(seq)
+        ddb["SizeBytes"] = 900 + rng.randrange(0, 600)
+        ddb["StreamViewType"] = "NEW_AND_OLD_IMAGES"
+        record["dynamodb"] = ddb
+        records.append(record)
+    return records
+
+
+def _json_default(v: Any) -> Any:
+    from boto3.dynamodb.types import Binary
+
+    if isinstance(v, Binary):  # its str() returns bytes, which json.dumps rejects
+        return base64.b64encode(v.value).decode("ascii")  # type: ignore[attr-defined]
+    if isinstance(v, set | frozenset):
+        return sorted(v, key=repr)
+    return str(v)
+
+
+def naive_records_to_parquet(records: list[dict[str, Any]]) -> bytes:
+    """The first thing people write: TypeDeserializer per image, json.dumps, pandas."""
+    import pandas as pd
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deser = TypeDeserializer()
+
+    def plain(image: dict[str, Any] | None) -> dict[str, Any] | None:
+        if image is None:
+            return None
+        return {k: deser.deserialize(v) for k, v in image.items()}
+
+    rows = []
+    for r in records:
+        d = r["dynamodb"]
+        keys = plain(d["Keys"]) or {}
+        new = plain(d.get("NewImage"))
+        old = plain(d.get("OldImage"))
+        rows.append(
+            {
+                "event_id": r["eventID"],
+                "event_name": r["eventName"],
+                "sequence_number": d["SequenceNumber"],
+                "shard_id": SHARD_ID,
+                "approximate_creation_time": d["ApproximateCreationDateTime"],
+                "ttl_delete": "userIdentity" in r,
+                **{k: str(v) for k, v in keys.items()},
+                # Decimal, set and Binary are not JSON: the default below flattens them,
+                # losing the N/S and set/list distinctions.
+                "_new_image": None if new is None else json.dumps(new, default=_json_default),
+                "_old_image": None if old is None else json.dumps(old, default=_json_default),
+            }
+        )
+    buf = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _load_ours() -> Callable[[list[dict[str, Any]]], bytes] | str:
+    module_name, _, func_name = OURS.partition(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        return f"{OURS} not available yet ({type(exc).__name__}: {exc})"
+    import pyarrow.parquet as pq
+
+    # Pass what the signature asks for: the key schema and the shard, by their names.
+    params = inspect.signature(func).parameters
+    kwargs: dict[str, Any] = {}
+    if "key_attributes" in params:
+        kwargs["key_attributes"] = [(name, "S") for name in KEY_NAMES]
+    if "key_names" in params:
+        kwargs["key_names"] = list(KEY_NAMES)
+    if "shard_ids" in params:
+        kwargs["shard_ids"] = SHARD_ID
+    if "shard_id" in params:
+        kwargs["shard_id"] = SHARD_ID
+
+    def ours(records: list[dict[str, Any]]) -> bytes:
+        table = func(records, **kwargs)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
+
+    return ours
+
+
+def time_it(func: Callable[[list[dict[str, Any]]], bytes], records: list, repeat: int) -> float:
+    """Median wall seconds of ``func(records)`` over ``repeat`` runs."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        func(records)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> int:
+    """Generate the records, time naive and ours, print records/s."""
+    n = int(os.environ.get("BENCH_RECORDS") or 100_000)
+    repeat = max(1, int(os.environ.get("BENCH_REPEAT") or 3))
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the target says
+    records = generate_records(n)
+    naive_seconds = time_it(naive_records_to_parquet, records, repeat)
+    rows: list[tuple[str, float | None, str]] = [("naive", naive_seconds, "")]
+    ours = _load_ours()
+    if isinstance(ours, str):
+        rows.append(("ours", None, f"skipped: {ours}"))
+    else:
+        rows.append(("ours", time_it(ours, records, repeat), ""))
+    naive_rate = n / naive_seconds
+    print(f"\n{n:,} stream records, one core, median of {repeat}\n")
+    print("| approach | records/s | vs naive | note |\n|---|---:|---:|---|")
+    for name, seconds, note in rows:
+        if seconds is None:
+            print(f"| {name} | - | - | {note} |")
+        else:
+            rate = n / seconds
+            print(f"| {name} | {rate:,.0f} | {rate / naive_rate:.2f}x | {note} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

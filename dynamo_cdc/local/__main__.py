@@ -1,0 +1,70 @@
+"""``python -m dynamo_cdc.local [--port N] [--demo]``: run the local AWS in the foreground.
+
+Binds 127.0.0.1 only, prints ``Local AWS listening on http://127.0.0.1:N`` (then nothing else on
+stdout, so a parent can read that one line) and serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dynamo_cdc.local",
+        description="Run the local AWS (moto + AWS-faithful DynamoDB exports) on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=int, default=4566, help="port, 0 for a free one")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="create the demo tables (orders, app-events.v1) and the bucket dynamo-cdc-exports",
+    )
+    parser.add_argument(
+        "--export-delay",
+        type=float,
+        default=0.3,
+        help="seconds an export stays IN_PROGRESS (default 0.3)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+    # Background processes here may start with SIGINT/SIGTERM ignored; take them back.
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    from dynamo_cdc.local.server import LocalAwsApp, LocalAwsServer
+
+    server = LocalAwsServer(
+        args.port, LocalAwsApp(export_delay_seconds=args.export_delay), log_requests=args.verbose
+    )
+    server.start()
+    if args.demo:
+        from dynamo_cdc.local.demo import create_demo_tables
+
+        created = create_demo_tables(server.endpoint_url)
+        logging.getLogger(__name__).info("demo tables: %s", ", ".join(created))
+    sys.stdout.write(f"Local AWS listening on {server.endpoint_url}\n")
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
