@@ -4,7 +4,8 @@
     dynamo-cdc check                             preflight: tables, streams, PITR, bucket
     dynamo-cdc snapshot TABLE [--export-time T]  PITR export -> verified Parquet snapshot
     dynamo-cdc export-to-parquet MANIFEST OUT    convert an existing export (s3:// or local)
-    dynamo-cdc demo                              local AWS + demo tables + a snapshot, end to end
+    dynamo-cdc sync --once                       the whole pipeline for every table, headless
+    dynamo-cdc demo [--once]                     local AWS + demo tables + workload + Dagster
 
 Settings come from ``DYNAMO_CDC_*`` environment variables (see the README); options given here
 win over them.
@@ -150,7 +151,15 @@ def cmd_local_aws(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dynamo_cdc.demo import run_demo
 
-    return int(run_demo(lake_root=args.lake_root or "./lake") or 0)
+    return run_demo(lake_root=args.lake_root or "./lake", once=args.once, ui_port=args.ui_port)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import subprocess
+
+    # The pipeline runs through Dagster, which this library never imports: a child process.
+    cmd = [sys.executable, "-m", "dagster_project.sync"] + (["--once"] if args.once else [])
+    return subprocess.run(cmd, check=False).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="end-to-end demo on the embedded local AWS")
     p.add_argument("--lake-root", default=None)
+    p.add_argument("--once", action="store_true", help="run the pipeline once, headless, and exit")
+    p.add_argument("--ui-port", type=int, default=3000)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sync", help="run the pipeline for every configured table through Dagster")
+    p.add_argument("--once", action="store_true", help="one pass, then exit (the only mode yet)")
+    p.set_defaults(func=cmd_sync)
     return parser
 
 

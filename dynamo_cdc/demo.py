@@ -1,0 +1,162 @@
+"""``make demo`` / ``dynamo-cdc demo``: the whole pipeline on the embedded local AWS.
+
+1. Start the local AWS (a child process on 127.0.0.1) with the demo tables ``orders`` and
+   ``app-events.v1`` (streams NEW_AND_OLD_IMAGES, PITR on) and the export bucket.
+2. Keep a seeded workload writing to both tables.
+3. With ``--once``: run the pipeline headless once (snapshot, changes, current) through
+   ``dynamo-cdc sync --once`` and exit. Otherwise start ``dagster dev`` with the sensors on and
+   keep everything running until Ctrl-C; every process started here is stopped by its pid.
+
+Everything lives under ``.demo/`` (Dagster home, table list, logs) and the lake under
+``./lake`` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dynamo_cdc.aws import Clients
+from dynamo_cdc.config import Settings
+from dynamo_cdc.local import launch_local_aws
+from dynamo_cdc.local.demo import DEMO_BUCKET, DEMO_TABLES
+from dynamo_cdc.local.workload import Workload
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _workloads(clients: Clients) -> list[Workload]:
+    out = []
+    for seed, (name, spec) in enumerate(DEMO_TABLES.items()):
+        keys = [k["AttributeName"] for k in spec["KeySchema"]]
+        out.append(
+            Workload(
+                clients.dynamodb,
+                name,
+                keys[0],
+                keys[1] if len(keys) > 1 else None,
+                seed=seed,
+                keys=200,
+                ttl_attribute=spec.get("ttl_attribute"),
+            )
+        )
+    return out
+
+
+def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
+    """The environment of every process of the demo."""
+    tables = home / "tables.csv"
+    tables.write_text("".join(f"{name}\n" for name in DEMO_TABLES))
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    return dict(
+        os.environ,
+        DYNAMO_CDC_ENDPOINT_URL=endpoint_url,
+        DYNAMO_CDC_TABLES=str(tables),
+        DYNAMO_CDC_LAKE_ROOT=str(Path(lake_root).resolve()),
+        DYNAMO_CDC_EXPORT_BUCKET=DEMO_BUCKET,
+        DAGSTER_HOME=str(dagster_home.resolve()),
+        AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+
+
+def _restore_signals() -> None:
+    # Background processes here may start with SIGINT/SIGTERM ignored (FACTS.md).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_demo(
+    lake_root: str = "./lake",
+    *,
+    once: bool = False,
+    home: str = ".demo",
+    ui_port: int = 3000,
+    warmup_operations: int = 300,
+    writes_per_second: float = 5.0,
+) -> int:
+    """Run the demo; returns the process exit code."""
+    home_path = Path(home).resolve()
+    home_path.mkdir(parents=True, exist_ok=True)
+    print("Starting the local AWS on 127.0.0.1 ...", flush=True)
+    server = launch_local_aws(
+        0, demo=True, stderr_path=str(home_path / "local-aws.log"), export_delay_seconds=1.0
+    )
+    workloads: list[Workload] = []
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        env = demo_env(server.endpoint_url, lake_root, home_path)
+        clients = Clients(Settings(endpoint_url=server.endpoint_url))
+        print(f"Local AWS: {server.endpoint_url} (tables: {', '.join(DEMO_TABLES)})", flush=True)
+        workloads = _workloads(clients)
+        for w in workloads:
+            w.run(warmup_operations // len(workloads))
+            w.run_in_background(writes_per_second)
+        print(f"Workload: {writes_per_second:g} writes/s per table", flush=True)
+        if once:
+            cmd = [sys.executable, "-m", "dynamo_cdc.cli", "sync", "--once"]
+            return subprocess.run(cmd, env=env, check=False).returncode
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(Path("workspace.yaml").resolve()),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(ui_port),
+        ]
+        env["DYNAMO_CDC_DEMO"] = "1"  # sensors and automation start running
+        log = open(home_path / "dagster.log", "ab")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_restore_signals,
+                start_new_session=True,
+            )
+        )
+        print(f"Dagster UI: http://127.0.0.1:{ui_port}  (log: {home_path / 'dagster.log'})")
+        print(f"Lake: {Path(lake_root).resolve()}")
+        print(
+            "Query:  duckdb -c \"SELECT count(*) FROM read_parquet('"
+            f"{Path(lake_root).resolve()}/orders/changes/*/*/*.parquet', hive_partitioning=true)\""
+        )
+        print("Ctrl-C stops everything.", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for w in workloads:
+            w.stop()
+        for p in procs:
+            _stop(p)
+        server.stop()
