@@ -7,7 +7,7 @@ region, explicit credentials and retry settings are applied the same way everywh
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import boto3
 from botocore.config import Config
@@ -66,7 +66,7 @@ class Clients:
                 account_id_endpoint_mode="disabled",
                 s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
             )
-            self._clients[service] = self.session.client(
+            self._clients[service] = cast(Any, self.session).client(
                 service,
                 region_name=self.region,
                 endpoint_url=self.settings.endpoint_url,

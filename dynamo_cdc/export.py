@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -567,8 +567,8 @@ def open_gzip(path: Path) -> IO[bytes]:
     try:
         from isal import igzip
 
-        return igzip.open(path, "rb")  # type: ignore[return-value]
+        return cast(IO[bytes], igzip.open(path, "rb"))
     except ImportError:  # pragma: no cover - isal is a dependency
         import gzip
 
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))

@@ -16,6 +16,7 @@ reads only what a marker lists).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import shutil
@@ -219,7 +220,7 @@ class Lake:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def publish_dir(self, staging: Path, rel: str, marker: str | None = None) -> list[str]:
+    def publish_dir(self, staging: Path, rel: str, marker: str | None = None) -> builtins.list[str]:
         """Make the files of ``staging`` the whole content of ``rel``.
 
         Locally the folder is renamed into place (an older content is renamed away first and

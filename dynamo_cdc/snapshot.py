@@ -303,9 +303,9 @@ def convert_manifest(
     final = schema.decide_schema(merged, keys).with_metadata(metadata)
     rewritten = 0
     for name in parts:
-        path = os.path.join(out_dir, name)
-        if not pq.read_schema(path).remove_metadata().equals(final.remove_metadata()):
-            _rewrite_part(path, final)
+        part_path = os.path.join(out_dir, name)
+        if not pq.read_schema(part_path).remove_metadata().equals(final.remove_metadata()):
+            _rewrite_part(part_path, final)
             rewritten += 1
     return rows, parts, final, rewritten
 

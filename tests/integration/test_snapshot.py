@@ -90,7 +90,9 @@ def test_snapshot_of_10000_items_of_every_type_reads_back_exactly(
     for pk, sk, text in rows:
         assert codec.deserialize_item(codec.item_from_json_text(text)) == source[(pk, sk)]
     # typed columns hold the right values
-    sample = con.sql(f"SELECT * FROM read_parquet('{glob}') ORDER BY pk, sk LIMIT 200").to_arrow_table()
+    sample = con.sql(
+        f"SELECT * FROM read_parquet('{glob}') ORDER BY pk, sk LIMIT 200"
+    ).to_arrow_table()
     for row in sample.to_pylist():
         truth = source[(row["pk"], row["sk"])]
         for name, value in truth.items():
