@@ -22,6 +22,9 @@ Public API::
     sim.handle("GetRecords", {"ShardIterator": it})    # JSON request dict -> JSON response dict
     # errors: SimulatedError(code, message, status); to_http(exc) -> (status, headers, body)
     # success: http_response(result) -> (200, headers, body)
+    sim.stream_arn("orders")                            # enabled StreamArn or None
+    sim.tick()                                          # apply trims/rotations due by the clock
+    sim.calls["GetRecords"], sim.errors["LimitExceededException"]   # counters for tests
 
 In-process with boto3 (no server; see ``dynamo_cdc.local.botocore_hook.attach``)::
 

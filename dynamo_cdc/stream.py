@@ -1,0 +1,701 @@
+"""Reading a table's DynamoDB stream: discovery, the shard tree, lineage-ordered bounded polls.
+
+How a poll works (:meth:`StreamReader.poll`):
+
+1. DescribeStream, paged by ``ExclusiveStartShardId`` / ``LastEvaluatedShardId``, lists the
+   shards. A different stream ARN than the checkpoint's, a checkpoint older than the stream's
+   retention, or an unfinished checkpointed shard missing from the listing is a gap
+   (:class:`~dynamo_cdc.errors.StreamGapError`), never a silent skip.
+2. Every listed shard enters the working checkpoint, except ancestors of shards already in it
+   (those were read to their end and pruned). A shard is *ready* when it has no parent, its
+   parent is neither listed nor checkpointed (trimmed away: it is a root), or its parent is
+   finished. So a parent is always read to its end before its children.
+3. Ready shards are served round-robin, one GetRecords each per round, starting after the shard
+   the previous poll served last (fair with thousands of shards). A shard is served at most
+   five times per second. New shards start at TRIM_HORIZON, known ones AFTER_SEQUENCE_NUMBER
+   their checkpoint. A shard is finished when GetRecords returns no NextShardIterator (or the
+   record at its EndingSequenceNumber was read); its children become ready in the same poll.
+4. The poll stops at its budget of records, bytes, seconds or calls, or when every ready shard
+   is caught up. It returns the records and a new checkpoint; committing it is the caller's
+   job, after the Parquet is written.
+
+Throttling (LimitExceededException, ProvisionedThroughputExceededException, also after
+botocore's own retries ran out) backs off exponentially with jitter; when it persists the poll
+ends early with what it has. ExpiredIteratorException gets a fresh iterator from the position
+reached. Iterators are cached in memory between polls of one reader, keyed by the position they
+continue from, so the checkpoint never depends on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dynamo_cdc.aws import error_code, raise_if_credentials
+from dynamo_cdc.checkpoint import ShardCheckpoint, StreamCheckpoint
+from dynamo_cdc.errors import StreamGapError, StreamNotEnabledError, TableNotFoundError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
+THROTTLE_CODES = frozenset(
+    {
+        "LimitExceededException",
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+    }
+)
+TRANSIENT_CODES = THROTTLE_CODES | {"InternalServerError", "ServiceUnavailable"}
+MAX_CALLS_PER_SHARD_PER_SECOND = 5
+MAX_RECORDS_PER_CALL = 1000
+DEFAULT_RETENTION_SECONDS = 24 * 3600.0
+
+
+# -- discovery -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What DescribeTable says about a table's stream and key.
+
+    Attributes:
+        table: the table name.
+        stream_arn: LatestStreamArn.
+        view_type: StreamViewType (always NEW_AND_OLD_IMAGES once discovered).
+        key_attributes: ``(name, type)`` of the key attributes, HASH first then RANGE, with the
+            type (``S``, ``N`` or ``B``) from AttributeDefinitions.
+    """
+
+    table: str
+    stream_arn: str
+    view_type: str
+    key_attributes: tuple[tuple[str, str], ...]
+
+
+def _enable_fix(table: str) -> str:
+    return (
+        f"aws dynamodb update-table --table-name {table} --stream-specification "
+        f"StreamEnabled=true,StreamViewType={REQUIRED_VIEW_TYPE}"
+    )
+
+
+def discover(clients_or_dynamodb_client: Any, table: str) -> StreamInfo:
+    """Find the table's stream and key attributes (DescribeTable).
+
+    Args:
+        clients_or_dynamodb_client: a :class:`dynamo_cdc.aws.Clients` or a boto3 DynamoDB client.
+        table: the table name.
+
+    Raises:
+        TableNotFoundError: the table does not exist in this account and region.
+        StreamNotEnabledError: no stream, or a view type other than NEW_AND_OLD_IMAGES.
+    """
+    client = getattr(clients_or_dynamodb_client, "dynamodb", clients_or_dynamodb_client)
+    try:
+        desc = client.describe_table(TableName=table)["Table"]
+    except ClientError as exc:
+        raise_if_credentials(exc, f"describe table {table}")
+        if error_code(exc) == "ResourceNotFoundException":
+            raise TableNotFoundError(
+                f"Table {table!r} does not exist in region "
+                f"{client.meta.region_name} of this account.",
+                fix="check the table name in the table list and the region/account settings.",
+            ) from None
+        raise
+    spec = desc.get("StreamSpecification") or {}
+    arn = desc.get("LatestStreamArn")
+    view = spec.get("StreamViewType")
+    if not spec.get("StreamEnabled") or not arn:
+        raise StreamNotEnabledError(
+            f"Table {table!r} has no DynamoDB stream, so its changes cannot be captured.",
+            fix=_enable_fix(table),
+        )
+    if view != REQUIRED_VIEW_TYPE:
+        raise StreamNotEnabledError(
+            f"Table {table!r} streams {view}, but change capture needs {REQUIRED_VIEW_TYPE} "
+            "(full old and new images).",
+            fix="disable the stream, then " + _enable_fix(table),
+        )
+    types = {a["AttributeName"]: a["AttributeType"] for a in desc["AttributeDefinitions"]}
+    keys = sorted(desc["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
+    return StreamInfo(
+        table=table,
+        stream_arn=arn,
+        view_type=view,
+        key_attributes=tuple((k["AttributeName"], types[k["AttributeName"]]) for k in keys),
+    )
+
+
+# -- shards ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard as DescribeStream lists it."""
+
+    shard_id: str
+    parent_shard_id: str | None = None
+    starting_sequence_number: str | None = None
+    ending_sequence_number: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        """A closed shard takes no new records; it ends at ``ending_sequence_number``."""
+        return self.ending_sequence_number is not None
+
+
+def list_shards(
+    streams_client: Any,
+    stream_arn: str,
+    *,
+    page_size: int = 100,
+    call: Callable[..., Any] | None = None,
+) -> list[Shard]:
+    """All shards of a stream, following DescribeStream's ``LastEvaluatedShardId`` pages.
+
+    Args:
+        streams_client: a boto3 ``dynamodbstreams`` client.
+        stream_arn: the stream.
+        page_size: DescribeStream's Limit (AWS allows up to 100).
+        call: wraps each API call (the reader passes its throttling retry); default: direct.
+    """
+    invoke = call or (lambda fn, **kw: fn(**kw))
+    shards: list[Shard] = []
+    seen: set[str] = set()
+    start: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"StreamArn": stream_arn, "Limit": page_size}
+        if start:
+            kwargs["ExclusiveStartShardId"] = start
+        desc = invoke(streams_client.describe_stream, **kwargs)["StreamDescription"]
+        for s in desc.get("Shards", []):
+            if s["ShardId"] in seen:
+                continue
+            seen.add(s["ShardId"])
+            rng = s.get("SequenceNumberRange") or {}
+            shards.append(
+                Shard(
+                    shard_id=s["ShardId"],
+                    parent_shard_id=s.get("ParentShardId"),
+                    starting_sequence_number=rng.get("StartingSequenceNumber"),
+                    ending_sequence_number=rng.get("EndingSequenceNumber"),
+                )
+            )
+        start = desc.get("LastEvaluatedShardId")
+        if not start:
+            return shards
+
+
+def shard_roots(shards: Iterable[Shard]) -> list[str]:
+    """Shards without a listed parent (no parent, or the parent was trimmed away), sorted."""
+    listed = {s.shard_id for s in shards if s}
+    return sorted(
+        s.shard_id for s in shards if not s.parent_shard_id or s.parent_shard_id not in listed
+    )
+
+
+def shard_children(shards: Iterable[Shard]) -> dict[str, list[str]]:
+    """Parent shard id -> its listed children (sorted)."""
+    out: dict[str, list[str]] = {}
+    for s in shards:
+        if s.parent_shard_id:
+            out.setdefault(s.parent_shard_id, []).append(s.shard_id)
+    return {p: sorted(c) for p, c in out.items()}
+
+
+# -- polling ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadBudget:
+    """What one poll may spend before it returns.
+
+    Attributes:
+        max_records: records per poll.
+        max_bytes: approximate bytes per poll (the records' ``SizeBytes``).
+        max_seconds: wall time per poll.
+        max_calls: GetRecords + GetShardIterator calls per poll (DescribeStream pages excluded).
+        records_per_call: GetRecords Limit (at most 1,000).
+    """
+
+    max_records: int = 50_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_seconds: float = 30.0
+    max_calls: int = 2_000
+    records_per_call: int = MAX_RECORDS_PER_CALL
+
+
+@dataclass(frozen=True)
+class ShardRange:
+    """The records one poll read from one shard (sequence numbers as AWS gives them)."""
+
+    shard_id: str
+    first_sequence_number: str
+    last_sequence_number: str
+    count: int
+
+
+@dataclass
+class StreamBatch:
+    """The result of one poll.
+
+    Attributes:
+        records: the stream records in read order (parents before children), as boto3 returns
+            them (binary values are ``bytes``).
+        shard_ids: the shard of each record (parallel to ``records``).
+        checkpoint: the position after these records; not committed yet.
+        ranges: per shard, the range read.
+        finished_shards: shards read to their end in this poll.
+        calls: API calls made (GetRecords + GetShardIterator).
+        bytes: sum of the records' SizeBytes.
+        throttled: throttled calls that were retried.
+        stopped_by: why the poll ended: "caught_up", "records", "bytes", "seconds", "calls",
+            or "throttled".
+    """
+
+    records: list[dict[str, Any]]
+    shard_ids: list[str]
+    checkpoint: StreamCheckpoint
+    ranges: dict[str, ShardRange] = field(default_factory=dict)
+    finished_shards: list[str] = field(default_factory=list)
+    calls: int = 0
+    bytes: int = 0
+    throttled: int = 0
+    stopped_by: str = "caught_up"
+
+
+class _Throttled(Exception):
+    """Throttling persisted past the retries; the poll ends with what it has."""
+
+
+class _BudgetSpent(Exception):
+    """The poll's budget is spent."""
+
+
+def _iso(ts: float | datetime) -> str:
+    if isinstance(ts, datetime):
+        dt = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    else:
+        dt = datetime.fromtimestamp(ts, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def gap_fix(table: str) -> str:
+    """The fix text of a stream gap on ``table``."""
+    return (
+        f"heal the window with a PITR incremental export of table {table!r} (or take a fresh "
+        f"snapshot), then reset the stream checkpoint ({table}/_state/stream/checkpoint.json) "
+        "so capture restarts from the stream's trim horizon."
+    )
+
+
+class StreamReader:
+    """Reads a table's stream in lineage order within a budget (see the module docstring).
+
+    Args:
+        streams_client: a boto3 ``dynamodbstreams`` client.
+        table: the table name (for errors and the checkpoint).
+        checkpoint: the committed checkpoint to start from.
+        budget: the per-poll budget.
+        stream_arn: the table's LatestStreamArn (from :func:`discover`); defaults to the
+            checkpoint's. A checkpoint of another ARN is a gap.
+        clock: epoch seconds now (injectable so tests drive time).
+        sleep: waits (injectable so tests do not wait).
+        rng: jitter source.
+        retention_seconds: the stream's retention; a checkpoint older than this is a gap
+            (records may have been trimmed from shards it never read). None disables the check.
+        max_retries: retries of one throttled call before the poll gives up for now.
+        backoff_base: first back-off delay in seconds (doubled per retry, capped).
+        backoff_cap: longest back-off delay in seconds.
+    """
+
+    def __init__(
+        self,
+        streams_client: Any,
+        table: str,
+        checkpoint: StreamCheckpoint,
+        budget: ReadBudget | None = None,
+        *,
+        stream_arn: str | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = time.sleep,
+        rng: random.Random | None = None,
+        retention_seconds: float | None = DEFAULT_RETENTION_SECONDS,
+        max_retries: int = 8,
+        backoff_base: float = 0.05,
+        backoff_cap: float = 5.0,
+    ) -> None:
+        self.client = streams_client
+        self.table = table
+        self.checkpoint = checkpoint
+        self.budget = budget or ReadBudget()
+        arn = stream_arn or checkpoint.stream_arn
+        if not arn:
+            raise ValueError("StreamReader needs stream_arn (from discover()) or a checkpoint")
+        self.stream_arn: str = arn
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.retention_seconds = retention_seconds
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        # shard id -> (iterator, the position it continues from); never persisted.
+        self._iterators: dict[str, tuple[str, str | None]] = {}
+        self._call_times: dict[str, deque[float]] = {}
+        self.throttled = 0
+
+    # -- public ----------------------------------------------------------------------------
+
+    def acknowledge(self, batch: StreamBatch) -> None:
+        """Continue from ``batch.checkpoint`` (call after committing it)."""
+        self.checkpoint = batch.checkpoint
+
+    def poll(self) -> StreamBatch:
+        """Read what the budget allows, parents before children.
+
+        Returns:
+            the records read and the checkpoint that covers them (not committed).
+
+        Raises:
+            StreamGapError: changes may have been lost (see the module docstring).
+        """
+        started = self._clock()
+        self.throttled = 0
+        ckpt = self.checkpoint
+        self._check_arn(ckpt, started)
+        self._check_age(ckpt, started)
+        try:
+            shards = list_shards(self.client, self.stream_arn, call=self._call)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise self._gap(
+                    "stream_not_found",
+                    f"stream {self.stream_arn} no longer exists",
+                    ckpt.last_change_time(),
+                    started,
+                ) from None
+            raise
+        except _Throttled:
+            return StreamBatch([], [], replace(ckpt), stopped_by="throttled")
+        listed = {s.shard_id: s for s in shards}
+        working = self._working_set(ckpt, listed, started)
+        return self._read(ckpt, working, listed, started)
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _gap(self, reason: str, what: str, start: str | None, now: float) -> StreamGapError:
+        end = _iso(now)
+        window = f"from {start or 'the start of capture'} to {end}"
+        return StreamGapError(
+            f"Stream gap on table {self.table!r}: {what}. Changes {window} may be missing "
+            "from the change partitions.",
+            table=self.table,
+            reason=reason,
+            window_start=start,
+            window_end=end,
+            fix=gap_fix(self.table),
+        )
+
+    def _check_arn(self, ckpt: StreamCheckpoint, now: float) -> None:
+        if ckpt.stream_arn and ckpt.stream_arn != self.stream_arn:
+            raise self._gap(
+                "stream_arn_changed",
+                f"the table's stream is now {self.stream_arn} but the checkpoint follows "
+                f"{ckpt.stream_arn} (the stream was disabled and enabled again)",
+                ckpt.last_change_time(),
+                now,
+            )
+
+    def _check_age(self, ckpt: StreamCheckpoint, now: float) -> None:
+        if self.retention_seconds is None or ckpt.updated_at is None or not ckpt.shards:
+            return
+        if now - ckpt.updated_at > self.retention_seconds:
+            raise self._gap(
+                "checkpoint_behind_trim_horizon",
+                f"the checkpoint was last advanced at {_iso(ckpt.updated_at)}, longer ago than "
+                f"the stream keeps records ({self.retention_seconds / 3600:g} h)",
+                ckpt.oldest_unfinished_change_time() or _iso(ckpt.updated_at),
+                now - self.retention_seconds,
+            )
+
+    def _working_set(
+        self, ckpt: StreamCheckpoint, listed: dict[str, Shard], now: float
+    ) -> dict[str, ShardCheckpoint]:
+        working: dict[str, ShardCheckpoint] = {}
+        for sid, sc in ckpt.shards.items():
+            if sid in listed:
+                working[sid] = sc
+            elif not sc.finished:
+                raise self._gap(
+                    "shard_vanished",
+                    f"shard {sid} disappeared from the stream before it was read to its end "
+                    f"(read up to {sc.last_sequence_number or 'nothing'})",
+                    sc.last_change_time or ckpt.oldest_unfinished_change_time(),
+                    now,
+                )
+            # A finished shard that left the listing was trimmed after being read: drop it.
+        # Ancestors of known shards were read to their end and pruned: do not read them again.
+        done: set[str] = set()
+        for sid, sc in working.items():
+            parent = listed[sid].parent_shard_id or sc.parent_shard_id
+            while parent and parent not in working and parent not in done:
+                done.add(parent)
+                parent = listed[parent].parent_shard_id if parent in listed else None
+        for sid, shard in listed.items():
+            if sid not in working and sid not in done:
+                working[sid] = ShardCheckpoint(parent_shard_id=shard.parent_shard_id)
+        return working
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(
+        self,
+        ckpt: StreamCheckpoint,
+        working: dict[str, ShardCheckpoint],
+        listed: dict[str, Shard],
+        started: float,
+    ) -> StreamBatch:
+        budget = self.budget
+        records: list[dict[str, Any]] = []
+        shard_ids: list[str] = []
+        ranges: dict[str, list[Any]] = {}
+        finished: list[str] = []
+        calls = 0
+        size = 0
+        empties: dict[str, int] = {}
+        last_served = ckpt.rotation_cursor
+        stopped_by = "caught_up"
+
+        def ready(sid: str) -> bool:
+            sc = working[sid]
+            if sc.finished:
+                return False
+            parent = sc.parent_shard_id
+            return not parent or parent not in working or working[parent].finished
+
+        order = sorted(working)
+        if ckpt.rotation_cursor:
+            cut = next((i for i, s in enumerate(order) if s > ckpt.rotation_cursor), 0)
+            order = order[cut:] + order[:cut]
+        active = [sid for sid in order if ready(sid)]
+        position = {sid: working[sid].last_sequence_number for sid in working}
+
+        try:
+            while active:
+                served_this_round = 0
+                next_active: list[str] = []
+                for sid in active:
+                    reason = self._over_budget(len(records), size, calls, started)
+                    if reason:
+                        stopped_by = reason
+                        raise _BudgetSpent
+                    if not self._may_call(sid):
+                        next_active.append(sid)
+                        continue
+                    served_this_round += 1
+                    last_served = sid
+                    limit = min(budget.records_per_call, budget.max_records - len(records))
+                    resp, used = self._get_records(sid, position[sid], max(1, limit))
+                    calls += used
+                    recs = resp.get("Records") or []
+                    next_it = resp.get("NextShardIterator")
+                    sc = working[sid]
+                    if recs:
+                        first = recs[0]["dynamodb"]["SequenceNumber"]
+                        last_rec = recs[-1]["dynamodb"]
+                        last = last_rec["SequenceNumber"]
+                        for r in recs:
+                            size += int(r["dynamodb"].get("SizeBytes", 0))
+                        records.extend(recs)
+                        shard_ids.extend([sid] * len(recs))
+                        rng = ranges.setdefault(sid, [first, last, 0])
+                        rng[1] = last
+                        rng[2] += len(recs)
+                        position[sid] = last
+                        when = last_rec.get("ApproximateCreationDateTime")
+                        sc = replace(
+                            sc,
+                            last_sequence_number=last,
+                            last_change_time=_iso(when)
+                            if when is not None
+                            else sc.last_change_time,
+                        )
+                    ending = listed[sid].ending_sequence_number
+                    done = next_it is None or (
+                        ending is not None and position[sid] is not None and position[sid] == ending
+                    )
+                    if next_it is not None:
+                        self._iterators[sid] = (next_it, position[sid])
+                    else:
+                        self._iterators.pop(sid, None)
+                    if done:
+                        sc = replace(sc, finished=True)
+                        finished.append(sid)
+                        self._iterators.pop(sid, None)
+                    working[sid] = sc
+                    if done:
+                        # Children become ready now; serve them in this poll, right after.
+                        for child in sorted(
+                            c for c in working if working[c].parent_shard_id == sid
+                        ):
+                            if ready(child) and child not in next_active:
+                                next_active.append(child)
+                    elif recs and (listed[sid].closed or len(recs) >= limit):
+                        # A full answer: more may follow. An open shard that answered less
+                        # than asked is at its tip; the next poll goes on from there.
+                        empties[sid] = 0
+                        next_active.append(sid)
+                    elif listed[sid].closed:
+                        # A closed shard may answer empty before its end; try a few times.
+                        empties[sid] = empties.get(sid, 0) + 1
+                        if empties[sid] < 3:
+                            next_active.append(sid)
+                    # An open shard that answered nothing is caught up for this poll.
+                active = next_active
+                if active and served_this_round == 0:
+                    # Every remaining shard hit its 5 calls/s: wait for the first to free up.
+                    self._sleep(self._rate_wait(active))
+        except _BudgetSpent:
+            pass
+        except _Throttled:
+            stopped_by = "throttled"
+
+        new = StreamCheckpoint(
+            table=self.table,
+            stream_arn=self.stream_arn,
+            shards=working,
+            updated_at=started,
+            rotation_cursor=last_served,
+        ).pruned()
+        return StreamBatch(
+            records=records,
+            shard_ids=shard_ids,
+            checkpoint=new,
+            ranges={sid: ShardRange(sid, r[0], r[1], r[2]) for sid, r in ranges.items()},
+            finished_shards=finished,
+            calls=calls,
+            bytes=size,
+            throttled=self.throttled,
+            stopped_by=stopped_by,
+        )
+
+    def _over_budget(self, n: int, size: int, calls: int, started: float) -> str | None:
+        b = self.budget
+        if n >= b.max_records:
+            return "records"
+        if size >= b.max_bytes:
+            return "bytes"
+        if calls >= b.max_calls:
+            return "calls"
+        if self._clock() - started >= b.max_seconds:
+            return "seconds"
+        return None
+
+    def _may_call(self, sid: str) -> bool:
+        times = self._call_times.setdefault(sid, deque(maxlen=MAX_CALLS_PER_SHARD_PER_SECOND))
+        if len(times) < MAX_CALLS_PER_SHARD_PER_SECOND:
+            return True
+        return self._clock() - times[0] >= 1.0
+
+    def _rate_wait(self, sids: Sequence[str]) -> float:
+        now = self._clock()
+        waits = [
+            1.0 - (now - self._call_times[s][0])
+            for s in sids
+            if len(self._call_times.get(s, ())) == MAX_CALLS_PER_SHARD_PER_SECOND
+        ]
+        return max(0.001, min(waits) if waits else 0.001)
+
+    def _get_records(self, sid: str, pos: str | None, limit: int) -> tuple[dict[str, Any], int]:
+        """One GetRecords on ``sid`` from ``pos``; returns the response and the calls made."""
+        calls = 0
+        cached = self._iterators.get(sid)
+        iterator = cached[0] if cached and cached[1] == pos else None
+        for _attempt in range(3):
+            if iterator is None:
+                iterator = self._get_iterator(sid, pos)
+                calls += 1
+            self._call_times.setdefault(sid, deque(maxlen=MAX_CALLS_PER_SHARD_PER_SECOND)).append(
+                self._clock()
+            )
+            try:
+                calls += 1
+                return self._call(
+                    self.client.get_records, ShardIterator=iterator, Limit=limit
+                ), calls
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "ExpiredIteratorException":
+                    log.info("iterator of %s/%s expired; getting a fresh one", self.table, sid)
+                    self._iterators.pop(sid, None)
+                    iterator = None
+                    continue
+                self._raise_shard_error(exc, sid, pos)
+        raise _Throttled  # iterators kept expiring: stop for now, the next poll retries
+
+    def _get_iterator(self, sid: str, pos: str | None) -> str:
+        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": sid}
+        if pos is None:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            kwargs["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            kwargs["SequenceNumber"] = pos
+        try:
+            return str(self._call(self.client.get_shard_iterator, **kwargs)["ShardIterator"])
+        except ClientError as exc:
+            self._raise_shard_error(exc, sid, pos)
+            raise  # unreachable; keeps type checkers calm
+
+    def _raise_shard_error(self, exc: ClientError, sid: str, pos: str | None) -> None:
+        code = error_code(exc)
+        sc = self.checkpoint.shards.get(sid)
+        start = (sc.last_change_time if sc else None) or self.checkpoint.last_change_time()
+        now = self._clock()
+        if code == "TrimmedDataAccessException":
+            raise self._gap(
+                "trimmed",
+                f"shard {sid} no longer holds the records after sequence number "
+                f"{pos or '(trim horizon)'}: they were trimmed (the stream keeps 24 hours)",
+                start,
+                now,
+            ) from None
+        if code == "ResourceNotFoundException":
+            raise self._gap(
+                "shard_vanished",
+                f"shard {sid} disappeared before it was read to its end",
+                start,
+                now,
+            ) from None
+        raise_if_credentials(exc, f"read the stream of table {self.table}")
+        raise exc
+
+    def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """Call ``fn``; back off with jitter on throttling, give up with _Throttled."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return fn(**kwargs)
+            except ClientError as exc:
+                if error_code(exc) not in TRANSIENT_CODES:
+                    raise
+                self.throttled += 1
+                if attempt == self.max_retries:
+                    log.warning(
+                        "%s: %s throttled %d times; ending this poll early",
+                        self.table,
+                        getattr(fn, "__name__", "call"),
+                        attempt + 1,
+                    )
+                    raise _Throttled from None
+                delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
+                self._sleep(delay * (0.5 + self._rng.random() / 2))
+        raise AssertionError("unreachable")
