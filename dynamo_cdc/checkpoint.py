@@ -27,15 +27,11 @@ from typing import Any
 
 import orjson
 
-from dynamo_cdc.errors import DynamoCdcError
+from dynamo_cdc.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(DynamoCdcError):
-    """A checkpoint file that cannot be read (corrupt JSON, unknown version, other table)."""
 
 
 @dataclass(frozen=True)

@@ -93,5 +93,9 @@ class StreamGapError(DynamoCdcError):
         super().__init__(message, fix=fix)
 
 
+class CheckpointError(DynamoCdcError):
+    """A checkpoint file that cannot be read (corrupt JSON, unknown version, other table)."""
+
+
 class CredentialsError(DynamoCdcError):
     """AWS rejected the credentials (wrong key, expired token) or found none."""
