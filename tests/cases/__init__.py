@@ -1,0 +1,1 @@
+"""Shared test case data (all-types items, limits), imported by unit and integration tests."""
