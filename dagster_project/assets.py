@@ -1,0 +1,611 @@
+"""Per-table assets: ``table`` (observed), ``snapshot`` (daily), ``changes`` (hourly), ``current``.
+
+:func:`build_table_assets` makes the four assets and their checks for one
+:class:`~dynamo_cdc.config.TableSpec`. Every asset calls the library (``dynamo_cdc``) for the
+work and returns a ``MaterializeResult`` whose metadata the UI plots per table (rows, files,
+bytes, lag); checks that need the materialized partition are reported by the asset itself
+(``check_specs``), the others are ``@asset_check`` functions.
+"""
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from dagster_project.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files
+from dagster_project.resources import DynamoDBResource, LakeResource
+from dynamo_cdc import codec
+from dynamo_cdc.changes import capture_once, image_text, partition_path
+from dynamo_cdc.checkpoint import CheckpointStore
+from dynamo_cdc.config import TableSpec
+from dynamo_cdc.errors import DynamoCdcError, PitrWindowError
+from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
+from dynamo_cdc.lake import Lake
+from dynamo_cdc.snapshot import take_snapshot
+from dynamo_cdc.stream import ReadBudget
+
+PARTITIONS_START = "2025-01-01"
+DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
+HOURLY = dg.HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", end_offset=1)
+HOUR_KEY_FORMAT = "%Y-%m-%d-%H:00"
+CURRENT_SAMPLE_SIZE = 20
+
+
+def asset_key(spec: TableSpec, kind: str) -> dg.AssetKey:
+    """``["dynamodb", <safe name>, kind]``; see :func:`dynamo_cdc.config.dagster_safe_name`."""
+    return dg.AssetKey(["dynamodb", spec.safe_name, kind])
+
+
+def pool_name(spec: TableSpec) -> str:
+    """The Dagster pool of runs that write ``spec``'s changes (one at a time per table)."""
+    return f"dynamo_cdc_{spec.safe_name}"
+
+
+def hour_partition_key(hour_start: datetime) -> str:
+    """The hourly partition key of the hour starting at ``hour_start`` (UTC)."""
+    return hour_start.astimezone(UTC).strftime(HOUR_KEY_FORMAT)
+
+
+def hour_of_partition_key(key: str) -> datetime:
+    """Inverse of :func:`hour_partition_key`."""
+    return datetime.strptime(key, HOUR_KEY_FORMAT).replace(tzinfo=UTC)
+
+
+def hour_of_path(path: str) -> datetime | None:
+    """The hour of a change file path ``.../date=YYYY-MM-DD/hour=HH/...``, else None."""
+    date = hour = None
+    for part in path.split("/"):
+        if part.startswith("date="):
+            date = part[5:]
+        elif part.startswith("hour="):
+            hour = part[5:]
+    if date is None or hour is None:
+        return None
+    return datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+
+
+@dataclass
+class ParquetStats:
+    """Rows and bytes of a set of Parquet files."""
+
+    rows: int
+    bytes: int
+
+
+def parquet_stats(lake: Lake, paths: Sequence[str]) -> ParquetStats:
+    """Count rows (from each footer) and bytes of ``paths`` (relative to the lake root)."""
+    fs, base = lake.arrow_filesystem()
+    rows = size = 0
+    for rel in paths:
+        full = f"{base}/{rel}"
+        size += fs.get_file_info(full).size or 0
+        with fs.open_input_file(full) as fh:
+            rows += pq.ParquetFile(fh).metadata.num_rows
+    return ParquetStats(rows, size)
+
+
+def _tags(spec: TableSpec) -> dict[str, str]:
+    return {"dynamo_cdc/table": spec.safe_name}
+
+
+# -- table (observed) ---------------------------------------------------------------------------
+
+
+def build_table_asset(spec: TableSpec) -> dg.SourceAsset:
+    """The external ``table`` asset: what DescribeTable says, recorded as an observation."""
+
+    @dg.observable_source_asset(
+        key=asset_key(spec, "table"),
+        group_name=spec.safe_name,
+        description=f"DynamoDB table `{spec.name}` (observed with DescribeTable).",
+        metadata={"dynamodb_table": spec.name},
+        required_resource_keys={"dynamodb"},
+        tags=_tags(spec),
+    )
+    def table(context: dg.AssetExecutionContext) -> dg.ObserveResult:
+        dynamodb: DynamoDBResource = context.resources.dynamodb
+        clients = dynamodb.get_clients()
+        desc = describe_table(clients, spec.name)
+        try:
+            earliest, latest = pitr_window(clients, spec.name)
+            pitr = f"ENABLED ({earliest.isoformat()} .. {latest.isoformat()})"
+        except DynamoCdcError as exc:
+            pitr = f"unavailable: {exc}"
+        stream = desc.get("StreamSpecification") or {}
+        items = int(desc.get("ItemCount", 0))
+        size = int(desc.get("TableSizeBytes", 0))
+        return dg.ObserveResult(
+            data_version=dg.DataVersion(f"{items}:{size}:{desc.get('LatestStreamArn', '')}"),
+            metadata={
+                "dynamodb_table": spec.name,
+                "item_count": items,
+                "size_bytes": size,
+                "table_status": desc.get("TableStatus", ""),
+                "stream": f"{stream.get('StreamViewType', 'off')} "
+                f"{desc.get('LatestStreamArn', '')}".strip(),
+                "pitr": pitr,
+            },
+        )
+
+    return table
+
+
+# -- snapshot -------------------------------------------------------------------------------
+
+
+class SnapshotConfig(dg.Config):
+    """How a snapshot partition is made."""
+
+    workers: int = Field(default=0, description="Conversion processes; 0 = one per core.")
+    poll_seconds: float = Field(default=5.0, description="First DescribeExport interval.")
+
+
+def export_time_of(partition_end: datetime, now: datetime) -> datetime | None:
+    """ExportTime of a daily partition: its end, or None (now) while the day is not over."""
+    return None if partition_end > now else partition_end
+
+
+def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
+    """The daily ``snapshot`` asset: a PITR export at the partition's end -> Parquet."""
+    key = asset_key(spec, "snapshot")
+
+    @dg.asset(
+        key=key,
+        deps=[asset_key(spec, "table")],
+        partitions_def=DAILY,
+        group_name=spec.safe_name,
+        kinds={"dynamodb", "parquet"},
+        tags=_tags(spec),
+        metadata={"dynamodb_table": spec.name},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "rows_match_manifest",
+                asset=key,
+                description="Rows in the Parquet equal the export manifest's itemCount.",
+            )
+        ],
+        description=(
+            f"Full PITR export of `{spec.name}` at the end of each UTC day (now for today), "
+            "verified and converted to Parquet under snapshot/export_date=YYYY-MM-DD/."
+        ),
+    )
+    def snapshot(
+        context: dg.AssetExecutionContext,
+        config: SnapshotConfig,
+        dynamodb: DynamoDBResource,
+        lake: LakeResource,
+    ) -> dg.MaterializeResult:
+        clients = dynamodb.get_clients()
+        the_lake = lake.get_lake()
+        window = context.partition_time_window
+        now = datetime.now(UTC)
+        export_time = export_time_of(window.end, now)
+        if export_time is not None:
+            earliest, latest = pitr_window(clients, spec.name)
+            if export_time < earliest:
+                raise PitrWindowError(
+                    f"Partition {context.partition_key} of table {spec.name!r} needs an export "
+                    f"at {export_time.isoformat()}, before the earliest restorable time "
+                    f"{earliest.isoformat()}.",
+                    fix=f"backfill partitions from {earliest.date().isoformat()} on (PITR keeps "
+                    "up to 35 days).",
+                )
+            export_time = min(export_time, latest)
+        request = ExportRequest(
+            table=spec.name,
+            bucket=dynamodb.bucket(),
+            prefix=dynamodb.export_prefix.strip("/"),
+            export_time=export_time,
+            export_format=spec.export_format,
+        )
+        result = take_snapshot(
+            clients,
+            the_lake,
+            request,
+            export_date=context.partition_key,
+            workers=config.workers or None,
+            poll_seconds=config.poll_seconds,
+            progress=context.log.info,
+        )
+        stats = parquet_stats(the_lake, result.files)
+        manifest_items = int(result.lineage.get("item_count", -1))
+        lineage = result.lineage
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": stats.rows,
+                "rows": stats.rows,
+                "files": len(result.files),
+                "bytes": stats.bytes,
+                "path": dg.MetadataValue.path(result.uri),
+                "export_arn": str(lineage.get("export_arn", "")),
+                "export_time": str(lineage.get("export_time", "")),
+                "manifest_item_count": manifest_items,
+                "seconds": round(result.seconds, 3),
+                "duckdb": dg.MetadataValue.md(
+                    f"```sql\nSELECT * FROM read_parquet('{result.uri}/*.parquet');\n```"
+                ),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="rows_match_manifest",
+                    passed=stats.rows == manifest_items,
+                    metadata={"parquet_rows": stats.rows, "manifest_item_count": manifest_items},
+                )
+            ],
+        )
+
+    return snapshot
+
+
+# -- changes --------------------------------------------------------------------------------
+
+
+class ChangesConfig(dg.Config):
+    """What a ``changes`` run does besides describing the hour's landed files."""
+
+    capture: bool = Field(
+        default=False,
+        description="Poll the stream first (headless runs such as `dynamo-cdc sync --once`). "
+        "Never while the table's stream sensor is running: one capture per table at a time.",
+    )
+    capture_seconds: float = Field(default=20.0, description="Time budget of that poll.")
+    compact: bool = Field(
+        default=False,
+        description="Compact the hour's micro-batch files if the hour is closed.",
+    )
+    caught_up_at: float | None = Field(
+        default=None, description="Epoch seconds when the capture last caught up (from the sensor)."
+    )
+    grace_seconds: float = Field(
+        default=DEFAULT_GRACE_SECONDS, description="How long after its end an hour may still fill."
+    )
+    batch_id: str = Field(default="", description="The micro-batch that triggered this run.")
+    batch_records: int = Field(default=0, description="Records in that micro-batch.")
+    batch_files: int = Field(default=0, description="Files that micro-batch wrote in this hour.")
+    lag_seconds: float | None = Field(
+        default=None, description="Capture lag when the micro-batch landed."
+    )
+    shard_ranges: str = Field(default="", description="Shard sequence ranges of the micro-batch.")
+
+
+def describe_hour(lake: Lake, files: Sequence[str]) -> dict[str, Any]:
+    """Rows, bytes, duplicate event ids and the newest change time of an hour's files."""
+    if not files:
+        return {"rows": 0, "bytes": 0, "duplicates": 0, "newest": None}
+    fs, base = lake.arrow_filesystem()
+    stats = parquet_stats(lake, files)
+    table = ds.dataset([f"{base}/{p}" for p in files], filesystem=fs, format="parquet").to_table(
+        columns=["event_id", "approximate_creation_time"]
+    )
+    distinct = pc.count_distinct(table.column("event_id")).as_py()
+    newest = pc.max(table.column("approximate_creation_time")).as_py()
+    return {
+        "rows": stats.rows,
+        "bytes": stats.bytes,
+        "duplicates": table.num_rows - distinct,
+        "newest": newest,
+    }
+
+
+def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
+    """The hourly ``changes`` asset: the stream's change rows of one hour, landed by the sensor."""
+    key = asset_key(spec, "changes")
+
+    @dg.asset(
+        key=key,
+        deps=[asset_key(spec, "table")],
+        partitions_def=HOURLY,
+        group_name=spec.safe_name,
+        kinds={"dynamodb", "parquet"},
+        tags=_tags(spec),
+        pool=pool_name(spec),
+        metadata={"dynamodb_table": spec.name},
+        check_specs=[
+            dg.AssetCheckSpec(
+                "no_duplicate_event_id",
+                asset=key,
+                description="Every stream record appears once in the hour.",
+            )
+        ],
+        description=(
+            f"Change rows of `{spec.name}` by hour of ApproximateCreationDateTime under "
+            "changes/date=YYYY-MM-DD/hour=HH/. Landed by the stream sensor in micro-batches; "
+            "each run records a batch and, once the hour is closed, compacts its files."
+        ),
+    )
+    def changes(
+        context: dg.AssetExecutionContext,
+        config: ChangesConfig,
+        dynamodb: DynamoDBResource,
+        lake: LakeResource,
+    ) -> dg.MaterializeResult:
+        the_lake = lake.get_lake()
+        hour = hour_of_partition_key(context.partition_key)
+        metadata: dict[str, Any] = {}
+        if config.capture:
+            captured = capture_once(
+                dynamodb.get_clients(),
+                the_lake,
+                spec.name,
+                ReadBudget(max_seconds=config.capture_seconds),
+            )
+            touched = sorted(
+                {hour_partition_key(h) for f in captured.files if (h := hour_of_path(f))}
+            )
+            context.log.info(
+                f"captured {captured.records} records into {len(captured.files)} files "
+                f"({captured.stopped_by}); hours touched: {touched}"
+            )
+            metadata.update(
+                batch_records=captured.records,
+                batch_stopped_by=captured.stopped_by,
+                hours_touched=dg.MetadataValue.json(touched),
+                shard_ranges=dg.MetadataValue.json(
+                    {
+                        sid: [r.first_sequence_number, r.last_sequence_number, r.count]
+                        for sid, r in captured.ranges.items()
+                    }
+                ),
+            )
+            if captured.lag_seconds is not None:
+                metadata["lag_seconds"] = round(captured.lag_seconds, 3)
+        if config.compact:
+            checkpoint = CheckpointStore(the_lake, spec.name).load()
+            outcome = compact_hour(
+                the_lake,
+                spec.name,
+                hour,
+                checkpoint,
+                caught_up_at=config.caught_up_at,
+                grace_seconds=config.grace_seconds,
+            )
+            context.log.info(
+                f"compaction: {len(outcome.files_before)} -> {len(outcome.files_after)} files"
+                + (f" (not compacted: {outcome.reason})" if not outcome.compacted else "")
+            )
+            metadata.update(
+                compacted=outcome.compacted,
+                files_before_compaction=len(outcome.files_before),
+            )
+        rel = partition_path(the_lake, spec.name, hour)
+        files = data_files(the_lake, rel)
+        facts = describe_hour(the_lake, files)
+        if "lag_seconds" not in metadata:
+            if config.lag_seconds is not None:
+                metadata["lag_seconds"] = round(config.lag_seconds, 3)
+            elif facts["newest"] is not None:
+                metadata["lag_seconds"] = round(time.time() - facts["newest"].timestamp(), 3)
+        if config.batch_id:
+            metadata.update(
+                batch_id=config.batch_id,
+                batch_records=config.batch_records,
+                batch_files=config.batch_files,
+            )
+            if config.shard_ranges:
+                metadata["shard_ranges"] = dg.MetadataValue.json(_json_or_text(config.shard_ranges))
+        uri = the_lake.uri(rel)
+        metadata.update(
+            {
+                "dagster/row_count": facts["rows"],
+                "rows": facts["rows"],
+                "files": len(files),
+                "bytes": facts["bytes"],
+                "path": dg.MetadataValue.path(uri),
+                "newest_change_time": str(facts["newest"]) if facts["newest"] else "",
+                "duckdb": dg.MetadataValue.md(
+                    f"```sql\nSELECT * FROM read_parquet('{uri}/*.parquet');\n```"
+                ),
+            }
+        )
+        return dg.MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="no_duplicate_event_id",
+                    passed=facts["duplicates"] == 0,
+                    metadata={"duplicates": facts["duplicates"], "rows": facts["rows"]},
+                )
+            ],
+        )
+
+    return changes
+
+
+def _json_or_text(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"text": text}
+
+
+def build_freshness_check(
+    spec: TableSpec, max_age_seconds: float, cron: str = "*/5 * * * *"
+) -> dg.AssetChecksDefinition:
+    """Fails when the stream capture has not committed a poll for ``max_age_seconds``."""
+
+    @dg.asset_check(
+        asset=asset_key(spec, "changes"),
+        name="capture_freshness",
+        description=f"The stream capture committed a poll within {max_age_seconds:.0f} s.",
+        automation_condition=dg.AutomationCondition.cron_tick_passed(cron),
+    )
+    def capture_freshness(lake: LakeResource) -> dg.AssetCheckResult:
+        checkpoint = CheckpointStore(lake.get_lake(), spec.name).load()
+        if checkpoint.updated_at is None:
+            return dg.AssetCheckResult(
+                passed=False, metadata={"reason": "no poll was ever committed"}
+            )
+        age = time.time() - checkpoint.updated_at
+        return dg.AssetCheckResult(
+            passed=age <= max_age_seconds,
+            metadata={
+                "age_seconds": round(age, 1),
+                "max_age_seconds": max_age_seconds,
+                "newest_change_time": checkpoint.last_change_time() or "",
+            },
+        )
+
+    return capture_freshness
+
+
+# -- current --------------------------------------------------------------------------------
+
+
+def refresh_current_view(lake: Lake, table: str, clients: Any, log: Any) -> dict[str, Any]:
+    """Rebuild ``current`` from the latest snapshot and the later changes (the mirror module).
+
+    Returns:
+        the metadata to record.
+
+    Raises:
+        dagster.Failure: the library has no mirror yet.
+    """
+    try:
+        from dynamo_cdc.mirror import refresh_current
+    except ImportError as exc:
+        raise dg.Failure(
+            f"dynamo_cdc.mirror.refresh_current is not available ({exc}); `current` of table "
+            f"{table!r} cannot be refreshed by this version."
+        ) from None
+    result = refresh_current(lake, table)
+    facts = {
+        k: getattr(result, k)
+        for k in ("rows", "files", "bytes", "version", "uri", "path", "lag_seconds")
+        if hasattr(result, k)
+    }
+    if isinstance(result, dict):
+        facts = dict(result)
+    log.info(f"current of {table}: {facts}")
+    metadata: dict[str, Any] = {}
+    for k, v in facts.items():
+        if isinstance(v, bool | int | float | str):
+            metadata[k] = v
+        elif isinstance(v, list):
+            metadata[k] = len(v)
+        elif v is not None:
+            metadata[k] = str(v)
+    if "rows" in metadata:
+        metadata["dagster/row_count"] = metadata["rows"]
+    return metadata
+
+
+def current_automation_condition(cron: str) -> dg.AutomationCondition:
+    """Refresh ``current`` on each ``cron`` tick when snapshot or changes were updated since
+    the last request, and not while a refresh is running."""
+    return (
+        dg.AutomationCondition.cron_tick_passed(cron)
+        & dg.AutomationCondition.any_deps_updated().since(dg.AutomationCondition.newly_requested())
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"refresh on '{cron}' after new snapshot or changes")
+
+
+def build_current_asset(spec: TableSpec, cron: str = "* * * * *") -> dg.AssetsDefinition:
+    """The ``current`` asset: one row per key, the latest snapshot plus the later changes."""
+
+    @dg.asset(
+        key=asset_key(spec, "current"),
+        deps=[asset_key(spec, "snapshot"), asset_key(spec, "changes")],
+        group_name=spec.safe_name,
+        kinds={"parquet"},
+        tags=_tags(spec),
+        metadata={"dynamodb_table": spec.name},
+        automation_condition=current_automation_condition(cron),
+        description=(
+            f"The mirror of `{spec.name}`: the latest snapshot with later changes replayed, "
+            "one row per key. Read it with dynamo_cdc.read_table(root, table)."
+        ),
+    )
+    def current(
+        context: dg.AssetExecutionContext, dynamodb: DynamoDBResource, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        metadata = refresh_current_view(
+            lake.get_lake(), spec.name, dynamodb.get_clients(), context.log
+        )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return current
+
+
+def build_current_sample_check(
+    spec: TableSpec, sample_size: int = CURRENT_SAMPLE_SIZE
+) -> dg.AssetChecksDefinition:
+    """A sample of keys in ``current`` equals GetItem on the live table (the "auto QA")."""
+
+    @dg.asset_check(
+        asset=asset_key(spec, "current"),
+        name="sample_matches_live_table",
+        description=(
+            f"Up to {sample_size} items of `current` equal a consistent GetItem on the live "
+            "table (a write between the refresh and the check shows as a mismatch: re-run)."
+        ),
+    )
+    def sample_matches_live_table(
+        dynamodb: DynamoDBResource, lake: LakeResource
+    ) -> dg.AssetCheckResult:
+        from dynamo_cdc.mirror import read_current
+
+        clients = dynamodb.get_clients()
+        keys = [k["AttributeName"] for k in describe_table(clients, spec.name)["KeySchema"]]
+        items = read_current(lake.get_lake(), spec.name).column("_item").to_pylist()
+        sample = sorted(items, key=lambda t: hashlib.sha256(t.encode()).hexdigest())[:sample_size]
+        mismatches = []
+        for text in sample:
+            item = codec.item_from_json_text(text)
+            key = {k: item[k] for k in keys}
+            live = clients.dynamodb.get_item(
+                TableName=spec.name, Key=codec.to_boto3_item(key), ConsistentRead=True
+            ).get("Item")
+            if image_text(live) != codec.item_to_json_text(item):
+                mismatches.append(codec.item_to_json_text(key))
+        return dg.AssetCheckResult(
+            passed=not mismatches,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "sampled": len(sample),
+                "mismatches": len(mismatches),
+                "mismatched_keys": dg.MetadataValue.json(mismatches[:10]),
+            },
+        )
+
+    return sample_matches_live_table
+
+
+def build_table_assets(
+    spec: TableSpec,
+    *,
+    current_cron: str = "* * * * *",
+    freshness_seconds: float = 900.0,
+) -> tuple[list[Any], list[dg.AssetChecksDefinition]]:
+    """The assets and checks of one table.
+
+    Returns:
+        ([table, snapshot, changes, current], [freshness check, current sample check])
+    """
+    assets = [
+        build_table_asset(spec),
+        build_snapshot_asset(spec),
+        build_changes_asset(spec),
+        build_current_asset(spec, current_cron),
+    ]
+    checks = [build_freshness_check(spec, freshness_seconds), build_current_sample_check(spec)]
+    return assets, checks
+
+
+def snapshot_partition_for(day: datetime) -> str:
+    """The daily partition key of ``day`` (UTC)."""
+    return day.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def previous_day(when: datetime) -> datetime:
+    """The day before ``when``."""
+    return when - timedelta(days=1)

@@ -1,0 +1,147 @@
+"""The code location: every configured table's assets, checks, sensor and schedule.
+
+``dagster dev -w workspace.yaml``, ``dg dev`` and ``dagster asset materialize -m
+dagster_project.definitions`` all load :data:`defs`, built by :func:`build_defs` from the table
+list (``DYNAMO_CDC_TABLES``, a headerless CSV) with one ``build_*`` factory call per table.
+
+Without a table list, the demo tables ``orders`` and ``app-events.v1`` are used when
+``DYNAMO_CDC_ENDPOINT_URL`` points at a local AWS; otherwise the location loads empty and says
+why in the log.
+
+Knobs (environment, read when the location loads; the resources' settings are resolved by
+Dagster when a run starts, see :mod:`dagster_project.resources`):
+
+==================================  =========  ==============================================
+variable                            default    meaning
+==================================  =========  ==============================================
+DYNAMO_CDC_SENSOR_INTERVAL_SECONDS  30         stream sensor tick interval
+DYNAMO_CDC_SENSOR_BUDGET_SECONDS    20         time budget of one tick's stream poll
+DYNAMO_CDC_SENSOR_STATUS            running    default status of the stream sensors
+DYNAMO_CDC_CURRENT_CRON             * * * * *  cadence of refreshing ``current``
+DYNAMO_CDC_FRESHNESS_SECONDS        900        the capture freshness check's bound
+DYNAMO_CDC_COMPACTION_GRACE_SECONDS 300        how long after its end an hour may still fill
+==================================  =========  ==============================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from dagster_project.assets import build_table_assets
+from dagster_project.resources import build_resources
+from dagster_project.schedules import build_snapshot_schedule
+from dagster_project.sensors import build_stream_sensor
+from dynamo_cdc.config import Settings, TableSpec, load_table_list
+from dynamo_cdc.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Definition-time options (see the module docstring for their variables)."""
+
+    sensor_interval_seconds: int = 30
+    sensor_budget_seconds: float = 20.0
+    sensors_running: bool = True
+    current_cron: str = "* * * * *"
+    freshness_seconds: float = 900.0
+    compaction_grace_seconds: float = 300.0
+
+    @classmethod
+    def from_env(cls) -> PipelineOptions:
+        """Read the ``DYNAMO_CDC_*`` knobs; a malformed value is a :class:`ConfigError`."""
+
+        def number(name: str, default: float) -> float:
+            text = os.environ.get(f"DYNAMO_CDC_{name}", "").strip()
+            if not text:
+                return default
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if value <= 0:
+                raise ConfigError(
+                    f"DYNAMO_CDC_{name}={text!r} is not a positive number.",
+                    fix=f"set a number of seconds or unset it (default {default:g}).",
+                )
+            return value
+
+        status = os.environ.get("DYNAMO_CDC_SENSOR_STATUS", "running").strip().lower()
+        if status not in ("running", "stopped"):
+            raise ConfigError(
+                f"DYNAMO_CDC_SENSOR_STATUS={status!r} is neither 'running' nor 'stopped'.",
+                fix="set running or stopped.",
+            )
+        budget = number("SENSOR_BUDGET_SECONDS", cls.sensor_budget_seconds)
+        return cls(
+            sensor_interval_seconds=max(1, int(number("SENSOR_INTERVAL_SECONDS", 30))),
+            # Dagster times a sensor evaluation out after 60 s; leave room for the writes.
+            sensor_budget_seconds=min(budget, 40.0),
+            sensors_running=status == "running",
+            current_cron=os.environ.get("DYNAMO_CDC_CURRENT_CRON", "").strip() or "* * * * *",
+            freshness_seconds=number("FRESHNESS_SECONDS", cls.freshness_seconds),
+            compaction_grace_seconds=number(
+                "COMPACTION_GRACE_SECONDS", cls.compaction_grace_seconds
+            ),
+        )
+
+
+def configured_tables(settings: Settings) -> list[TableSpec]:
+    """The table list; the demo tables on a local AWS without one; else none (logged)."""
+    if settings.tables_path:
+        return load_table_list(settings.tables_path)
+    if settings.endpoint_url:
+        from dynamo_cdc.local.demo import DEMO_TABLES
+
+        log.info("DYNAMO_CDC_TABLES is not set: using the demo tables %s", list(DEMO_TABLES))
+        return [TableSpec(name=name) for name in DEMO_TABLES]
+    log.warning(
+        "dynamo-cdc: no tables configured (set DYNAMO_CDC_TABLES to a CSV with one DynamoDB "
+        "table per line); the code location is empty."
+    )
+    return []
+
+
+def build_table_defs(spec: TableSpec, options: PipelineOptions) -> dg.Definitions:
+    """Assets, checks, stream sensor and snapshot schedule of one table."""
+    assets, checks = build_table_assets(
+        spec, current_cron=options.current_cron, freshness_seconds=options.freshness_seconds
+    )
+    changes = assets[2]
+    sensor = build_stream_sensor(
+        spec,
+        changes.op.name,
+        interval_seconds=options.sensor_interval_seconds,
+        budget_seconds=options.sensor_budget_seconds,
+        grace_seconds=options.compaction_grace_seconds,
+        running=options.sensors_running,
+    )
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        sensors=[sensor],
+        schedules=[build_snapshot_schedule(spec)],
+    )
+
+
+def build_defs(
+    tables: Sequence[TableSpec], options: PipelineOptions | None = None
+) -> dg.Definitions:
+    """The whole code location for ``tables``."""
+    options = options or PipelineOptions()
+    per_table = [build_table_defs(spec, options) for spec in tables]
+    return dg.Definitions.merge(*per_table, dg.Definitions(resources=build_resources()))
+
+
+def build_defs_from_env() -> dg.Definitions:
+    """:func:`build_defs` over the configured tables and knobs."""
+    return build_defs(configured_tables(Settings.from_env()), PipelineOptions.from_env())
+
+
+defs = build_defs_from_env()

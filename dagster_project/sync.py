@@ -1,0 +1,223 @@
+"""``dynamo-cdc sync --once``: the whole pipeline for every configured table, headless.
+
+Each table runs through Dagster's :func:`dagster.materialize` with the same assets and
+resources as the code location, in this order (DESIGN.md's stitching: capture starts before the
+snapshot's ExportTime):
+
+1. ``changes`` of the current hour with ``capture=true``: the stream is polled and landed;
+2. ``snapshot`` of today, only when the table has no snapshot yet (each export costs money);
+3. ``changes`` again with ``capture=true``: what arrived during the export;
+4. ``changes`` of the other hours the captures touched (recorded, not re-read);
+5. ``current``.
+
+Do not run it while the table's stream sensor is running: one capture per table at a time.
+"""
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from dagster_project.assets import asset_key, hour_partition_key
+from dagster_project.definitions import (
+    PipelineOptions,
+    build_table_defs,
+    configured_tables,
+)
+from dagster_project.resources import build_resources
+from dynamo_cdc.config import Settings, TableSpec
+from dynamo_cdc.errors import DynamoCdcError
+from dynamo_cdc.lake import Lake
+
+
+@dataclass
+class TableSyncSummary:
+    """What :func:`sync_once` did for one table."""
+
+    table: str
+    ok: bool = True
+    error: str = ""
+    snapshot_rows: int | None = None
+    change_rows: int = 0
+    lag_seconds: float | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        head = f"{self.table}: {'ok' if self.ok else 'FAILED'}"
+        out = [head]
+        if self.snapshot_rows is not None:
+            out.append(f"  snapshot rows: {self.snapshot_rows}")
+        out.append(f"  change rows captured: {self.change_rows}")
+        out.append("  lag: " + ("n/a" if self.lag_seconds is None else f"{self.lag_seconds:.1f} s"))
+        for name, path in sorted(self.paths.items()):
+            out.append(f"  {name}: {path}")
+        if "changes" in self.paths:
+            out.append(
+                "  duckdb: SELECT event_name, count(*) FROM read_parquet("
+                f"'{self.paths['changes']}/**/*.parquet', hive_partitioning=true) GROUP BY 1;"
+            )
+        if self.error:
+            out.append(f"  error: {self.error}")
+        return out
+
+
+def _materialize(
+    assets_def: Any,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    partition_key: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> dg.ExecuteInProcessResult:
+    run_config = {"ops": {assets_def.op.name: {"config": config}}} if config else None
+    result = dg.materialize(
+        [assets_def],
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=False,
+        tags={"dynamo_cdc/sync": "once"},
+    )
+    if not result.success:
+        failures = [
+            e.event_specific_data.error.message.strip()
+            for e in result.all_events
+            if e.is_step_failure and e.event_specific_data and e.event_specific_data.error
+        ]
+        raise RuntimeError(failures[0] if failures else "the run failed")
+    return result
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    events = result.get_asset_materialization_events()
+    if not events:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in events[-1].materialization.metadata.items()}
+
+
+def sync_table(
+    spec: TableSpec,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    lake: Lake,
+    *,
+    now: datetime | None = None,
+    snapshot_workers: int = 0,
+) -> TableSyncSummary:
+    """Run the pipeline of one table (see the module docstring); never raises."""
+    summary = TableSyncSummary(table=spec.name)
+    table_defs = build_table_defs(spec, PipelineOptions())
+    defs_by_key = {key: a for a in table_defs.assets or [] if hasattr(a, "keys") for key in a.keys}
+    changes = defs_by_key[asset_key(spec, "changes")]
+    snapshot = defs_by_key[asset_key(spec, "snapshot")]
+    current = defs_by_key[asset_key(spec, "current")]
+    now = now or datetime.now(UTC)
+    hour = hour_partition_key(now.replace(minute=0, second=0, microsecond=0))
+    touched: set[str] = set()
+    try:
+
+        def capture() -> None:
+            meta = _materialize(changes, resources, instance, hour, {"capture": True})
+            md = _metadata(meta)
+            summary.change_rows += int(md.get("batch_records", 0) or 0)
+            if md.get("lag_seconds") is not None:
+                summary.lag_seconds = float(md["lag_seconds"])
+            touched.update(md.get("hours_touched") or [])
+            summary.steps.append(f"changes {hour} (capture)")
+
+        capture()
+        has_snapshot = any(
+            p.endswith("/_lineage.json") for p in lake.list(lake.table_path(spec.name, "snapshot"))
+        )
+        if not has_snapshot:
+            result = _materialize(
+                snapshot,
+                resources,
+                instance,
+                now.strftime("%Y-%m-%d"),
+                {"workers": snapshot_workers, "poll_seconds": 1.0},
+            )
+            summary.snapshot_rows = int(_metadata(result).get("rows", 0))
+            summary.steps.append("snapshot")
+            capture()
+        for other in sorted(touched - {hour}):
+            _materialize(changes, resources, instance, other)
+            summary.steps.append(f"changes {other}")
+        _materialize(current, resources, instance)
+        summary.steps.append("current")
+    except Exception as exc:  # one table's failure must not hide the others' results
+        summary.ok = False
+        summary.error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    for kind in ("snapshot", "changes", "current"):
+        summary.paths[kind] = lake.uri(lake.table_path(spec.name, kind))
+    return summary
+
+
+def sync_once(
+    tables: Sequence[TableSpec] | None = None,
+    *,
+    instance: dg.DagsterInstance | None = None,
+    out: Callable[[str], None] = print,
+    snapshot_workers: int = 0,
+) -> int:
+    """Run the pipeline once for every configured table and print a summary per table.
+
+    Args:
+        tables: the tables (default: the configured ones, see
+            :func:`dagster_project.definitions.configured_tables`).
+        instance: the Dagster instance (default: ``$DAGSTER_HOME``'s, else an ephemeral one).
+        out: where the summary lines go.
+        snapshot_workers: conversion processes per snapshot (0 = one per core).
+
+    Returns:
+        the exit code: 0 when every table succeeded, 1 otherwise (2 when none is configured).
+    """
+    settings = Settings.from_env()
+    specs = list(tables) if tables is not None else configured_tables(settings)
+    if not specs:
+        out("no tables configured: set DYNAMO_CDC_TABLES to a CSV with one table per line")
+        return 2
+    if instance is None:
+        instance = (
+            dg.DagsterInstance.get()
+            if os.environ.get("DAGSTER_HOME")
+            else dg.DagsterInstance.ephemeral()
+        )
+    resources = build_resources()
+    lake_resource = resources["lake"]
+    root = settings.lake_root
+    lake = Lake(root, lake_resource.s3.get_client() if root.startswith("s3://") else None)
+    failed = 0
+    for spec in specs:
+        summary = sync_table(spec, resources, instance, lake, snapshot_workers=snapshot_workers)
+        for line in summary.lines():
+            out(line)
+        failed += not summary.ok
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dagster_project.sync --once`` (what ``dynamo-cdc sync --once`` runs)."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(prog="dynamo-cdc sync")
+    parser.add_argument("--once", action="store_true", help="one pass over every table, then exit")
+    args = parser.parse_args(argv)
+    if not args.once:
+        parser.error("only --once is supported: for continuous capture run `dagster dev`")
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return sync_once()
+    except DynamoCdcError as exc:
+        print(f"error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

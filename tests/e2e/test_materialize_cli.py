@@ -1,0 +1,186 @@
+"""``dagster asset materialize`` on the local AWS: a snapshot partition and a changes hour, read
+back from the lake; and two changes runs of one table launched at once never overlap."""
+
+import json
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from dagster_project.assets import hour_partition_key
+from dynamo_cdc import codec
+from tests.e2e.helpers import REPO, VENV_BIN, run_dagster
+
+pytestmark = pytest.mark.e2e
+
+MODULE = ["-m", "dagster_project.definitions"]
+
+
+def _scan(clients, table):
+    return clients.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+
+
+def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dagster_env):
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    config = {
+        "ops": {"dynamodb__orders__snapshot": {"config": {"workers": 1, "poll_seconds": 0.2}}}
+    }
+    run_dagster(
+        [
+            "asset",
+            "materialize",
+            *MODULE,
+            "--select",
+            "dynamodb/orders/snapshot",
+            "--partition",
+            today,
+            "--config-json",
+            json.dumps(config),
+        ],
+        dagster_env,
+    )
+    folder = (
+        Path(dagster_env["DYNAMO_CDC_LAKE_ROOT"]) / "orders" / "snapshot" / f"export_date={today}"
+    )
+    table = ds.dataset(folder, format="parquet").to_table()
+    live = {
+        codec.item_to_json_text(codec.normalize_stream_item(i)) for i in _scan(clients, "orders")
+    }
+    landed = {
+        codec.item_to_json_text(codec.item_from_json_text(t))
+        for t in table.column("_item").to_pylist()
+    }
+    assert landed == live
+    lineage = json.loads((folder / "_lineage.json").read_text())
+    assert lineage["item_count"] == table.num_rows
+
+
+def test_a_snapshot_before_the_pitr_window_fails_naming_the_earliest_time(dagster_env):
+    proc = subprocess.run(
+        [
+            str(VENV_BIN / "dagster"),
+            "asset",
+            "materialize",
+            *MODULE,
+            "--select",
+            "dynamodb/orders/snapshot",
+            "--partition",
+            "2025-01-01",
+        ],
+        cwd=REPO,
+        env=dagster_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "earliest restorable time" in proc.stdout + proc.stderr
+
+
+def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagster_env):
+    keys = [f"e2e-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    for k in keys:
+        clients.dynamodb.put_item(
+            TableName="app-events.v1", Item={"event_id": {"S": k}, "kind": {"S": "e2e"}}
+        )
+    hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
+    config = {"ops": {"dynamodb__app_devents_pv1__changes": {"config": {"capture": True}}}}
+    run_dagster(
+        [
+            "asset",
+            "materialize",
+            *MODULE,
+            "--select",
+            "dynamodb/app_devents_pv1/changes",
+            "--partition",
+            hour,
+            "--config-json",
+            json.dumps(config),
+        ],
+        dagster_env,
+    )
+    root = Path(dagster_env["DYNAMO_CDC_LAKE_ROOT"]) / "app-events.v1" / "changes"
+    rows = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    landed = set(rows.column("event_id").to_pylist())
+    assert len(landed) == rows.num_rows
+    landed_keys = {json.loads(t)["event_id"]["S"] for t in rows.column("_keys").to_pylist()}
+    assert set(keys) <= landed_keys
+
+
+def test_two_changes_runs_of_one_table_launched_at_once_never_overlap(clients, dagster_env):
+    items = [
+        {"PutRequest": {"Item": {"customer_id": {"S": f"c-{i % 50}"}, "order_id": {"S": f"o-{i}"}}}}
+        for i in range(2500)
+    ]
+    for i in range(0, len(items), 25):
+        clients.dynamodb.batch_write_item(RequestItems={"orders": items[i : i + 25]})
+    hours = ["2026-01-01-00:00", "2026-01-01-01:00"]
+    config = {"ops": {"dynamodb__orders__changes": {"config": {"capture": True}}}}
+    procs = [
+        subprocess.Popen(
+            [
+                str(VENV_BIN / "dagster"),
+                "asset",
+                "materialize",
+                *MODULE,
+                "--select",
+                "dynamodb/orders/changes",
+                "--partition",
+                hour,
+                "--config-json",
+                json.dumps(config),
+            ],
+            cwd=REPO,
+            env=dagster_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for hour in hours
+    ]
+    try:
+        outputs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    intervals = _step_intervals(dagster_env["DAGSTER_HOME"], "dynamodb__orders__changes")
+    assert len(intervals) == 2
+    (s1, e1), (s2, e2) = sorted(intervals)
+    assert e1 <= s2, f"steps overlapped: {intervals}"
+    root = Path(dagster_env["DYNAMO_CDC_LAKE_ROOT"]) / "orders" / "changes"
+    rows = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=["event_id"])
+    assert rows.num_rows == len(set(rows.column("event_id").to_pylist())) >= 2500
+
+
+def _step_intervals(home: str, step_key: str) -> list[tuple[float, float]]:
+    import os
+
+    import dagster as dg
+
+    old = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        with dg.DagsterInstance.get() as instance:
+            out = []
+            for run in instance.get_runs():
+                times = {}
+                for record in instance.all_logs(run.run_id):
+                    if record.step_key != step_key or not record.dagster_event:
+                        continue
+                    kind = record.dagster_event.event_type_value
+                    if kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
+                        times[kind] = record.timestamp
+                if "STEP_START" in times:
+                    end = times.get("STEP_SUCCESS", times.get("STEP_FAILURE"))
+                    out.append((times["STEP_START"], end))
+            return out
+    finally:
+        if old is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old

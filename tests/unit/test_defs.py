@@ -1,0 +1,178 @@
+"""The code location loads, and its names are the documented ones."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from dagster_project.assets import export_time_of
+from dagster_project.definitions import (
+    PipelineOptions,
+    build_defs,
+    build_defs_from_env,
+    configured_tables,
+)
+from dynamo_cdc.config import Settings, TableSpec, dagster_safe_name
+from dynamo_cdc.errors import ConfigError, TableListError
+
+KINDS = ("table", "snapshot", "changes", "current")
+
+
+def _keys(defs: dg.Definitions) -> list[dg.AssetKey]:
+    graph = defs.get_repository_def().asset_graph
+    return sorted(graph.get_all_asset_keys())
+
+
+def test_demo_tables_load_when_only_the_local_endpoint_is_set(monkeypatch):
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")
+    defs = build_defs_from_env()
+    dg.Definitions.validate_loadable(defs)
+    assert {k.path[1] for k in _keys(defs)} == {"orders", "app_devents_pv1"}
+
+
+def test_without_tables_or_endpoint_the_location_loads_empty_and_says_why(monkeypatch, caplog):
+    defs = build_defs_from_env()
+    dg.Definitions.validate_loadable(defs)
+    assert _keys(defs) == []
+    assert "DYNAMO_CDC_TABLES" in caplog.text
+
+
+def test_table_list_drives_the_asset_keys_sensors_and_schedules(monkeypatch, tmp_path):
+    path = tmp_path / "tables.csv"
+    path.write_text("orders\napp-events.v1,snapshot_schedule=daily\nmy_table\n")
+    monkeypatch.setenv("DYNAMO_CDC_TABLES", str(path))
+    defs = build_defs_from_env()
+    dg.Definitions.validate_loadable(defs)
+    safe = ["orders", "app_devents_pv1", "my__table"]
+    expected = sorted(dg.AssetKey(["dynamodb", s, kind]) for s in safe for kind in KINDS)
+    keys = _keys(defs)
+    assert keys == expected
+    assert len(set(keys)) == len(keys)
+    assert sorted(s.name for s in defs.sensors) == sorted(f"{s}_stream_sensor" for s in safe)
+    schedules = {s.name: s.default_status for s in defs.schedules}
+    assert schedules == {
+        "orders_daily_snapshot_schedule": dg.DefaultScheduleStatus.STOPPED,
+        "app_devents_pv1_daily_snapshot_schedule": dg.DefaultScheduleStatus.RUNNING,
+        "my__table_daily_snapshot_schedule": dg.DefaultScheduleStatus.STOPPED,
+    }
+
+
+def test_names_that_differ_only_by_dash_dot_or_underscore_get_distinct_keys():
+    names = ["a-b.c", "a_b.c", "a.b-c", "a_db_pc", "a__b"]
+    defs = build_defs([TableSpec(n) for n in names])
+    dg.Definitions.validate_loadable(defs)
+    assert len(_keys(defs)) == 4 * len(names)
+    assert len({dagster_safe_name(n) for n in names}) == len(names)
+
+
+def test_each_asset_keeps_the_real_table_name_in_its_metadata():
+    defs = build_defs([TableSpec("app-events.v1")])
+    graph = defs.get_repository_def().asset_graph
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).metadata["dynamodb_table"] == "app-events.v1"
+
+
+def test_every_table_has_its_checks():
+    defs = build_defs([TableSpec("orders")])
+    checks = {
+        (c.asset_key.path[-1], c.name)
+        for c in defs.get_repository_def().asset_graph.asset_check_keys
+    }
+    assert checks == {
+        ("snapshot", "rows_match_manifest"),
+        ("changes", "no_duplicate_event_id"),
+        ("changes", "capture_freshness"),
+        ("current", "sample_matches_live_table"),
+    }
+
+
+def test_changes_runs_of_one_table_share_one_pool_and_tables_do_not():
+    defs = build_defs([TableSpec("orders"), TableSpec("app-events.v1")])
+    pools = {
+        a.key.path[1]: a.op.pool
+        for a in defs.assets
+        if isinstance(a, dg.AssetsDefinition) and a.key.path[-1] == "changes"
+    }
+    assert pools == {"orders": "dynamo_cdc_orders", "app_devents_pv1": "dynamo_cdc_app_devents_pv1"}
+
+
+def test_sensor_interval_and_status_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("DYNAMO_CDC_SENSOR_INTERVAL_SECONDS", "7")
+    monkeypatch.setenv("DYNAMO_CDC_SENSOR_STATUS", "stopped")
+    defs = build_defs_from_env()
+    for sensor in defs.sensors:
+        assert sensor.minimum_interval_seconds == 7
+        assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_a_malformed_knob_is_a_config_error_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("DYNAMO_CDC_SENSOR_INTERVAL_SECONDS", "soon")
+    with pytest.raises(ConfigError, match="DYNAMO_CDC_SENSOR_INTERVAL_SECONDS"):
+        PipelineOptions.from_env()
+
+
+def test_a_malformed_table_list_fails_loudly(tmp_path):
+    path = tmp_path / "tables.csv"
+    path.write_text("table\norders\n")
+    with pytest.raises(TableListError, match="header"):
+        configured_tables(Settings(tables_path=str(path)))
+
+
+def test_snapshot_export_time_is_the_partition_end_or_now_for_today():
+    now = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
+    assert export_time_of(datetime(2026, 1, 2, tzinfo=UTC), now) == datetime(2026, 1, 2, tzinfo=UTC)
+    assert export_time_of(datetime(2026, 1, 3, tzinfo=UTC), now) is None
+
+
+def test_secrets_are_env_vars_not_values(monkeypatch):
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("DYNAMO_CDC_AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("DYNAMO_CDC_AWS_SECRET_ACCESS_KEY", "very-secret")
+    defs = build_defs_from_env()
+    resource = defs.resources["dynamodb"]
+    assert resource.aws_secret_access_key == dg.EnvVar("DYNAMO_CDC_AWS_SECRET_ACCESS_KEY")
+    assert "very-secret" not in repr(resource)
+
+
+def test_daily_snapshot_schedule_requests_yesterdays_partition():
+    defs = build_defs([TableSpec("orders", snapshot_schedule="daily")])
+    schedule = defs.get_schedule_def("orders_daily_snapshot_schedule")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 3, 2, 0, 30, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-03-01"
+    assert request.run_key == "snapshot:2026-03-01"
+
+
+def test_current_is_requested_after_new_changes_on_the_next_cron_tick():
+    defs = build_defs([TableSpec("orders")])
+    current = dg.AssetKey(["dynamodb", "orders", "current"])
+    changes = dg.AssetKey(["dynamodb", "orders", "changes"])
+    with dg.instance_for_test() as instance:
+        t0 = datetime(2026, 3, 2, 10, 0, 30, tzinfo=UTC)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=t0)
+        assert result.get_num_requested(current) == 0
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=changes, partition="2026-03-02-10:00")
+        )
+        # Between cron ticks nothing happens ...
+        t1 = t0 + timedelta(seconds=10)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=t1, cursor=result.cursor
+        )
+        assert result.get_num_requested(current) == 0
+        # ... the next tick refreshes current once ...
+        t2 = t0 + timedelta(seconds=60)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=t2, cursor=result.cursor
+        )
+        assert result.get_num_requested(current) == 1
+        # ... and without new changes the tick after does not.
+        t3 = t2 + timedelta(seconds=60)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=t3, cursor=result.cursor
+        )
+        assert result.get_num_requested(current) == 0
