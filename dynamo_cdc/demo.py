@@ -59,6 +59,10 @@ def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
     tables.write_text("".join(f"{name}\n" for name in DEMO_TABLES))
     dagster_home = home / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
+    # pools of one step per table: runs writing one table's changes never overlap
+    instance_yaml = Path(__file__).resolve().parent.parent / "dagster_project" / "dagster.yaml"
+    if instance_yaml.exists():
+        (dagster_home / "dagster.yaml").write_text(instance_yaml.read_text())
     return dict(
         os.environ,
         DYNAMO_CDC_ENDPOINT_URL=endpoint_url,
