@@ -76,6 +76,10 @@ def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
     )
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _restore_signals() -> None:
     # Background processes here may start with SIGINT/SIGTERM ignored (FACTS.md).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -92,6 +96,52 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
+def _workspace(home: Path) -> Path:
+    """A workspace file loading the installed ``dagster_project`` (works from any folder)."""
+    path = home / "workspace.yaml"
+    path.write_text(
+        "load_from:\n  - python_module:\n      module_name: dagster_project.definitions\n"
+        "      location_name: dynamo_cdc\n"
+    )
+    return path
+
+
+def _wait_for_ui(port: int, proc: subprocess.Popen[Any], timeout: float = 120.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError("dagster dev did not answer: see .demo/dagster.log")
+
+
+def _snapshot_command() -> list[str]:
+    """``dagster asset materialize`` of today's snapshot partition of every demo table."""
+    from datetime import UTC, datetime
+
+    from dynamo_cdc.config import dagster_safe_name
+
+    keys = ",".join(f"dynamodb/{dagster_safe_name(t)}/snapshot" for t in DEMO_TABLES)
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "dagster_project.definitions",
+        "--select",
+        keys,
+        "--partition",
+        today,
+    ]
+
+
 def run_demo(
     lake_root: str = "./lake",
     *,
@@ -102,6 +152,8 @@ def run_demo(
     writes_per_second: float = 5.0,
 ) -> int:
     """Run the demo; returns the process exit code."""
+    # SIGTERM (a timeout, a service manager) stops the demo like Ctrl-C: children are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     home_path = Path(home).resolve()
     home_path.mkdir(parents=True, exist_ok=True)
     print("Starting the local AWS on 127.0.0.1 ...", flush=True)
@@ -128,7 +180,7 @@ def run_demo(
             "dagster",
             "dev",
             "-w",
-            str(Path("workspace.yaml").resolve()),
+            str(_workspace(home_path)),
             "-h",
             "127.0.0.1",
             "-p",
@@ -147,6 +199,12 @@ def run_demo(
             )
         )
         print(f"Dagster UI: http://127.0.0.1:{ui_port}  (log: {home_path / 'dagster.log'})")
+        _wait_for_ui(ui_port, procs[0])
+        print("Sensors are capturing the streams; taking today's snapshots ...", flush=True)
+        snap = subprocess.run(
+            _snapshot_command(), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
+        print("Snapshots " + ("done." if snap.returncode == 0 else "FAILED: see the log."))
         print(f"Lake: {Path(lake_root).resolve()}")
         print(
             "Query:  duckdb -c \"SELECT count(*) FROM read_parquet('"
