@@ -62,7 +62,7 @@ class Clients:
         """A client for ``service`` ("dynamodb", "dynamodbstreams", "s3", "sts")."""
         if service not in self._clients:
             config = Config(
-                retries={"max_attempts": self._max_attempts, "mode": "adaptive"},
+                retries={"total_max_attempts": self._max_attempts, "mode": "standard"},
                 account_id_endpoint_mode="disabled",
                 s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
             )

@@ -1,15 +1,20 @@
-"""The embedded local AWS: moto in server mode plus AWS-faithful PITR exports.
+"""The embedded local AWS: moto in server mode plus AWS-faithful PITR exports and DynamoDB Streams.
+
+DynamoDB Streams come from the stream simulator (:mod:`dynamo_cdc.local.streams`) by default:
+AWS's record format (eventVersion 1.1, userIdentity on TTL deletes), shards that rotate and
+split, a 24-hour trim horizon, 15-minute iterators, a new StreamArn after disable + enable, all
+on the server's clock. ``--moto-streams`` / ``streams="moto"`` serves moto's instead.
 
 Three ways to run it, all bound to 127.0.0.1:
 
-* ``python -m dynamo_cdc.local [--port N] [--demo]``: in the foreground until SIGINT/SIGTERM;
-  prints ``Local AWS listening on http://127.0.0.1:N`` first.
+* ``python -m dynamo_cdc.local [--port N] [--demo] [--moto-streams]``: in the foreground until
+  SIGINT/SIGTERM; prints ``Local AWS listening on http://127.0.0.1:N`` first.
 * :func:`start_local_aws`: in this process, in a thread (``with start_local_aws() as aws:``).
 * :func:`launch_local_aws`: as a child process (for tests and for Dagster runs in other
   processes); stop it with ``.stop()``, which signals its pid.
 
-The control API (clock, forced export failures, TTL sweep, reset) is served on the same port
-under ``/_dynamo_cdc/``; :class:`LocalAwsControl` calls it. See
+The control API (clock, forced export failures, TTL sweep, stream rotation and faults, reset) is
+served on the same port under ``/_dynamo_cdc/``; :class:`LocalAwsControl` calls it. See
 :data:`dynamo_cdc.local.server.CONTROL_API`.
 """
 
@@ -107,8 +112,75 @@ class LocalAwsControl:
         """Delete expired items (TTL attribute <= the server's now); returns how many."""
         return int(self._call("POST", "ttl/sweep")["deleted"])
 
+    def streams(self) -> dict[str, Any]:
+        """The stream simulator's state: ``{"mode": "simulator" | "moto" | "custom",
+        "config": {knob: value}, "streams": [{"account", "region", "table", "stream_arn",
+        "stream_label", "view_type", "enabled"}], "calls": {operation: n},
+        "errors": {code: n}}`` (``streams`` lists each table's latest stream)."""
+        return dict(self._call("GET", "streams"))
+
+    def rotate_shards(
+        self,
+        table: str,
+        *,
+        split: bool = False,
+        region: str | None = None,
+        account: str | None = None,
+    ) -> list[str]:
+        """Close the open shards of the table's stream and open their children.
+
+        Args:
+            table: the table (its stream must be enabled).
+            split: two children per closed shard (each half its hash range) instead of one.
+            region / account: only needed when tables of that name have streams in several.
+
+        Returns:
+            The new shard ids (their ParentShardId is the closed shard).
+
+        Raises:
+            urllib.error.HTTPError: 400 when the table has no enabled stream.
+        """
+        payload: dict[str, Any] = {"table": table, "split": split}
+        if region:
+            payload["region"] = region
+        if account:
+            payload["account"] = account
+        return list(self._call("POST", "streams/rotate", payload)["shard_ids"])
+
+    def configure_streams(
+        self,
+        *,
+        throttle_rate: float | None = None,
+        internal_error_rate: float | None = None,
+        enforce_read_limit: bool | None = None,
+        rotate_every_records: int | None = None,
+    ) -> dict[str, Any]:
+        """Set stream fault and rotation knobs (None leaves a knob as it is).
+
+        Args:
+            throttle_rate: fraction of GetRecords calls answered LimitExceededException.
+            internal_error_rate: fraction of all Streams calls answered InternalServerError (500).
+            enforce_read_limit: throttle a sixth GetRecords on one shard within one second.
+            rotate_every_records: rotate a shard once it holds this many records (0: never).
+
+        Returns:
+            All knobs after the change.
+        """
+        payload = {
+            k: v
+            for k, v in {
+                "throttle_rate": throttle_rate,
+                "internal_error_rate": internal_error_rate,
+                "enforce_read_limit": enforce_read_limit,
+                "rotate_every_records": rotate_every_records,
+            }.items()
+            if v is not None
+        }
+        return dict(self._call("POST", "streams/config", payload)["config"])
+
     def reset(self) -> None:
-        """Forget every table, bucket, export and history; clock back to wall time."""
+        """Forget every table, bucket, export, history and stream; clock back to wall time;
+        stream knobs back to their start values."""
         self._call("POST", "reset")
 
 
@@ -123,7 +195,9 @@ class LocalAws:
 
     @property
     def app(self) -> LocalAwsApp:
-        """The WSGI app: ``.clock``, ``.history``, ``.exports``, ``.attach_streams_simulator``."""
+        """The WSGI app: ``.clock``, ``.history``, ``.exports``, ``.streams`` (the
+        :class:`~dynamo_cdc.local.server.StreamsRouter`, None with moto's streams),
+        ``.attach_streams_simulator``."""
         return self.server.app
 
     def stop(self) -> None:
@@ -142,6 +216,8 @@ def start_local_aws(
     *,
     demo: bool = False,
     export_delay_seconds: float = 0.3,
+    streams: str = "simulator",
+    streams_options: dict[str, Any] | None = None,
     streams_simulator: Any = None,
 ) -> LocalAws:
     """Start the local AWS in a thread of this process, on 127.0.0.1.
@@ -150,7 +226,10 @@ def start_local_aws(
         port: the port, 0 for a free one (read ``.endpoint_url``).
         demo: create the demo tables and bucket (see :mod:`dynamo_cdc.local.demo`).
         export_delay_seconds: how long exports stay IN_PROGRESS.
-        streams_simulator: a DynamoDB Streams simulator to plug in (see
+        streams: ``"simulator"`` (default) or ``"moto"`` (moto's streams, for comparison).
+        streams_options: keyword arguments of the simulators (``seed``,
+            ``rotate_every_records``, ``retention_seconds``...).
+        streams_simulator: a DynamoDB Streams simulator of your own to plug in instead (see
             :meth:`~dynamo_cdc.local.server.LocalAwsApp.attach_streams_simulator`).
 
     Returns:
@@ -159,7 +238,10 @@ def start_local_aws(
     from dynamo_cdc.local.server import LocalAwsApp, LocalAwsServer
 
     app = LocalAwsApp(
-        export_delay_seconds=export_delay_seconds, streams_simulator=streams_simulator
+        export_delay_seconds=export_delay_seconds,
+        streams=streams,
+        streams_options=streams_options,
+        streams_simulator=streams_simulator,
     )
     server = LocalAwsServer(port, app)
     server.start()
@@ -205,6 +287,7 @@ def launch_local_aws(
     *,
     demo: bool = False,
     export_delay_seconds: float | None = None,
+    moto_streams: bool = False,
     env: dict[str, str] | None = None,
     stderr_path: str | None = None,
     timeout: float = 60.0,
@@ -215,6 +298,7 @@ def launch_local_aws(
         port: the port, 0 to let the child pick a free one (it prints the endpoint, read here).
         demo: pass ``--demo`` (demo tables and bucket).
         export_delay_seconds: pass ``--export-delay``.
+        moto_streams: pass ``--moto-streams`` (moto's DynamoDB Streams, not the simulator).
         env: the child's environment (default: this one).
         stderr_path: where the child's log goes (default: discarded).
         timeout: seconds to wait for the endpoint line and the health check.
@@ -227,6 +311,8 @@ def launch_local_aws(
         cmd.append("--demo")
     if export_delay_seconds is not None:
         cmd += ["--export-delay", str(export_delay_seconds)]
+    if moto_streams:
+        cmd.append("--moto-streams")
     stderr: Any = open(stderr_path, "ab") if stderr_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(

@@ -1,13 +1,15 @@
-"""``python -m dynamo_cdc.local [--port N] [--demo]``: run the local AWS in the foreground.
+"""``python -m dynamo_cdc.local [--port N] [--demo] [--moto-streams]``: run the local AWS.
 
 Binds 127.0.0.1 only, prints ``Local AWS listening on http://127.0.0.1:N`` (then nothing else on
-stdout, so a parent can read that one line) and serves until SIGINT or SIGTERM.
+stdout, so a parent can read that one line) and serves in the foreground until SIGINT or
+SIGTERM, then exits 0 within a fraction of a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,7 +19,8 @@ from types import FrameType
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dynamo_cdc.local",
-        description="Run the local AWS (moto + AWS-faithful DynamoDB exports) on 127.0.0.1.",
+        description="Run the local AWS (moto + AWS-faithful DynamoDB exports and Streams) on "
+        "127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=4566, help="port, 0 for a free one")
     parser.add_argument(
@@ -30,6 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.3,
         help="seconds an export stays IN_PROGRESS (default 0.3)",
+    )
+    parser.add_argument(
+        "--moto-streams",
+        action="store_true",
+        help="serve moto's DynamoDB Streams instead of the stream simulator (for comparison: "
+        "one shard, no trims, no expiry, no re-enable)",
+    )
+    parser.add_argument(
+        "--streams-seed",
+        type=int,
+        default=0,
+        help="seed of the stream simulator (shard ids, event ids, sequence gaps, faults)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
@@ -47,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from dynamo_cdc.local.server import LocalAwsApp, LocalAwsServer
 
-    server = LocalAwsServer(
-        args.port, LocalAwsApp(export_delay_seconds=args.export_delay), log_requests=args.verbose
+    app = LocalAwsApp(
+        export_delay_seconds=args.export_delay,
+        streams="moto" if args.moto_streams else "simulator",
+        streams_options={"seed": args.streams_seed},
     )
+    server = LocalAwsServer(args.port, app, log_requests=args.verbose)
     server.start()
     if args.demo:
         from dynamo_cdc.local.demo import create_demo_tables
@@ -66,5 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown.
+
+    All state is in memory and is thrown away anyway, but freeing it object by object grows with
+    what the server holds (measured: 0.9 s after 12,000 items in moto's tables and streams, so
+    seconds after a test session): the process ends here instead, once the logs are flushed.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

@@ -6,7 +6,10 @@
   Dagster must cope with it), TTL on ``expires_at``.
 
 Both with a NEW_AND_OLD_IMAGES stream and point-in-time recovery on, plus the export bucket
-``dynamo-cdc-exports``. Creating them again is harmless (existing ones are left as they are).
+``dynamo-cdc-exports``. The streams are the local AWS's stream simulator's (they are enabled by
+CreateTable like any other), so the sample items are their first records and shard rotation,
+trims and faults can be driven through the control API. Creating them again is harmless
+(existing ones are left as they are).
 """
 
 from __future__ import annotations

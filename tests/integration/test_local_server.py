@@ -1,11 +1,14 @@
 """The local AWS server: write history for every kind of write, the subscription and Streams
-plug point, the clock and control API, TTL expiry, DescribeContinuousBackups by the local clock,
-and the ``python -m dynamo_cdc.local --demo`` entry point."""
+plug point, moto's streams on request, the clock and control API, TTL expiry,
+DescribeContinuousBackups by the local clock, and the ``python -m dynamo_cdc.local --demo`` entry
+point (with simulator streams, stopping fast on SIGTERM). The simulator's streams themselves are
+tested in test_local_streams.py."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -179,18 +182,22 @@ def test_a_recreated_table_starts_a_new_history(aws, ddb, table):
 
 
 def test_attached_streams_simulator_is_fed_writes_and_answers_the_streams_api(aws, ddb, table):
+    default = aws.app.streams
+    assert default is not None  # the stream simulator is plugged in by default
     sim = RecordingStreams()
     aws.app.attach_streams_simulator(sim)
     streams = Clients(Settings(endpoint_url=aws.endpoint_url), max_attempts=1).streams
     try:
+        assert aws.app.streams is None and aws.app.streams_mode == "custom"
         ddb.put_item(TableName=table, Item={**pk("s"), "v": {"N": "1"}})
         ddb.delete_item(TableName=table, Key=pk("s"))
         listed = streams.list_streams(TableName=table)
         with pytest.raises(ClientError) as err:
             streams.describe_stream(StreamArn="arn:aws:dynamodb:us-east-1:1:table/x/stream/y")
+        aws.app.detach_streams()
+        moto_answer = streams.list_streams(TableName=table)
     finally:
-        aws.app.history.unsubscribe(sim)
-        aws.app.set_streams_handler(None)
+        aws.app.attach_streams_simulator(default)
 
     mine = [e for e in sim.events if e[0] == table]
     assert [(e[1], e[2]) for e in mine] == [("INSERT", pk("s")), ("REMOVE", pk("s"))]
@@ -198,8 +205,9 @@ def test_attached_streams_simulator_is_fed_writes_and_answers_the_streams_api(aw
     assert isinstance(mine[0][5], datetime) and mine[0][5].tzinfo is not None
     assert listed["Streams"] == [{"StreamArn": "arn:sim", "TableName": table}]
     assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
-    # Detached again: moto answers the Streams API.
-    assert "Streams" in streams.list_streams(TableName=table)
+    # Detached: moto answers the Streams API (this table has no moto stream).
+    assert moto_answer["Streams"] == []
+    assert aws.app.streams is default
 
 
 def test_ttl_sweep_deletes_expired_items_as_the_ttl_service(aws, ddb, table):
@@ -258,6 +266,35 @@ def test_control_api_rejects_unknown_routes_and_time_travel_backwards(aws):
     assert backwards.value.code == 400
 
 
+def test_moto_streams_mode_leaves_streams_to_moto_and_refuses_stream_control():
+    import urllib.error
+
+    name = f"moto-{uuid.uuid4().hex[:8]}"
+    with start_local_aws(streams="moto") as moto_aws:
+        c = Clients(Settings(endpoint_url=moto_aws.endpoint_url), max_attempts=1)
+        c.dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        c.dynamodb.put_item(TableName=name, Item=pk("m"))
+        arn = c.dynamodb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+        shards = c.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+        it = c.streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shards[0]["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = c.streams.get_records(ShardIterator=it)["Records"]
+        state = moto_aws.control.streams()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            moto_aws.control.rotate_shards(name)
+
+    assert moto_aws.app.streams is None and state["mode"] == "moto"
+    assert [r["eventVersion"] for r in records] == ["1.0"]  # moto's record format
+    assert refused.value.code == 400
+
+
 def test_cli_demo_creates_tables_with_streams_pitr_and_the_bucket_then_stops_on_sigterm(tmp_path):
     server = launch_local_aws(0, demo=True, stderr_path=str(tmp_path / "demo.log"))
     try:
@@ -271,15 +308,20 @@ def test_cli_demo_creates_tables_with_streams_pitr_and_the_bucket_then_stops_on_
             for t in tables
         }
         buckets = {b["Name"] for b in c.s3.list_buckets()["Buckets"]}
+        simulated = {s["table"]: s["stream_arn"] for s in server.control.streams()["streams"]}
         assert server.endpoint_url.startswith("http://127.0.0.1:")
     finally:
+        signalled = time.monotonic()
         os.kill(server.pid, signal.SIGTERM)
         code = server.proc.wait(timeout=15)
+        stop_seconds = time.monotonic() - signalled
         server.stop()
 
     assert {"orders", "app-events.v1"} <= tables
     for name in ("orders", "app-events.v1"):
         assert described[name]["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+        assert described[name]["LatestStreamArn"] == simulated[name]  # the simulator's stream
         assert pitr[name] == "ENABLED"
     assert "dynamo-cdc-exports" in buckets
     assert code == 0
+    assert stop_seconds < 1.0
