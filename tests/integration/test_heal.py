@@ -1,0 +1,151 @@
+"""Gap healing on the local AWS: what the stream lost comes back from PITR incremental exports,
+capture resumes, and ``current`` equals a Scan again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from dynamo_cdc import read_table
+from dynamo_cdc.aws import Clients
+from dynamo_cdc.errors import StreamGapError
+from dynamo_cdc.heal import backfill_changes_hour, export_windows, heal_gap
+from dynamo_cdc.lake import Lake
+from dynamo_cdc.local import LocalAwsProcess
+from dynamo_cdc.mirror import refresh_current
+from tests.integration.test_mirror_on_local_aws import Env, capture_all, mirror, scan, snapshot
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(local_aws: LocalAwsProcess, clients: Clients, bucket: str) -> Env:
+    return Env(local_aws, clients, bucket)
+
+
+def put(env: Env, table: str, pk: str, v: str) -> None:
+    env.clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": pk}, "v": {"N": v}})
+
+
+def delete(env: Env, table: str, pk: str) -> None:
+    env.clients.dynamodb.delete_item(TableName=table, Key={"pk": {"S": pk}})
+
+
+def test_a_checkpoint_behind_the_trim_horizon_is_healed_by_incremental_export(
+    env: Env, make_table: Callable[..., str], tmp_path: Path
+):
+    table = make_table()
+    lake = Lake(str(tmp_path / "lake"))
+    env.advance(60)  # PITR was enabled a minute before the writes, as in real life
+    for i in range(5):
+        put(env, table, f"a{i}", "1")
+    snapshot(env, lake, table)
+    env.advance(5)
+    put(env, table, "d", "1")  # captured, then deleted inside the lost window
+    capture_all(env, lake, table)
+    env.advance(60)
+    put(env, table, "a1", "2")  # lost: trimmed before capture runs again
+    delete(env, table, "a2")
+    put(env, table, "b1", "1")
+    delete(env, table, "d")
+    env.advance(25 * 3600)
+    put(env, table, "c1", "1")  # still in the stream
+    put(env, table, "a3", "3")
+    with pytest.raises(StreamGapError) as err:
+        capture_all(env, lake, table)
+
+    healed = heal_gap(env.clients, lake, table, err.value, bucket=env.bucket, poll_seconds=0.05)
+    capture_all(env, lake, table)
+    refresh_current(lake, table)
+
+    assert healed.action == "incremental_export" and healed.checkpoint_reset
+    assert healed.removes_added == 1  # "d": created and deleted inside the window
+    assert mirror(lake, table) == scan(env, table)
+    changes = read_table(lake.root, table, "changes")
+    exported = changes.filter(pc.equal(changes.column("source"), "export"))
+    assert sorted(exported.column("event_name").to_pylist()) == [
+        "INSERT",
+        "MODIFY",
+        "REMOVE",
+        "REMOVE",
+    ]
+
+
+def test_a_re_enabled_stream_is_healed_and_capture_follows_the_new_stream(
+    env: Env, make_table: Callable[..., str], tmp_path: Path
+):
+    table = make_table()
+    lake = Lake(str(tmp_path / "lake"))
+    ddb = env.clients.dynamodb
+    env.advance(60)
+    for i in range(5):
+        put(env, table, f"a{i}", "1")
+    snapshot(env, lake, table)
+    capture_all(env, lake, table)
+    env.advance(20 * 60)
+    ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
+    put(env, table, "lost", "1")  # no stream is recording
+    delete(env, table, "a0")
+    ddb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    put(env, table, "new", "1")
+    env.advance(2)
+    with pytest.raises(StreamGapError) as err:
+        capture_all(env, lake, table)
+    assert err.value.reason == "stream_arn_changed"
+
+    healed = heal_gap(env.clients, lake, table, err.value, bucket=env.bucket, poll_seconds=0.05)
+    capture_all(env, lake, table)
+    refresh_current(lake, table)
+
+    assert len(healed.windows) == 1
+    assert mirror(lake, table) == scan(env, table)
+
+
+def test_backfilling_an_hour_writes_its_net_changes_as_export_rows(
+    env: Env, make_table: Callable[..., str], tmp_path: Path
+):
+    table = make_table()
+    lake = Lake(str(tmp_path / "lake"))
+    now = datetime.fromtimestamp(env.now(), tz=UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    env.advance((hour + timedelta(minutes=10) - now).total_seconds())
+    put(env, table, "x", "1")
+    put(env, table, "x", "2")
+    env.advance(3600)
+
+    result = backfill_changes_hour(
+        env.clients, lake, table, hour, bucket=env.bucket, poll_seconds=0.05
+    )
+    again = backfill_changes_hour(
+        env.clients, lake, table, hour, bucket=env.bucket, poll_seconds=0.05
+    )
+
+    assert result.files == again.files and len(result.files) == 1
+    assert f"hour={hour:%H}" in result.files[0]
+    rows = read_table(lake.root, table, "changes")
+    assert rows.num_rows == 1  # the re-run overwrote the same file
+    assert rows.column("_new_image").to_pylist() == ['{"pk":{"S":"x"},"v":{"N":"2"}}']
+    assert rows.column("event_name").to_pylist() == ["INSERT"]
+
+
+def test_export_windows_are_whole_seconds_between_15_minutes_and_24_hours():
+    t = datetime(2024, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC)
+    now = t + timedelta(days=3)
+
+    short = export_windows(t, t + timedelta(minutes=1), now=now)
+    long = export_windows(t, t + timedelta(hours=30), now=now)
+    late = export_windows(now - timedelta(minutes=2), now, now=now)
+
+    assert short == [(t.replace(microsecond=0), t.replace(microsecond=0) + timedelta(minutes=15))]
+    assert [e - s for s, e in long] == [timedelta(hours=24), timedelta(hours=6, seconds=1)]
+    assert late == [
+        (now.replace(microsecond=0) - timedelta(minutes=15), now.replace(microsecond=0))
+    ]
+    assert all(s.microsecond == 0 and e.microsecond == 0 for s, e in long)
