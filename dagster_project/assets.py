@@ -26,8 +26,9 @@ from dynamo_cdc import codec
 from dynamo_cdc.changes import capture_once, image_text, partition_path
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.config import TableSpec
-from dynamo_cdc.errors import DynamoCdcError, PitrWindowError
+from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
+from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.snapshot import take_snapshot
 from dynamo_cdc.stream import ReadBudget
@@ -274,6 +275,43 @@ class ChangesConfig(dg.Config):
         default=None, description="Capture lag when the micro-batch landed."
     )
     shard_ranges: str = Field(default="", description="Shard sequence ranges of the micro-batch.")
+    heal: bool = Field(
+        default=False,
+        description="Heal a stream gap: incremental exports of the lost window, then capture "
+        "resumes at the stream's TRIM_HORIZON (requested by the sensor when on_gap=heal).",
+    )
+    gap_reason: str = Field(default="", description="The StreamGapError's reason.")
+    gap_window_start: str = Field(default="", description="Start of the window that may be lost.")
+    gap_window_end: str = Field(default="", description="End of the window that may be lost.")
+
+
+STREAM_RETENTION = timedelta(hours=24)
+
+
+def heal_gap_view(
+    config: ChangesConfig, dynamodb: DynamoDBResource, lake: Lake, table: str, log: Any
+) -> dict[str, Any]:
+    """Heal the gap the sensor reported (see :func:`dynamo_cdc.heal.heal_gap`); metadata."""
+    gap = StreamGapError(
+        f"Stream gap of table {table!r} ({config.gap_reason}).",
+        table=table,
+        reason=config.gap_reason,
+        window_start=config.gap_window_start or None,
+        window_end=config.gap_window_end or None,
+    )
+    result = heal_gap(dynamodb.get_clients(), lake, table, gap, bucket=dynamodb.bucket())
+    log.warning(
+        f"healed the stream gap of {table} ({config.gap_reason}) by {result.action}: "
+        f"windows {result.windows}, {result.rows} rows, checkpoint reset: "
+        f"{result.checkpoint_reset}"
+    )
+    return {
+        "healed_gap": config.gap_reason,
+        "heal_action": result.action,
+        "heal_windows": dg.MetadataValue.json([list(w) for w in result.windows]),
+        "heal_export_arns": dg.MetadataValue.json(result.export_arns),
+        "heal_rows": result.rows,
+    }
 
 
 def describe_hour(lake: Lake, files: Sequence[str]) -> dict[str, Any]:
@@ -357,6 +395,8 @@ def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
             )
             if captured.lag_seconds is not None:
                 metadata["lag_seconds"] = round(captured.lag_seconds, 3)
+        if config.heal:
+            metadata.update(heal_gap_view(config, dynamodb, the_lake, spec.name, context.log))
         if config.compact:
             checkpoint = CheckpointStore(the_lake, spec.name).load()
             outcome = compact_hour(
@@ -377,6 +417,14 @@ def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
             )
         rel = partition_path(the_lake, spec.name, hour)
         files = data_files(the_lake, rel)
+        if not files and hour + timedelta(hours=1) < datetime.now(UTC) - STREAM_RETENTION:
+            # The stream no longer holds this hour: fill it from an incremental PITR export.
+            filled = backfill_changes_hour(
+                dynamodb.get_clients(), the_lake, spec.name, hour, bucket=dynamodb.bucket()
+            )
+            context.log.info(f"hour filled from incremental export {filled.export_arns}")
+            metadata.update(source="export", export_arns=dg.MetadataValue.json(filled.export_arns))
+            files = data_files(the_lake, rel)
         facts = describe_hour(the_lake, files)
         if "lag_seconds" not in metadata:
             if config.lag_seconds is not None:
@@ -462,40 +510,35 @@ def build_freshness_check(
 
 
 def refresh_current_view(lake: Lake, table: str, clients: Any, log: Any) -> dict[str, Any]:
-    """Rebuild ``current`` from the latest snapshot and the later changes (the mirror module).
+    """Refresh ``current`` from the latest snapshot and the later changes (the mirror module).
 
     Returns:
-        the metadata to record.
-
-    Raises:
-        dagster.Failure: the library has no mirror yet.
+        the metadata to record: rows, files, bytes written and total, version, what was applied.
     """
-    try:
-        from dynamo_cdc.mirror import refresh_current
-    except ImportError as exc:
-        raise dg.Failure(
-            f"dynamo_cdc.mirror.refresh_current is not available ({exc}); `current` of table "
-            f"{table!r} cannot be refreshed by this version."
-        ) from None
+    from dynamo_cdc.mirror import refresh_current
+
     result = refresh_current(lake, table)
-    facts = {
-        k: getattr(result, k)
-        for k in ("rows", "files", "bytes", "version", "uri", "path", "lag_seconds")
-        if hasattr(result, k)
+    metadata: dict[str, Any] = {
+        "version": result.version,
+        "rows": result.rows,
+        "dagster/row_count": result.rows,
+        "files": result.files,
+        "files_written": result.files_written,
+        "bytes_written": result.bytes_written,
+        "bytes_total": result.bytes_total,
+        "changes_applied": result.changes_applied,
+        "change_files_applied": result.change_files_applied,
+        "buckets": result.buckets,
+        "rebuilt": result.rebuilt,
+        "compacted": result.compacted,
+        "schema_changed": result.schema_changed,
+        "snapshot_export_time": str(result.snapshot_export_time),
+        "path": dg.MetadataValue.path(result.uri),
     }
-    if isinstance(result, dict):
-        facts = dict(result)
-    log.info(f"current of {table}: {facts}")
-    metadata: dict[str, Any] = {}
-    for k, v in facts.items():
-        if isinstance(v, bool | int | float | str):
-            metadata[k] = v
-        elif isinstance(v, list):
-            metadata[k] = len(v)
-        elif v is not None:
-            metadata[k] = str(v)
-    if "rows" in metadata:
-        metadata["dagster/row_count"] = metadata["rows"]
+    log.info(
+        f"current of {table}: version {result.version}, {result.rows} rows, "
+        f"{result.changes_applied} changes applied, {result.bytes_written} bytes written"
+    )
     return metadata
 
 

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -42,6 +42,7 @@ from dagster_project.compaction import DEFAULT_GRACE_SECONDS
 from dagster_project.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.changes import capture_once
 from dynamo_cdc.config import TableSpec
+from dynamo_cdc.errors import StreamGapError
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.stream import ReadBudget
 
@@ -114,6 +115,39 @@ def compaction_run_key(hour_key: str) -> str:
     return f"compact:{hour_key}"
 
 
+def heal_request(
+    spec: TableSpec,
+    gap: StreamGapError,
+    op_name: str,
+    cursor_text: str | None,
+    clock: Callable[[], float],
+) -> dg.SensorResult:
+    """One run that heals ``gap`` (``on_gap=heal``): its run key is the gap's, so every tick
+    that meets the same gap until it is healed asks for the same run, which runs once."""
+    log.warning("%s: %s; requesting a heal run", spec.name, gap)
+    # window_end moves with time; the reason and where the gap starts identify it
+    ident = f"{spec.name}|{gap.reason}|{gap.window_start}"
+    run_key = "heal-" + hashlib.sha256(ident.encode()).hexdigest()[:20]
+    hour = datetime.fromtimestamp(clock(), tz=UTC).replace(minute=0, second=0, microsecond=0)
+    config = {
+        "heal": True,
+        "gap_reason": gap.reason,
+        "gap_window_start": gap.window_start or "",
+        "gap_window_end": gap.window_end or "",
+    }
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=run_key,
+                partition_key=hour_partition_key(hour),
+                run_config={"ops": {op_name: {"config": config}}},
+                tags={"dynamo_cdc/table": spec.safe_name, "dynamo_cdc/kind": "heal"},
+            )
+        ],
+        cursor=cursor_text,
+    )
+
+
 def stream_tick(
     spec: TableSpec,
     cursor_text: str | None,
@@ -142,7 +176,12 @@ def stream_tick(
     """
     cursor = StreamSensorCursor.from_json(cursor_text)
     started = clock()
-    result = capture_once(clients, lake, spec.name, budget)
+    try:
+        result = capture_once(clients, lake, spec.name, budget)
+    except StreamGapError as gap:
+        if spec.on_gap != "heal":
+            raise
+        return heal_request(spec, gap, op_name, cursor_text, clock)
     by_hour: dict[str, list[str]] = {}
     for path in result.files:
         hour = hour_of_path(path)

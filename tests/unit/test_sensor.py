@@ -58,8 +58,8 @@ def resources(tmp_path):
     }
 
 
-def tick(resources, cursor=None):
-    sensor = build_stream_sensor(SPEC, OP)
+def tick(resources, cursor=None, spec=SPEC):
+    sensor = build_stream_sensor(spec, OP)
     with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
         return sensor(context)
 
@@ -124,16 +124,33 @@ def test_run_key_is_stable_when_a_crashed_batch_is_read_again(aws, resources, tm
     assert len(data_files(lake, f"{TABLE}/changes")) == 1
 
 
-def test_a_stream_gap_fails_the_tick_with_its_message(aws, resources, tmp_path):
-    put(aws, "a")
-    tick(resources)
-    lake = Lake(str(tmp_path / "lake"))
-    store = CheckpointStore(lake, TABLE)
+def _break_checkpoint_arn(tmp_path) -> None:
+    store = CheckpointStore(Lake(str(tmp_path / "lake")), TABLE)
     checkpoint = store.load()
     checkpoint.stream_arn = checkpoint.stream_arn + "-old"
     store.commit(checkpoint)
+
+
+def test_a_stream_gap_fails_the_tick_with_its_message_when_on_gap_is_fail(aws, resources, tmp_path):
+    put(aws, "a")
+    spec = TableSpec(TABLE, on_gap="fail")
+    tick(resources, spec=spec)
+    _break_checkpoint_arn(tmp_path)
     with pytest.raises(StreamGapError, match=f"Stream gap on table '{TABLE}'"):
-        tick(resources)
+        tick(resources, spec=spec)
+
+
+def test_a_stream_gap_requests_one_heal_run_when_on_gap_is_heal(aws, resources, tmp_path):
+    put(aws, "a")
+    tick(resources)
+    _break_checkpoint_arn(tmp_path)
+    first, again = tick(resources, cursor="{}"), tick(resources, cursor="{}")
+    (request,) = first.run_requests
+    assert request.run_key.startswith("heal-")
+    assert [r.run_key for r in again.run_requests] == [request.run_key]  # the same run, once
+    config = request.run_config["ops"][OP]["config"]
+    assert config["heal"] is True and config["gap_reason"] == "stream_arn_changed"
+    assert request.tags["dynamo_cdc/kind"] == "heal"
 
 
 def test_a_closed_hour_is_compacted_once_and_keeps_exactly_its_rows(aws, tmp_path):
