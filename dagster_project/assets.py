@@ -417,7 +417,8 @@ def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
             )
         rel = partition_path(the_lake, spec.name, hour)
         files = data_files(the_lake, rel)
-        if not files and hour + timedelta(hours=1) < datetime.now(UTC) - STREAM_RETENTION:
+        old_hour = hour + timedelta(hours=1) < datetime.now(UTC) - STREAM_RETENTION
+        if not files and old_hour and not (config.capture or config.heal or config.compact):
             # The stream no longer holds this hour: fill it from an incremental PITR export.
             filled = backfill_changes_hour(
                 dynamodb.get_clients(), the_lake, spec.name, hour, bucket=dynamodb.bucket()

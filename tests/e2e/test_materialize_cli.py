@@ -119,6 +119,15 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_overlap(clients, d
         clients.dynamodb.batch_write_item(RequestItems={"orders": items[i : i + 25]})
     hours = ["2026-01-01-00:00", "2026-01-01-01:00"]
     config = {"ops": {"dynamodb__orders__changes": {"config": {"capture": True}}}}
+    # Create the instance's storage first: two processes racing to create a fresh SQLite
+    # schema is a Dagster set-up race ("table ... already exists"), not what this test pins.
+    subprocess.run(
+        [str(VENV_BIN / "dagster"), "instance", "migrate"],
+        cwd=REPO,
+        env=dagster_env,
+        check=True,
+        capture_output=True,
+    )
     procs = [
         subprocess.Popen(
             [
