@@ -163,6 +163,7 @@ def test_each_stream_sensor_ticked_and_its_runs_succeeded(ui):
 
 
 def test_the_asset_graph_shows_each_tables_assets_and_sensor(ui):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -175,8 +176,14 @@ def test_the_asset_graph_shows_each_tables_assets_and_sensor(ui):
             for table in TABLES:
                 group = dagster_safe_name(table)
                 page.goto(f"{ui.url}/locations/dynamo_cdc/asset-groups/{group}")
+                skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit dialog
+                try:
+                    skip.click(timeout=5_000)
+                except PlaywrightTimeout:
+                    pass
                 for kind in ("table", "snapshot", "changes", "current"):
                     page.get_by_text(kind, exact=True).first.wait_for(timeout=60_000)
+                page.get_by_text("Loading...").first.wait_for(state="hidden", timeout=60_000)
                 page.screenshot(path=str(ARTIFACTS / f"asset-graph-{group}.png"))
             page.goto(f"{ui.url}/asset-groups")
             page.wait_for_load_state("networkidle")
