@@ -136,7 +136,32 @@ def build_defs(
     """The whole code location for ``tables``."""
     options = options or PipelineOptions()
     per_table = [build_table_defs(spec, options) for spec in tables]
-    return dg.Definitions.merge(*per_table, dg.Definitions(resources=build_resources()))
+    sensors = [build_automation_sensor(options)] if tables else []
+    return dg.Definitions.merge(
+        *per_table, dg.Definitions(resources=build_resources(), sensors=sensors)
+    )
+
+
+AUTOMATION_SENSOR = "dynamo_cdc_automation_sensor"
+
+
+def build_automation_sensor(options: PipelineOptions) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the assets' automation conditions (``current`` after new changes).
+
+    Dagster's implicit default automation sensor starts stopped; this one starts with the
+    stream sensors, so ``current`` follows the changes without a click in the UI.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.all(),
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING
+            if options.sensors_running
+            else dg.DefaultSensorStatus.STOPPED
+        ),
+        minimum_interval_seconds=30,
+        description="Refreshes `current` on its cron cadence once new snapshot or changes land.",
+    )
 
 
 def build_defs_from_env() -> dg.Definitions:

@@ -7,6 +7,7 @@ import pytest
 
 from dagster_project.assets import export_time_of
 from dagster_project.definitions import (
+    AUTOMATION_SENSOR,
     PipelineOptions,
     build_defs,
     build_defs_from_env,
@@ -48,7 +49,11 @@ def test_table_list_drives_the_asset_keys_sensors_and_schedules(monkeypatch, tmp
     keys = _keys(defs)
     assert keys == expected
     assert len(set(keys)) == len(keys)
-    assert sorted(s.name for s in defs.sensors) == sorted(f"{s}_stream_sensor" for s in safe)
+    assert sorted(s.name for s in defs.sensors) == sorted(
+        [f"{s}_stream_sensor" for s in safe] + [AUTOMATION_SENSOR]
+    )
+    automation = next(s for s in defs.sensors if s.name == AUTOMATION_SENSOR)
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING  # current follows changes
     schedules = {s.name: s.default_status for s in defs.schedules}
     assert schedules == {
         "orders_daily_snapshot_schedule": dg.DefaultScheduleStatus.STOPPED,
@@ -102,7 +107,8 @@ def test_sensor_interval_and_status_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DYNAMO_CDC_SENSOR_STATUS", "stopped")
     defs = build_defs_from_env()
     for sensor in defs.sensors:
-        assert sensor.minimum_interval_seconds == 7
+        if sensor.name != AUTOMATION_SENSOR:
+            assert sensor.minimum_interval_seconds == 7
         assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
 
