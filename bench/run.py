@@ -9,6 +9,7 @@ Environment:
     BENCH_SEED        generator seed (default 42)
     BENCH_APPROACHES  comma-separated subset of APPROACHES (default: all)
     BENCH_OUT         output folder (default bench/out)
+    BENCH_STREAM      0 skips the stream records benchmark that follows the table (default 1)
 
 The export is generated once into ``$BENCH_OUT/export`` (reused while items, files and seed are
 unchanged). Each run of each approach is a separate Python process, so its peak RSS
@@ -151,17 +152,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "-"
 
     lines = [
-        "| approach | items/s | MB/s | peak RSS MB | vs naive | vs duckdb_raw | note |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| approach | items/s | MB/s | peak RSS MB | vs naive | vs duckdb_raw | vs duckdb_typed "
+        "| note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['approach']} | - | - | - | - | - | {r['status']}: {r['note']} |")
+            lines.append(
+                f"| {r['approach']} | - | - | - | - | - | - | {r['status']}: {r['note']} |"
+            )
             continue
         lines.append(
             f"| {r['approach']} | {r['items_per_s']:,.0f} | {r['mb_per_s']:,.1f} | "
             f"{r['peak_rss_mb']:,.0f} | {ratio(r, 'naive')} | {ratio(r, 'duckdb_raw')} | "
-            f"{r.get('note', '')} |"
+            f"{ratio(r, 'duckdb_typed')} | {r.get('note', '')} |"
         )
     return "\n".join(lines)
 
@@ -191,6 +195,7 @@ def main() -> int:
     names = selected or list(APPROACHES)
     out.mkdir(parents=True, exist_ok=True)
 
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     info = ensure_export(out, items, files, seed)
     print(
         f"export: {info.items:,} items, {info.files} files, "
@@ -217,8 +222,16 @@ def main() -> int:
 
     table = format_table(rows)
     cpu = os.cpu_count()
-    print(f"\n{info.items:,} items, {cpu} CPUs, median of {repeat}, whole-process wall time\n")
-    print(table)
+    print(
+        f"\n{info.items:,} items, {cpu} CPUs, median of {repeat}, whole-process wall time; "
+        "peak RSS is the largest single process (an approach's own or one of its workers'), "
+        f"load average before the run {load_before}\n"
+    )
+    print(table, flush=True)
+    if os.environ.get("BENCH_STREAM", "1") != "0":
+        # The stream records -> change rows benchmark, in the same output (its own process:
+        # it pins itself to one core).
+        subprocess.run([sys.executable, "-m", "bench.stream_records"], cwd=_REPO_ROOT, check=False)
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": cpu, "platform": platform.platform(), **_versions()},
