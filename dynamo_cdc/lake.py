@@ -32,6 +32,10 @@ from dynamo_cdc.config import validate_table_name
 from dynamo_cdc.errors import LakeError
 
 
+class _Missing(Exception):
+    """An object that is not there (read_bytes answers None)."""
+
+
 def _check_rel(rel: str) -> str:
     parts = PurePosixPath(rel).parts
     if rel.startswith("/") or any(p in ("..", ".", "") for p in parts):
@@ -144,13 +148,19 @@ class Lake:
         """The content at ``rel``, or None when there is none."""
         if self.is_s3:
             try:
-                return self.s3_client.get_object(Bucket=self.bucket, Key=self._key(rel))[
-                    "Body"
-                ].read()
-            except self.s3_client.exceptions.NoSuchKey:
+                return self._s3_call(
+                    "read",
+                    rel,
+                    lambda: self.s3_client.get_object(Bucket=self.bucket, Key=self._key(rel))[
+                        "Body"
+                    ].read(),
+                    missing_ok=True,
+                )
+            except _Missing:
                 return None
         try:
-            return self._local(rel).read_bytes()
+            with self._local_errors("read", rel):
+                return self._local(rel).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -167,9 +177,13 @@ class Lake:
             base = self._key(rel).rstrip("/") + "/"
             cut = len(self.prefix) + 1 if self.prefix else 0
             out: list[str] = []
-            paginator = self.s3_client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
-                out.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
+
+            def pages() -> None:
+                paginator = self.s3_client.get_paginator("list_objects_v2")
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
+                    out.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
+
+            self._s3_call("list", rel, pages)
             return sorted(out)
         base_path = self._local(rel)
         if not base_path.exists():
@@ -187,9 +201,13 @@ class Lake:
             if self.read_bytes(rel) is not None:
                 keys.append(self._key(rel))
             for i in range(0, len(keys), 1000):
-                self.s3_client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True},
+                chunk = [{"Key": k} for k in keys[i : i + 1000]]
+                self._s3_call(
+                    "delete",
+                    rel,
+                    lambda chunk=chunk: self.s3_client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+                    ),
                 )
             return
         p = self._local(rel)
@@ -306,14 +324,30 @@ class Lake:
                 ) from None
             raise
 
-    def _s3_call(self, action: str, rel: str, fn: Any) -> Any:
-        from botocore.exceptions import ClientError
+    def _s3_call(self, action: str, rel: str, fn: Any, *, missing_ok: bool = False) -> Any:
+        """Run an S3 call; its errors become :class:`LakeError` (or CredentialsError)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from dynamo_cdc.aws import raise_if_credentials
 
         try:
             return fn()
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+        except (ClientError, BotoCoreError) as exc:
+            raise_if_credentials(exc, f"{action} {self.uri(rel)}")
+            code = (
+                exc.response.get("Error", {}).get("Code", "")
+                if isinstance(exc, ClientError)
+                else type(exc).__name__
+            )
+            if missing_ok and code in ("NoSuchKey", "404"):
+                raise _Missing from None
+            permission = {
+                "read": "s3:GetObject",
+                "list": "s3:ListBucket",
+                "delete": "s3:DeleteObject",
+            }.get(action, "s3:PutObject")
             raise LakeError(
                 f"Cannot {action} {self.uri(rel)}: S3 answered {code}.",
-                fix="check that the bucket exists and that the credentials may s3:PutObject there.",
+                fix=f"check that bucket {self.bucket!r} exists and that the credentials may "
+                f"{permission} there.",
             ) from None

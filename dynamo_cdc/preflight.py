@@ -3,6 +3,9 @@
 Checks, per table: the table exists; its stream is on with NEW_AND_OLD_IMAGES; point-in-time
 recovery is on. Once: the export bucket exists and accepts a write (a small probe object under
 the export prefix, deleted afterwards).
+
+Credentials AWS rejects are not a per-table finding: :class:`~dynamo_cdc.errors.CredentialsError`
+ends the check at once (every other row would only repeat it).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from dynamo_cdc.aws import Clients, error_code
+from dynamo_cdc.aws import Clients, error_code, raise_if_credentials
 from dynamo_cdc.config import Settings, TableSpec
-from dynamo_cdc.errors import DynamoCdcError
+from dynamo_cdc.errors import CredentialsError, DynamoCdcError
 from dynamo_cdc.export import describe_table, pitr_window
 
 
@@ -35,9 +38,15 @@ def _stream_fix(table: str) -> str:
 
 
 def check_table(clients: Clients, table: str) -> list[CheckResult]:
-    """The table, stream and PITR checks of one table."""
+    """The table, stream and PITR checks of one table.
+
+    Raises:
+        CredentialsError: AWS rejected the credentials (or there are none).
+    """
     try:
         desc = describe_table(clients, table)
+    except CredentialsError:
+        raise
     except DynamoCdcError as exc:
         return [
             CheckResult(table, "table exists", False, str(exc).split(" Fix:")[0], exc.fix or "")
@@ -66,13 +75,19 @@ def check_table(clients: Clients, table: str) -> list[CheckResult]:
         results.append(
             CheckResult(table, "PITR", True, f"restorable since {earliest:%Y-%m-%d %H:%M}Z")
         )
+    except CredentialsError:
+        raise
     except DynamoCdcError as exc:
         results.append(CheckResult(table, "PITR", False, str(exc).split(" Fix:")[0], exc.fix or ""))
     return results
 
 
 def check_bucket(clients: Clients, bucket: str | None, prefix: str) -> CheckResult:
-    """The export bucket exists and accepts a write."""
+    """The export bucket exists and accepts a write.
+
+    Raises:
+        CredentialsError: AWS rejected the credentials (or there are none).
+    """
     name = "(export bucket)"
     if not bucket:
         return CheckResult(
@@ -86,15 +101,10 @@ def check_bucket(clients: Clients, bucket: str | None, prefix: str) -> CheckResu
     try:
         clients.s3.put_object(Bucket=bucket, Key=key, Body=b"probe")
         clients.s3.delete_object(Bucket=bucket, Key=key)
-    except NoCredentialsError:
-        return CheckResult(
-            name,
-            "export bucket",
-            False,
-            "no AWS credentials found",
-            "configure credentials (profile, env or role)",
-        )
-    except ClientError as exc:
+    except (ClientError, NoCredentialsError) as exc:
+        raise_if_credentials(exc, f"write a probe object to bucket {bucket!r}")
+        if not isinstance(exc, ClientError):
+            raise
         code = error_code(exc)
         if code == "NoSuchBucket":
             return CheckResult(

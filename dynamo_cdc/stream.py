@@ -685,6 +685,7 @@ class StreamReader:
             try:
                 return fn(**kwargs)
             except ClientError as exc:
+                raise_if_credentials(exc, f"read the stream of table {self.table!r}")
                 if error_code(exc) not in TRANSIENT_CODES:
                     raise
                 self.throttled += 1

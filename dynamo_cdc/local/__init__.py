@@ -13,9 +13,14 @@ Three ways to run it, all bound to 127.0.0.1:
 * :func:`launch_local_aws`: as a child process (for tests and for Dagster runs in other
   processes); stop it with ``.stop()``, which signals its pid.
 
-The control API (clock, forced export failures, TTL sweep, stream rotation and faults, reset) is
-served on the same port under ``/_dynamo_cdc/``; :class:`LocalAwsControl` calls it. See
-:data:`dynamo_cdc.local.server.CONTROL_API`.
+The control API (clock, forced export failures, TTL sweep, stream rotation and faults,
+credentials, reset) is served on the same port under ``/_dynamo_cdc/``; :class:`LocalAwsControl`
+calls it. See :data:`dynamo_cdc.local.server.CONTROL_API`.
+
+Any credentials are accepted unless one access key id is required (``--access-key-id ID``,
+``access_key_id=`` or :meth:`LocalAwsControl.require_access_key_id`): then requests signed with
+another one get AWS's answers to an unknown key (DynamoDB 400 ``UnrecognizedClientException``,
+S3 403 ``InvalidAccessKeyId``), to test how code handles wrong credentials.
 """
 
 from __future__ import annotations
@@ -178,9 +183,20 @@ class LocalAwsControl:
         }
         return dict(self._call("POST", "streams/config", payload)["config"])
 
+    def require_access_key_id(self, access_key_id: str | None) -> None:
+        """Answer requests signed with any other access key id as AWS answers an unknown key
+        (DynamoDB 400 UnrecognizedClientException, S3 403 InvalidAccessKeyId); None accepts
+        any credentials again."""
+        self._call("POST", "credentials", {"access_key_id": access_key_id})
+
+    def required_access_key_id(self) -> str | None:
+        """The access key id requests must be signed with, or None when any is accepted."""
+        key = self._call("GET", "credentials").get("access_key_id")
+        return str(key) if key is not None else None
+
     def reset(self) -> None:
         """Forget every table, bucket, export, history and stream; clock back to wall time;
-        stream knobs back to their start values."""
+        stream knobs back to their start values (a required access key id stays)."""
         self._call("POST", "reset")
 
 
@@ -219,6 +235,7 @@ def start_local_aws(
     streams: str = "simulator",
     streams_options: dict[str, Any] | None = None,
     streams_simulator: Any = None,
+    access_key_id: str | None = None,
 ) -> LocalAws:
     """Start the local AWS in a thread of this process, on 127.0.0.1.
 
@@ -231,6 +248,8 @@ def start_local_aws(
             ``rotate_every_records``, ``retention_seconds``...).
         streams_simulator: a DynamoDB Streams simulator of your own to plug in instead (see
             :meth:`~dynamo_cdc.local.server.LocalAwsApp.attach_streams_simulator`).
+        access_key_id: require this access key id on every request (after the demo tables
+            are made); None accepts any credentials.
 
     Returns:
         A :class:`LocalAws`; use it as a context manager or call ``.stop()``.
@@ -250,6 +269,7 @@ def start_local_aws(
         from dynamo_cdc.local.demo import create_demo_tables
 
         create_demo_tables(aws.endpoint_url)
+    app.required_access_key_id = access_key_id
     return aws
 
 
@@ -288,6 +308,7 @@ def launch_local_aws(
     demo: bool = False,
     export_delay_seconds: float | None = None,
     moto_streams: bool = False,
+    access_key_id: str | None = None,
     env: dict[str, str] | None = None,
     stderr_path: str | None = None,
     timeout: float = 60.0,
@@ -299,6 +320,8 @@ def launch_local_aws(
         demo: pass ``--demo`` (demo tables and bucket).
         export_delay_seconds: pass ``--export-delay``.
         moto_streams: pass ``--moto-streams`` (moto's DynamoDB Streams, not the simulator).
+        access_key_id: pass ``--access-key-id`` (requests signed with another key id are
+            refused as AWS refuses an unknown key).
         env: the child's environment (default: this one).
         stderr_path: where the child's log goes (default: discarded).
         timeout: seconds to wait for the endpoint line and the health check.
@@ -313,6 +336,8 @@ def launch_local_aws(
         cmd += ["--export-delay", str(export_delay_seconds)]
     if moto_streams:
         cmd.append("--moto-streams")
+    if access_key_id is not None:
+        cmd += ["--access-key-id", access_key_id]
     stderr: Any = open(stderr_path, "ab") if stderr_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(

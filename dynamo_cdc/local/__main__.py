@@ -1,4 +1,5 @@
-"""``python -m dynamo_cdc.local [--port N] [--demo] [--moto-streams]``: run the local AWS.
+"""``python -m dynamo_cdc.local [--port N] [--demo] [--moto-streams] [--access-key-id ID]``: run
+the local AWS.
 
 Binds 127.0.0.1 only, prints ``Local AWS listening on http://127.0.0.1:N`` (then nothing else on
 stdout, so a parent can read that one line) and serves in the foreground until SIGINT or
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="seed of the stream simulator (shard ids, event ids, sequence gaps, faults)",
     )
+    parser.add_argument(
+        "--access-key-id",
+        default=None,
+        help="accept only requests signed with this access key id; others get AWS's answer to "
+        "an unknown key (DynamoDB UnrecognizedClientException, S3 InvalidAccessKeyId)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
         created = create_demo_tables(server.endpoint_url)
         logging.getLogger(__name__).info("demo tables: %s", ", ".join(created))
+    # after the demo tables, which are made with whatever credentials this process has
+    app.required_access_key_id = args.access_key_id
     sys.stdout.write(f"Local AWS listening on {server.endpoint_url}\n")
     sys.stdout.flush()
     try:

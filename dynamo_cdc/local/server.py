@@ -10,7 +10,12 @@ Every request goes to moto (DynamoDB, DynamoDB Streams, S3, STS, ...) except:
   ``streams="moto"``; any other handler can be plugged in
   (:meth:`LocalAwsApp.attach_streams_simulator`, :meth:`LocalAwsApp.set_streams_handler`);
 * paths under ``/_dynamo_cdc/``: the control API (clock, forced export failures, TTL sweep,
-  stream rotation and faults, reset), described in :data:`CONTROL_API`.
+  stream rotation and faults, credentials, reset), described in :data:`CONTROL_API`.
+
+Credentials are not checked unless asked for (``--access-key-id``, ``access_key_id=`` or the
+``credentials`` control route): then a request signed with another access key id is answered as
+AWS answers an unknown key (see :func:`credentials_error`), so that code under test meets the
+same error shapes as on AWS. Signatures themselves are not verified.
 
 With the simulator, the stream lifecycle is the simulator's, never moto's: the
 ``StreamSpecification`` of CreateTable and UpdateTable is taken out of the request before moto
@@ -38,12 +43,14 @@ import logging
 import os
 import re
 import threading
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -102,8 +109,13 @@ CONTROL_API = {
     "POST /_dynamo_cdc/streams/config": '{"throttle_rate"?, "internal_error_rate"?, '
     '"enforce_read_limit"?, "rotate_every_records"? (0 or null: off)} -> {config: {knobs}}; '
     "applies to every simulator, now and later",
+    "GET /_dynamo_cdc/credentials": "-> {access_key_id: the id requests must be signed with, or "
+    "null when credentials are not checked}",
+    "POST /_dynamo_cdc/credentials": '{"access_key_id": ID or null}: from now on answer requests '
+    "signed with another access key id as AWS does (DynamoDB 400 UnrecognizedClientException, S3 "
+    "403 InvalidAccessKeyId, STS 403 InvalidClientTokenId); null: accept any -> as GET",
     "POST /_dynamo_cdc/reset": "forget every table, bucket, export, history and stream; clock to "
-    "wall time; stream fault knobs back to their start values",
+    "wall time; stream fault knobs back to their start values (the credentials check stays)",
 }
 
 StreamsHandler = Any  # an object with handle(operation, params) -> dict (see set_streams_handler)
@@ -180,6 +192,92 @@ def _account_and_region(environ: dict[str, Any]) -> tuple[str, str]:
     from moto.iam.models import get_account_id_from
 
     return get_account_id_from(access_key), region
+
+
+def request_credential(environ: dict[str, Any]) -> tuple[str | None, str]:
+    """The access key id a request was signed with and the service it was signed for.
+
+    SigV4 puts ``Credential=AKID/date/region/service/aws4_request`` in the Authorization header
+    (or ``X-Amz-Credential`` in a presigned URL's query); SigV2 (old S3 clients) has
+    ``AWS AKID:signature``. ``(None, "")`` for an unsigned request.
+    """
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    m = re.search(r"Credential=([^/,\s]+)/\d{8}/[^/]+/([^/,\s]+)/", auth)
+    if m:
+        return m.group(1), m.group(2)
+    credential = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential", [""])[0]
+    parts = credential.split("/")
+    if len(parts) >= 4 and parts[0]:
+        return parts[0], parts[3]
+    m = re.match(r"AWS ([^:\s]+):", auth)
+    if m:
+        return m.group(1), "s3"
+    return None, ""
+
+
+def credentials_error(
+    start_response: Callable[..., Any], environ: dict[str, Any], access_key_id: str | None
+) -> list[bytes]:
+    """Answer as AWS answers a request signed with an access key id it does not know.
+
+    DynamoDB (and DynamoDB Streams): HTTP 400 ``UnrecognizedClientException`` "The security
+    token included in the request is invalid." (``MissingAuthenticationTokenException`` when
+    unsigned). S3: HTTP 403 ``InvalidAccessKeyId`` (``AccessDenied`` when unsigned), no body for
+    HEAD. Other (query-protocol) services such as STS: HTTP 403 ``InvalidClientTokenId``.
+    """
+    _, service = request_credential(environ)
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    request_id = uuid.uuid4().hex.upper()
+    if service == "dynamodb" or target.startswith((DYNAMODB_PREFIX, STREAMS_PREFIX)):
+        if access_key_id is None:
+            code, message = (
+                "MissingAuthenticationTokenException",
+                ("Request is missing Authentication Token"),
+            )
+        else:
+            code, message = (
+                "UnrecognizedClientException",
+                ("The security token included in the request is invalid."),
+            )
+        body = orjson.dumps({"__type": f"com.amazon.coral.service#{code}", "message": message})
+        start_response(
+            "400 Bad Request",
+            [
+                ("Content-Type", JSON_CONTENT_TYPE),
+                ("Content-Length", str(len(body))),
+                ("x-amzn-RequestId", request_id),
+            ],
+        )
+        return [body]
+    if service in ("s3", ""):
+        if access_key_id is None:
+            code, message, extra = "AccessDenied", "Access Denied", ""
+        else:
+            code = "InvalidAccessKeyId"
+            message = "The AWS Access Key Id you provided does not exist in our records."
+            extra = f"<AWSAccessKeyId>{access_key_id}</AWSAccessKeyId>"
+        text = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>{extra}"
+            f"<RequestId>{request_id[:16]}</RequestId><HostId>{request_id}</HostId></Error>"
+        )
+    else:
+        text = (
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            "<Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token "
+            "included in the request is invalid.</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+    body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else text.encode()
+    start_response(
+        "403 Forbidden",
+        [
+            ("Content-Type", "application/xml"),
+            ("Content-Length", str(len(body))),
+            ("x-amz-request-id", request_id[:16]),
+        ],
+    )
+    return [body]
 
 
 def _bytes_as_base64(value: Any) -> str:
@@ -529,6 +627,8 @@ class LocalAwsApp:
             arguments (``seed``, ``rotate_every_records``, ``throttle_rate``...).
         streams_simulator: a caller's own simulator, plugged in at once with
             :meth:`attach_streams_simulator` (instead of the default one).
+        access_key_id: answer requests signed with any other access key id as AWS answers
+            an unknown key (see :func:`credentials_error`); None (default) accepts any.
     """
 
     def __init__(
@@ -539,6 +639,7 @@ class LocalAwsApp:
         streams: str = "simulator",
         streams_options: dict[str, Any] | None = None,
         streams_simulator: Any = None,
+        access_key_id: str | None = None,
     ) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -558,6 +659,8 @@ class LocalAwsApp:
         )
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._lock = threading.RLock()
+        #: The access key id every AWS request must be signed with, or None to accept any.
+        self.required_access_key_id: str | None = access_key_id
         self._streams_handler: StreamsHandler | None = None
         self._subscriber: Any = None
         #: The stream simulators driving the table lifecycle, or None when moto's streams (or
@@ -628,6 +731,11 @@ class LocalAwsApp:
         path = environ.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX):
             return self._control(environ, start_response, path[len(CONTROL_PREFIX) :])
+        if self.required_access_key_id is not None:
+            access_key_id, _ = request_credential(environ)
+            if access_key_id != self.required_access_key_id:
+                _read_body(environ)  # drain it, so the connection stays usable
+                return credentials_error(start_response, environ, access_key_id)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith(STREAMS_PREFIX) and self._streams_handler is not None:
             return self._streams(environ, start_response, target[len(STREAMS_PREFIX) :])
@@ -1162,6 +1270,14 @@ class LocalAwsApp:
                 }
             elif route == "streams/config" and method == "POST":
                 result = {"config": self._require_streams().configure(**payload)}
+            elif route == "credentials" and method == "GET":
+                result = {"access_key_id": self.required_access_key_id}
+            elif route == "credentials" and method == "POST":
+                key = payload.get("access_key_id")
+                if key is not None and (not isinstance(key, str) or not key):
+                    raise ValueError('credentials needs {"access_key_id": a non-empty id or null}')
+                self.required_access_key_id = key
+                result = {"access_key_id": key}
             elif route == "reset" and method == "POST":
                 self.reset()
                 result = {"ok": True}
