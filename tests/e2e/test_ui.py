@@ -8,6 +8,7 @@ import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,7 @@ class UI:
         return doc["data"]
 
 
-@pytest.fixture(scope="module")
-def ui(local_aws, tmp_path_factory) -> Iterator[UI]:
-    tmp = tmp_path_factory.mktemp("ui")
+def _ui_env(local_aws, tmp: Path) -> dict[str, str]:
     home = tmp / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster_project" / "dagster.yaml").read_text())
@@ -92,20 +91,16 @@ def ui(local_aws, tmp_path_factory) -> Iterator[UI]:
         PYTHONPATH=str(REPO),
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
+    return env
+
+
+@contextmanager
+def _serve(command: list[str], env: dict[str, str], log: Path) -> Iterator[UI]:
+    """Run a Dagster UI command on a free 127.0.0.1 port until it answers; stop it by pid."""
     port = _free_port()
-    log = tmp / "dagster-dev.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "dagster"),
-                "dev",
-                "-w",
-                str(REPO / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            [*command, "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -118,7 +113,7 @@ def ui(local_aws, tmp_path_factory) -> Iterator[UI]:
 
         def answers() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"dagster dev exited:\n{log.read_text()[-4000:]}")
+                pytest.fail(f"{command[:2]} exited:\n{log.read_text()[-4000:]}")
             try:
                 return "version" in handle.graphql("{ version }")
             except OSError:
@@ -128,6 +123,26 @@ def ui(local_aws, tmp_path_factory) -> Iterator[UI]:
         yield handle
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def ui(local_aws, tmp_path_factory) -> Iterator[UI]:
+    tmp = tmp_path_factory.mktemp("ui")
+    command = [str(VENV_BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml")]
+    with _serve(command, _ui_env(local_aws, tmp), tmp / "dagster-dev.log") as handle:
+        yield handle
+
+
+def test_dg_dev_serves_the_same_definitions(local_aws, tmp_path):
+    """`dg dev` (the dg CLI, reading pyproject's [tool.dg]) loads the same code location."""
+    with _serve(
+        [str(VENV_BIN / "dg"), "dev"], _ui_env(local_aws, tmp_path), tmp_path / "dg.log"
+    ) as dg:
+        data = dg.graphql("{ assetNodes { assetKey { path } } }")
+    keys = {"/".join(node["assetKey"]["path"]) for node in data["assetNodes"]}
+    for table in TABLES:
+        for kind in ("table", "snapshot", "changes", "current"):
+            assert f"dynamodb/{dagster_safe_name(table)}/{kind}" in keys
 
 
 SENSOR_QUERY = """
