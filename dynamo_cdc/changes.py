@@ -32,11 +32,16 @@ BIGINT)``.) A key attribute named like one of the columns above is written as ``
 
 Files: each record goes to the hour partition of its ApproximateCreationDateTime,
 ``<table>/changes/date=YYYY-MM-DD/hour=HH/``, one file per (partition, shard) and batch, named
-``<shard id>_<first seq>_<last seq>.parquet`` (padded sequence numbers). Writing a file first
-deletes the files of the same shard in that partition whose range overlaps it: those can only be
-left by a run that wrote but did not commit its checkpoint (a crash), because committed ranges
-end at or before the checkpoint and a new batch starts after it. So a re-run overwrites and
-never duplicates, even when it reads a different amount than the crashed run did.
+``<shard id>_<first seq>_<last seq>.parquet`` (padded sequence numbers). A change file is never
+deleted by a capture. Files of the same shard in that partition whose range overlaps the new
+batch, and compacted files whose statistics do not rule the shard's range out, are read (the
+``event_id`` column only), and the batch's records already in them are left out of the new file.
+Overlaps come from a run that wrote but did not commit its checkpoint (a crash; the re-run may
+read a different amount), and from a re-read from TRIM_HORIZON after a checkpoint reset (gap
+healing), which can overlap a committed or compacted file only partly: deleting that file would
+lose the records before the new batch's start that the stream may no longer hold. So every
+stream record lands once, however the runs were cut. In the usual case a batch starts after
+every committed range and no file is read.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dynamo_cdc import codec
@@ -308,15 +314,78 @@ def _file_range(name: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+def _is_data_file(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return name.endswith(".parquet") and name[0] not in "_."
+
+
+def _may_hold(meta: pq.FileMetaData, shard: str, first: str, last: str) -> bool:
+    """Whether a file without a range name (compacted) may hold records of ``shard`` in
+    [``first``, ``last``], by its row groups' statistics of ``shard_id`` and
+    ``sequence_number`` (no statistics: it may)."""
+    names = meta.schema.names
+    if "shard_id" not in names or "sequence_number" not in names:
+        return False  # not change rows of a stream
+    si, qi = names.index("shard_id"), names.index("sequence_number")
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        s, q = group.column(si).statistics, group.column(qi).statistics
+        if s is not None and s.null_count == group.num_rows:
+            continue  # export rows only
+        if s is None or q is None or not s.has_min_max or not q.has_min_max:
+            return True
+        if s.min <= shard <= s.max and q.min <= last and first <= q.max:
+            return True
+    return False
+
+
+def _overlapping_files(
+    lake: Any, listing: Sequence[str], shard: str, first: str, last: str
+) -> list[str]:
+    """Files of a partition that may already hold records of ``shard`` in [first, last]: the
+    shard's files whose name range overlaps, and files without a range name (compacted) whose
+    statistics do not rule it out."""
+    out = []
+    fs: Any = None
+    base = ""
+    for rel in listing:
+        if not _is_data_file(rel):
+            continue
+        rng = _file_range(rel.rsplit("/", 1)[-1])
+        if rng is not None:
+            if rng[0] == shard and rng[1] <= last and first <= rng[2]:
+                out.append(rel)
+            continue
+        if fs is None:
+            fs, base = lake.arrow_filesystem()
+        try:
+            meta = pq.read_metadata(f"{base}/{rel}", filesystem=fs)
+        except FileNotFoundError:
+            continue  # replaced by a compaction meanwhile: its successor is listed next time
+        if _may_hold(meta, shard, first, last):
+            out.append(rel)
+    return out
+
+
+def _event_ids(lake: Any, rel: str) -> pa.Array:
+    fs, base = lake.arrow_filesystem()
+    ids = pq.read_table(f"{base}/{rel}", columns=["event_id"], filesystem=fs).column("event_id")
+    return ids.combine_chunks()
+
+
 def write_change_batch(
     lake: Any, table: str, rows: pa.Table, batch_id: str | None = None
 ) -> list[str]:
     """Write change rows into the hour partitions of their ``approximate_creation_time``.
 
-    One file per (hour, shard), rows in sequence order, named ``<shard>_<first>_<last>.parquet``
-    so that a re-run over the same range overwrites the same file; files of the same shard in
-    the same partition whose range overlaps are deleted first (see the module docstring). Rows
-    without a shard id (``source='export'``) go to ``<batch_id>.parquet`` per partition.
+    One file per (hour, shard), rows in sequence order, named ``<shard>_<first>_<last>.parquet``.
+    Nothing is ever deleted: rows whose ``event_id`` is already in a file of the partition that
+    may hold the same shard and sequence range (a file of the same shard whose name range
+    overlaps, or a compacted file) are left out of the new file, and a group left empty writes
+    nothing. So a re-run after a crash between write and commit, or a re-read from TRIM_HORIZON
+    after a checkpoint reset that overlaps committed or compacted files only partly, neither
+    duplicates nor loses a record (see the module docstring). Rows without a shard id
+    (``source='export'``) go to ``<batch_id>.parquet`` per partition, overwritten by a re-run.
 
     Args:
         lake: a :class:`dynamo_cdc.lake.Lake`.
@@ -325,7 +394,8 @@ def write_change_batch(
         batch_id: names the files of rows without a shard id (required if there are any).
 
     Returns:
-        the relative paths written, sorted.
+        the relative paths that hold the rows, sorted: the files written, and the files that
+        already held some of them.
     """
     if rows.num_rows == 0:
         return []
@@ -340,8 +410,9 @@ def write_change_batch(
     bounds = np.flatnonzero(np.any(group_key[1:] != group_key[:-1], axis=1)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(order)]])
+    event_ids = rows.column("event_id").combine_chunks()
     listing: dict[str, list[str]] = {}
-    written: list[str] = []
+    holding: set[str] = set()
     for start, end in zip(starts, ends, strict=True):
         idx = order[start:end]
         hour = int(hours[idx[0]])
@@ -351,30 +422,46 @@ def write_change_batch(
             if not batch_id:
                 raise ValueError("rows without a shard_id need a batch_id to name their file")
             name = f"{batch_id}.parquet"
-            stale: list[str] = []
         else:
             shard = shard_names[code]
-            first, last = str(seq[idx[0]]), str(seq[idx[-1]])
-            name = f"{shard}_{first}_{last}.parquet"
             if part not in listing:
                 listing[part] = lake.list(part)
-            stale = []
-            for rel in listing[part]:
-                rng = _file_range(rel.rsplit("/", 1)[-1])
-                if rng and rng[0] == shard and rng[1] <= last and first <= rng[2]:
-                    stale.append(rel)
+            candidates = _overlapping_files(
+                lake, listing[part], shard, str(seq[idx[0]]), str(seq[idx[-1]])
+            )
+            if candidates:
+                # Left by a run that wrote but crashed before its commit, or committed before
+                # a checkpoint reset: its records are real stream records, so they stay and
+                # the new file leaves them out (deleting a partly overlapping file would lose
+                # records the stream may no longer hold).
+                ids = event_ids.take(pa.array(idx))
+                known = np.zeros(len(idx), dtype=bool)
+                for rel in candidates:
+                    found = pc.is_in(ids, value_set=_event_ids(lake, rel)).to_numpy(
+                        zero_copy_only=False
+                    )
+                    if found.any():
+                        holding.add(rel)
+                        known |= found
+                if known.any():
+                    log.info(
+                        "%s: %d of %d records of shard %s already in %s",
+                        table,
+                        int(known.sum()),
+                        len(idx),
+                        shard,
+                        part,
+                    )
+                    idx = idx[~known]
+                    if len(idx) == 0:
+                        continue
+            name = f"{shard}_{seq[idx[0]]}_{seq[idx[-1]]}.parquet"
         target = f"{part}/{name}"
-        # Delete before writing: what overlaps is uncommitted, so a crash in between loses
-        # nothing that the checkpoint claims, and never leaves two copies of a record.
-        for rel in stale:
-            if rel != target:
-                log.info("replacing uncommitted change file %s", rel)
-                lake.delete(rel)
         buf = io.BytesIO()
         pq.write_table(rows.take(pa.array(idx)), buf, compression="zstd")
         lake.write_bytes(target, buf.getvalue())
-        written.append(target)
-    return sorted(written)
+        holding.add(target)
+    return sorted(holding)
 
 
 # -- one capture step ------------------------------------------------------------------------
