@@ -72,15 +72,18 @@ and it costs one full rewrite.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -634,6 +637,57 @@ def refresh_current(
     Raises:
         FileNotFoundError: no snapshot partition of ``table`` exists yet.
     """
+    with _refresh_lock(lake, table):
+        return _refresh_current(
+            lake,
+            table,
+            key_attributes=key_attributes,
+            margin_seconds=margin_seconds,
+            bucket_count=bucket_count,
+            target_bucket_bytes=target_bucket_bytes,
+            compact_ratio=compact_ratio,
+            max_delta_files=max_delta_files,
+            tombstone_seconds=tombstone_seconds,
+            grace_seconds=grace_seconds,
+            batch_rows=batch_rows,
+            now=now,
+        )
+
+
+@contextmanager
+def _refresh_lock(lake: Lake, table: str) -> Iterator[None]:
+    """One refresh of a table at a time. Two refreshes would build the same next version folder
+    and replace each other's files. Locally an exclusive ``flock`` on ``_state/mirror.lock``
+    serialises them across processes; on S3 there is no lock, so deployments rely on the Dagster
+    pool that the ``current`` asset shares with the table's other writers."""
+    if lake.is_s3:
+        yield
+        return
+    path = Path(lake.uri(lake.table_path(table, "_state", "mirror.lock")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _refresh_current(
+    lake: Lake,
+    table: str,
+    *,
+    key_attributes: Sequence[str] | None,
+    margin_seconds: float,
+    bucket_count: int | None,
+    target_bucket_bytes: int,
+    compact_ratio: float,
+    max_delta_files: int,
+    tombstone_seconds: float,
+    grace_seconds: float,
+    batch_rows: int,
+    now: float | None,
+) -> MirrorResult:
     now = time.time() if now is None else now
     pointer = load_pointer(lake, table)
     snap = newest_snapshot(lake, table)

@@ -373,3 +373,20 @@ def test_stats_from_schema_give_the_same_schema_back():
     again = schema.decide_schema(stats_from_schema(decided, 2), KEY_NAMES)
 
     assert again.equals(decided, check_metadata=True)
+
+
+def test_concurrent_refreshes_of_one_table_take_turns_and_both_succeed(lake):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stream = start(lake, n=200)
+    refresh_current(lake, TABLE, bucket_count=4)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": str(-i)}), t) for i in range(0, 200, 3)])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: refresh_current(lake, TABLE, bucket_count=4), range(4)))
+
+    # one refresh applies the changes; the others, in turn, find nothing new
+    assert sorted(r.changes_applied for r in results) == [0, 0, 0, len(range(0, 200, 3))]
+    assert len({r.version for r in results}) == 1
+    assert items_of(read_current(lake, TABLE)) == expected(stream.model)
