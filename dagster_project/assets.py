@@ -559,6 +559,7 @@ def build_current_asset(spec: TableSpec, cron: str = "* * * * *") -> dg.AssetsDe
     @dg.asset(
         key=asset_key(spec, "current"),
         deps=[asset_key(spec, "snapshot"), asset_key(spec, "changes")],
+        pool=pool_name(spec),  # never beside another refresh or a compaction of this table
         group_name=spec.safe_name,
         kinds={"parquet"},
         tags=_tags(spec),

@@ -212,3 +212,15 @@ def test_uncommitted_files_are_never_folded_into_a_compacted_file(aws, tmp_path)
     result = compact_hour(lake, TABLE, hour_of_path(files[0]), committed, force=True)
     assert not result.compacted and "beyond the committed checkpoint" in result.reason
     assert data_files(lake, f"{TABLE}/changes") == files
+
+
+def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(aws, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    put(aws, "a", "b")
+    behind = datetime.now(UTC).timestamp() - 2 * 3600  # this sensor's clock lags the records
+    result = stream_tick(
+        SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5), clock=lambda: behind
+    )
+    assert result.run_requests == []
+    assert len(StreamSensorCursor.from_json(result.cursor).pending_hours) == 1
+    assert len(data_files(lake, f"{TABLE}/changes")) == 1  # landed all the same
