@@ -200,10 +200,10 @@ def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
                     "up to 35 days).",
                 )
             export_time = min(export_time, latest)
-        request = ExportRequest(
-            table=spec.name,
+        request = ExportRequest.for_settings(
+            dynamodb.settings(),
+            spec.name,
             bucket=dynamodb.bucket(),
-            prefix=dynamodb.export_prefix.strip("/"),
             export_time=export_time,
             export_format=spec.export_format,
         )

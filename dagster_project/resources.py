@@ -38,11 +38,26 @@ class DynamoDBResource(ResourceWithBoto3Configuration):
         description="Key prefix of PITR exports in the export bucket (DYNAMO_CDC_EXPORT_PREFIX).",
     )
 
+    export_sse_algorithm: str | None = Field(
+        default=None,
+        description="AES256 or KMS for the export files (DYNAMO_CDC_EXPORT_SSE_ALGORITHM).",
+    )
+    export_kms_key_id: str | None = Field(
+        default=None, description="KMS key for SSE-KMS exports (DYNAMO_CDC_EXPORT_KMS_KEY_ID)."
+    )
+    export_bucket_owner: str | None = Field(
+        default=None,
+        description="Account owning a cross-account export bucket (DYNAMO_CDC_EXPORT_BUCKET_OWNER).",
+    )
+
     def settings(self) -> Settings:
         """The library settings these fields stand for."""
         return Settings(
             export_bucket=self.export_bucket,
             export_prefix=self.export_prefix.strip("/"),
+            export_sse_algorithm=self.export_sse_algorithm,
+            export_kms_key_id=self.export_kms_key_id,
+            export_bucket_owner=self.export_bucket_owner,
             endpoint_url=self.endpoint_url,
             region=self.region_name,
             access_key_id=self.aws_access_key_id,
@@ -113,6 +128,9 @@ def build_resources() -> dict[str, Any]:
         "dynamodb": DynamoDBResource(
             export_bucket=_env("DYNAMO_CDC_EXPORT_BUCKET"),
             export_prefix=_env("DYNAMO_CDC_EXPORT_PREFIX", "dynamo-cdc/exports"),
+            export_sse_algorithm=_env("DYNAMO_CDC_EXPORT_SSE_ALGORITHM"),
+            export_kms_key_id=_env("DYNAMO_CDC_EXPORT_KMS_KEY_ID"),
+            export_bucket_owner=_env("DYNAMO_CDC_EXPORT_BUCKET_OWNER"),
             **boto,
         ),
         "s3": s3,

@@ -90,10 +90,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         )
     clients = Clients(settings)
     lake = Lake(settings.lake_root, clients.s3)
-    request = ExportRequest(
-        table=validate_table_name(args.table),
-        bucket=settings.export_bucket,
-        prefix=settings.export_prefix,
+    request = ExportRequest.for_settings(
+        settings,
+        validate_table_name(args.table),
         export_time=_parse_time(args.export_time) if args.export_time else None,
         export_format=args.format,
     )

@@ -190,6 +190,17 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _sse_algorithm(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.upper() not in ("AES256", "KMS"):
+        raise ConfigError(
+            f"DYNAMO_CDC_EXPORT_SSE_ALGORITHM={value!r} is neither AES256 nor KMS.",
+            fix="set AES256 or KMS (with DYNAMO_CDC_EXPORT_KMS_KEY_ID), or unset it.",
+        )
+    return value.upper()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the tables are, where exports go and where the lake is.
@@ -199,6 +210,11 @@ class Settings:
         lake_root: a local folder or ``s3://bucket/prefix`` (DYNAMO_CDC_LAKE_ROOT).
         export_bucket: the S3 bucket for PITR exports (DYNAMO_CDC_EXPORT_BUCKET).
         export_prefix: the key prefix for exports (DYNAMO_CDC_EXPORT_PREFIX).
+        export_sse_algorithm: ``AES256`` or ``KMS`` for the export files
+            (DYNAMO_CDC_EXPORT_SSE_ALGORITHM; default: the bucket's encryption).
+        export_kms_key_id: the KMS key for ``KMS`` (DYNAMO_CDC_EXPORT_KMS_KEY_ID).
+        export_bucket_owner: the account that owns a cross-account export bucket
+            (DYNAMO_CDC_EXPORT_BUCKET_OWNER).
         endpoint_url: the local AWS, or None for real AWS (DYNAMO_CDC_ENDPOINT_URL).
         region: AWS region (DYNAMO_CDC_REGION, else boto3's chain, else us-east-1).
         access_key_id / secret_access_key / session_token: explicit credentials
@@ -209,6 +225,9 @@ class Settings:
     lake_root: str = "./lake"
     export_bucket: str | None = None
     export_prefix: str = "dynamo-cdc/exports"
+    export_sse_algorithm: str | None = None
+    export_kms_key_id: str | None = None
+    export_bucket_owner: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: str | None = None
@@ -230,6 +249,9 @@ class Settings:
             lake_root=_env("LAKE_ROOT", "./lake") or "./lake",
             export_bucket=_env("EXPORT_BUCKET"),
             export_prefix=(_env("EXPORT_PREFIX", "dynamo-cdc/exports") or "").strip("/"),
+            export_sse_algorithm=_sse_algorithm(_env("EXPORT_SSE_ALGORITHM")),
+            export_kms_key_id=_env("EXPORT_KMS_KEY_ID"),
+            export_bucket_owner=_env("EXPORT_BUCKET_OWNER"),
             endpoint_url=_env("ENDPOINT_URL"),
             region=_env("REGION"),
             access_key_id=key,

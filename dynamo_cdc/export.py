@@ -36,6 +36,7 @@ from typing import IO, Any, cast
 from botocore.exceptions import ClientError
 
 from dynamo_cdc.aws import Clients, error_code, raise_if_credentials
+from dynamo_cdc.config import Settings
 from dynamo_cdc.errors import (
     BucketError,
     ExportBucketError,
@@ -69,6 +70,20 @@ class ExportRequest:
     incremental_from: datetime | None = None
     incremental_to: datetime | None = None
     incremental_view: str = "NEW_AND_OLD_IMAGES"
+
+    @classmethod
+    def for_settings(cls, settings: Settings, table: str, **fields: Any) -> ExportRequest:
+        """A request for ``table`` with the export bucket, prefix, encryption and bucket owner
+        of ``settings``; ``fields`` (export_time, export_format, incremental_...) win."""
+        base: dict[str, Any] = {
+            "table": table,
+            "bucket": settings.export_bucket or "",
+            "prefix": settings.export_prefix,
+            "sse_algorithm": settings.export_sse_algorithm,
+            "kms_key_id": settings.export_kms_key_id,
+            "bucket_owner": settings.export_bucket_owner,
+        }
+        return cls(**(base | fields))
 
     @property
     def is_incremental(self) -> bool:

@@ -61,6 +61,7 @@ from dynamo_cdc.changes import (
     write_change_batch,
 )
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
+from dynamo_cdc.config import Settings
 from dynamo_cdc.errors import ConfigError, ExportVerificationError, StreamGapError
 from dynamo_cdc.export import (
     ExportRequest,
@@ -265,8 +266,9 @@ def export_window_to_changes(
         )
     prefix = prefix or getattr(settings, "export_prefix", None) or "dynamo-cdc/exports"
     keys = key_attributes or discover(clients, table).key_attributes
-    request = ExportRequest(
-        table=table,
+    request = ExportRequest.for_settings(
+        settings or Settings(),
+        table,
         bucket=bucket,
         prefix=f"{prefix.rstrip('/')}/incremental",
         incremental_from=start,
@@ -374,8 +376,9 @@ def heal_gap(
         snap = take_snapshot(
             clients,
             lake,
-            ExportRequest(
-                table=table,
+            ExportRequest.for_settings(
+                settings or Settings(),
+                table,
                 bucket=snap_bucket,
                 prefix=prefix or getattr(settings, "export_prefix", None) or "dynamo-cdc/exports",
             ),

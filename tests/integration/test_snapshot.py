@@ -290,3 +290,27 @@ def test_export_to_parquet_converts_from_s3_and_from_a_local_folder(
         }
         assert got == expected
     assert open_manifest(str(local)).output_format == fmt
+
+
+def test_sse_kms_and_a_cross_account_bucket_owner_reach_the_export(
+    clients, local_aws, orders_table, bucket, tmp_path, monkeypatch
+) -> None:
+    from dynamo_cdc.cli import main
+
+    put_items(clients, orders_table, list(generate_items(20, seed=5)))
+    key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", local_aws.endpoint_url)
+    monkeypatch.setenv("DYNAMO_CDC_EXPORT_BUCKET", bucket)
+    monkeypatch.setenv("DYNAMO_CDC_LAKE_ROOT", str(tmp_path))
+    monkeypatch.setenv("DYNAMO_CDC_EXPORT_SSE_ALGORITHM", "kms")
+    monkeypatch.setenv("DYNAMO_CDC_EXPORT_KMS_KEY_ID", key_arn)
+    monkeypatch.setenv("DYNAMO_CDC_EXPORT_BUCKET_OWNER", "123456789012")
+
+    assert main(["snapshot", orders_table]) == 0
+
+    table_arn = clients.dynamodb.describe_table(TableName=orders_table)["Table"]["TableArn"]
+    (summary,) = clients.dynamodb.list_exports(TableArn=table_arn)["ExportSummaries"]
+    desc = clients.dynamodb.describe_export(ExportArn=summary["ExportArn"])["ExportDescription"]
+    assert desc["S3SseAlgorithm"] == "KMS" and desc["S3SseKmsKeyId"] == key_arn
+    assert desc["S3BucketOwner"] == "123456789012"
+    assert read_table(str(tmp_path), orders_table, "snapshot").num_rows == 20
