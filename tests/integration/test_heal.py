@@ -149,3 +149,76 @@ def test_export_windows_are_whole_seconds_between_15_minutes_and_24_hours():
         (now.replace(microsecond=0) - timedelta(minutes=15), now.replace(microsecond=0))
     ]
     assert all(s.microsecond == 0 and e.microsecond == 0 for s, e in long)
+
+
+def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
+    env: Env, make_table: Callable[..., str], tmp_path: Path
+):
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from dagster_project.assets import build_changes_asset
+    from dagster_project.resources import DynamoDBResource, LakeResource
+    from dagster_project.sensors import stream_tick
+    from dynamo_cdc.config import TableSpec
+    from dynamo_cdc.stream import ReadBudget
+
+    table = make_table()
+    spec = TableSpec(table)  # on_gap=heal is the default
+    lake = Lake(str(tmp_path / "lake"))
+    changes = build_changes_asset(spec)
+    ddb = env.clients.dynamodb
+
+    def tick() -> dg.SensorResult:
+        return stream_tick(
+            spec,
+            None,
+            env.clients,
+            lake,
+            op_name=changes.op.name,
+            budget=ReadBudget(max_seconds=10),
+        )
+
+    env.advance(60)
+    for i in range(5):
+        put(env, table, f"a{i}", "1")
+    snapshot(env, lake, table)
+    tick()
+    env.advance(20 * 60)
+    ddb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
+    put(env, table, "lost", "1")  # no stream is recording
+    delete(env, table, "a0")
+    ddb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    put(env, table, "new", "1")
+    env.advance(2)
+
+    (request,) = tick().run_requests
+    assert request.tags["dynamo_cdc/kind"] == "heal"
+    resources = {
+        "dynamodb": DynamoDBResource(
+            endpoint_url=env.local_aws.endpoint_url,
+            region_name="us-east-1",
+            export_bucket=env.bucket,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ),
+        "lake": LakeResource(root=lake.root, s3=S3Resource(region_name="us-east-1")),
+    }
+    run = dg.materialize(
+        [changes],
+        partition_key=request.partition_key,
+        run_config=request.run_config,
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert run.success
+    (materialization,) = run.asset_materializations_for_node(changes.op.name)
+    assert materialization.metadata["heal_action"].value == "incremental_export"
+    assert materialization.metadata["healed_gap"].value == "stream_arn_changed"
+
+    tick()  # capture resumes on the new stream (its hour may be ahead of this test's clock)
+    refresh_current(lake, table)
+    assert mirror(lake, table) == scan(env, table)
