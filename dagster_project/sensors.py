@@ -177,7 +177,7 @@ def stream_tick(
     cursor = StreamSensorCursor.from_json(cursor_text)
     started = clock()
     try:
-        result = capture_once(clients, lake, spec.name, budget)
+        result = capture_once(clients, lake, spec.name, budget, clock=clock)
     except StreamGapError as gap:
         if spec.on_gap != "heal":
             raise

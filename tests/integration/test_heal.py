@@ -177,6 +177,7 @@ def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
             lake,
             op_name=changes.op.name,
             budget=ReadBudget(max_seconds=10),
+            clock=env.now,  # the local AWS clock, which this test moves
         )
 
     env.advance(60)
@@ -209,7 +210,9 @@ def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
     }
     run = dg.materialize(
         [changes],
-        partition_key=request.partition_key,
+        # the request's hour follows the local AWS's clock, which this test moved ahead of
+        # Dagster's; healing does not depend on the hour, so use one Dagster has
+        partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
         run_config=request.run_config,
         resources=resources,
         instance=dg.DagsterInstance.ephemeral(),
