@@ -167,6 +167,16 @@ def check_number(value: Decimal) -> None:
         )
 
 
+def _trimmed(value: Decimal) -> tuple[str, str, int]:
+    """(sign prefix, coefficient digits without trailing zeros, exponent) of a non-zero number."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    end = len(digits)
+    while end > 1 and digits[end - 1] == 0:
+        end -= 1
+    return ("-" if sign else ""), "".join(map(str, digits[:end])), exponent + len(digits) - end
+
+
 def canonical_number_text(value: Decimal | str) -> str:
     """The canonical text of a DynamoDB number (see the module docstring).
 
@@ -183,14 +193,8 @@ def canonical_number_text(value: Decimal | str) -> str:
         value = parse_number(value)
     if not value:
         return "0"
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    end = len(digits)
-    while end > 1 and digits[end - 1] == 0:
-        end -= 1
-    exponent += len(digits) - end
-    coefficient = "".join(map(str, digits[:end]))
-    prefix = "-" if sign else ""
+    prefix, coefficient, exponent = _trimmed(value)
+    end = len(coefficient)
     adjusted = exponent + end - 1
     if exponent >= 0:
         if adjusted < 39:
@@ -843,14 +847,8 @@ def ion_decimal_text(value: Decimal | str) -> str:
         value = parse_number(value)
     if not value:
         return "0."
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    end = len(digits)
-    while end > 1 and digits[end - 1] == 0:
-        end -= 1
-    exponent += len(digits) - end
-    coefficient = "".join(map(str, digits[:end]))
-    prefix = "-" if sign else ""
+    prefix, coefficient, exponent = _trimmed(value)
+    end = len(coefficient)
     if exponent == 0:
         return prefix + coefficient + "."
     if exponent > 0:
