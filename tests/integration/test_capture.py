@@ -17,33 +17,9 @@ from dynamo_cdc.changes import capture_once
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.workload import Workload
 from dynamo_cdc.stream import ReadBudget
+from tests.e2e.chaos import all_stream_event_ids
 
 pytestmark = pytest.mark.integration
-
-
-def all_stream_event_ids(clients, table: str) -> list[str]:
-    """Every record of the table's stream, read with plain boto3 (the ground truth)."""
-    arn = clients.dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    shards, start = [], None
-    while True:
-        kwargs = {"StreamArn": arn, **({"ExclusiveStartShardId": start} if start else {})}
-        desc = clients.streams.describe_stream(**kwargs)["StreamDescription"]
-        shards += desc["Shards"]
-        start = desc.get("LastEvaluatedShardId")
-        if not start:
-            break
-    ids = []
-    for shard in shards:
-        it = clients.streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while it:
-            out = clients.streams.get_records(ShardIterator=it, Limit=1000)
-            ids += [r["eventID"] for r in out["Records"]]
-            if not out["Records"] and "EndingSequenceNumber" not in shard["SequenceNumberRange"]:
-                break
-            it = out.get("NextShardIterator")
-    return ids
 
 
 def landed_event_ids(root: str, table: str) -> list[str]:
@@ -101,6 +77,7 @@ CHILD = textwrap.dedent(
     from dynamo_cdc.lake import Lake
     from dynamo_cdc import changes
     from dynamo_cdc.stream import ReadBudget
+from tests.e2e.chaos import all_stream_event_ids
 
     endpoint, root, table, where = sys.argv[1:5]
     clients = Clients(Settings(endpoint_url=endpoint))
