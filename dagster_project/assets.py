@@ -105,6 +105,8 @@ def build_table_asset(spec: TableSpec) -> dg.SourceAsset:
 
     @dg.observable_source_asset(
         key=asset_key(spec, "table"),
+        # item count, size, stream and PITR status, every 5 minutes (the automation sensor)
+        automation_condition=dg.AutomationCondition.cron_tick_passed("*/5 * * * *"),
         group_name=spec.safe_name,
         description=f"DynamoDB table `{spec.name}` (observed with DescribeTable).",
         metadata={"dynamodb_table": spec.name},

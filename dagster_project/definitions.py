@@ -153,7 +153,7 @@ def build_automation_sensor(options: PipelineOptions) -> dg.AutomationConditionS
     """
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR,
-        target=dg.AssetSelection.all(),
+        target=dg.AssetSelection.all(include_sources=True),
         default_status=(
             dg.DefaultSensorStatus.RUNNING
             if options.sensors_running

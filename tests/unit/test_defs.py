@@ -182,3 +182,18 @@ def test_current_is_requested_after_new_changes_on_the_next_cron_tick():
             defs=defs, instance=instance, evaluation_time=t3, cursor=result.cursor
         )
         assert result.get_num_requested(current) == 0
+
+
+def test_the_table_is_observed_on_each_five_minute_tick():
+    from datetime import UTC, datetime, timedelta
+
+    defs = build_defs([TableSpec("orders")])
+    instance = dg.DagsterInstance.ephemeral()
+    t0 = datetime(2026, 11, 27, 7, 51, tzinfo=UTC)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=t0)
+    later = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=first.cursor, evaluation_time=t0 + timedelta(minutes=5)
+    )
+    table = dg.AssetKey(["dynamodb", "orders", "table"])
+    assert [r.key for r in first.results if r.key == table and r.true_subset.size] == []
+    assert [r.key for r in later.results if r.key == table and r.true_subset.size] == [table]
