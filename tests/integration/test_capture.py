@@ -77,7 +77,6 @@ CHILD = textwrap.dedent(
     from dynamo_cdc.lake import Lake
     from dynamo_cdc import changes
     from dynamo_cdc.stream import ReadBudget
-from tests.e2e.chaos import all_stream_event_ids
 
     endpoint, root, table, where = sys.argv[1:5]
     clients = Clients(Settings(endpoint_url=endpoint))
