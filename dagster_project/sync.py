@@ -73,7 +73,10 @@ def _materialize(
     partition_key: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    run_config = {"ops": {assets_def.op.name: {"config": config}}} if config else None
+    # The summary is the output of `sync --once`; the run's own events stay in the event log.
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if config:
+        run_config["ops"] = {assets_def.op.name: {"config": config}}
     result = dg.materialize(
         [assets_def],
         partition_key=partition_key,
@@ -205,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dagster_project.sync --once`` (what ``dynamo-cdc sync --once`` runs)."""
     import argparse
     import logging
+    import warnings
 
     parser = argparse.ArgumentParser(prog="dynamo-cdc sync")
     parser.add_argument("--once", action="store_true", help="one pass over every table, then exit")
@@ -212,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.once:
         parser.error("only --once is supported: for continuous capture run `dagster dev`")
     logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")  # Dagster's notices
     try:
         return sync_once()
     except DynamoCdcError as exc:
