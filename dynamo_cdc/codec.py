@@ -300,13 +300,7 @@ def deserialize_value(av: AttributeValue) -> Any:
     if tag == MAP:
         if not isinstance(value, dict):
             raise CodecError(f"M value {value!r:.80} is not an object.")
-        out = {}
-        for key, inner in value.items():
-            try:
-                out[key] = deserialize_value(inner)
-            except CodecError as exc:
-                raise _wrap(exc, key) from None
-        return out
+        return _deserialize_attributes(value)
     if tag == LIST:
         if not isinstance(value, list):
             raise CodecError(f"L value {value!r:.80} is not an array.")
@@ -338,8 +332,13 @@ def deserialize_item(item: Mapping[str, AttributeValue]) -> dict[str, Any]:
     """
     if not isinstance(item, Mapping):
         raise CodecError(f"an item must be an object of attributes, not {type(item).__name__}.")
+    return _deserialize_attributes(item)
+
+
+def _deserialize_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    """Decode each value of an item or a map; an error names the attribute's path."""
     out = {}
-    for name, av in item.items():
+    for name, av in attributes.items():
         try:
             out[name] = deserialize_value(av)
         except CodecError as exc:
