@@ -257,9 +257,9 @@ class SchemaStats:
         return self.to_dict() == other.to_dict()
 
 
-def _number_stats(texts: list[str], name: str) -> tuple[bool, int, int]:
-    """(all integers in int64, max integer digits, max scale) of number texts."""
-    array = pa.array(texts, pa.string())
+def _number_stats(texts: Sequence[str] | pa.Array, name: str) -> tuple[bool, int, int]:
+    """(all integers in int64, max integer digits, max scale) of number texts (no nulls)."""
+    array = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
     try:
         ints = array.cast(pa.int64())
     except pa.ArrowInvalid:
@@ -278,7 +278,7 @@ def _number_stats(texts: list[str], name: str) -> tuple[bool, int, int]:
             return False, int_digits, scale
     # Exponents, signs Arrow refuses, malformed texts: one Decimal per value.
     all_int64, int_digits, scale = True, 0, 0
-    for text in texts:
+    for text in array.to_pylist():
         try:
             value = codec.parse_number(text)
         except CodecError as exc:

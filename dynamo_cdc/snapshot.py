@@ -40,7 +40,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec, fastconvert, schema
+from dynamo_cdc import arrowconvert, codec, fastconvert, schema
 from dynamo_cdc.errors import CodecError, ExportVerificationError
 from dynamo_cdc.export import DataFile, ExportManifest, open_gzip, verified_data_file
 from dynamo_cdc.lake import Lake
@@ -228,21 +228,51 @@ _Chunk = tuple[int, schema.SchemaStats, Callable[[pa.Schema], pa.Table]]
 
 
 def _fast_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
+    """Chunks of a JSON data file: a block at a time through :mod:`dynamo_cdc.arrowconvert`,
+    or through :mod:`dynamo_cdc.fastconvert` for a block the Arrow path cannot take exactly."""
+    reader = arrowconvert.BlockReader()
     lines_read = 0
     try:
-        for lines in fastconvert.iter_line_chunks(path, FAST_CHUNK_ITEMS):
-            items, texts = fastconvert.parse_item_lines(lines)
-            lines_read += len(lines)
-            del lines
-            columns = fastconvert.ChunkColumns(items, texts)
-            del items, texts
-            yield columns.n, columns.stats(), columns.table
-            del columns  # before the next chunk is parsed: one chunk of items alive at a time
+        for block in arrowconvert.iter_blocks(path):
+            try:
+                chunk = reader.read(block)
+                stats = chunk.stats()
+            except arrowconvert.Unsupported as exc:
+                log.debug("%s: block after line %d by items (%s)", describe, lines_read, exc)
+                yield from _item_chunks(block)
+            else:
+                yield chunk.n, stats, _arrow_builder(chunk, block)
+                del chunk
+            lines_read += block.count(b"\n") + 1
+            del block
     except (EOFError, zlib.error, OSError) as exc:
         raise ExportVerificationError(
             f"{describe} cannot be decompressed after line {lines_read} ({exc}).",
             fix="the data file is truncated or damaged: request a new export.",
         ) from None
+
+
+def _arrow_builder(chunk: arrowconvert.ArrowChunk, block: bytes) -> Callable[[pa.Schema], pa.Table]:
+    def build(wanted: pa.Schema) -> pa.Table:
+        try:
+            return chunk.table(wanted)
+        except arrowconvert.Unsupported as exc:
+            log.debug("a block's table by items (%s)", exc)
+            return pa.concat_tables(make(wanted) for _, _, make in _item_chunks(block))
+
+    return build
+
+
+def _item_chunks(block: bytes) -> Iterator[_Chunk]:
+    """Chunks of a block's lines through the per-item fast path (FastPathUnavailable: the
+    caller converts the whole file by the reference path)."""
+    lines = fastconvert._clean(block.split(b"\n"))
+    for start in range(0, len(lines), FAST_CHUNK_ITEMS):
+        items, texts = fastconvert.parse_item_lines(lines[start : start + FAST_CHUNK_ITEMS])
+        columns = fastconvert.ChunkColumns(items, texts)
+        del items, texts
+        yield columns.n, columns.stats(), columns.table
+        del columns  # one chunk of items alive at a time
 
 
 def _reference_chunks(path: Path, fmt: str, describe: str) -> Iterator[_Chunk]:

@@ -1,0 +1,265 @@
+"""The Arrow export -> Arrow path gives exactly the reference path's statistics and table, or
+says it cannot (and the snapshot converts that block item by item)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, large_item
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import items as random_items
+
+from bench.generate import generate_items
+from dynamo_cdc import arrowconvert, schema, snapshot
+from dynamo_cdc.export import DataFile
+
+
+def _block(items: list[dict]) -> bytes:
+    return b"\n".join(b'{"Item":' + orjson.dumps(item) + b"}" for item in items)
+
+
+def _reference(items: list[dict], keys: list[str], chunk: int):
+    """(merged reference stats, per-chunk (items, texts)) as an export's lines give them."""
+    texts = [orjson.dumps(item) for item in items]
+    parsed = [orjson.loads(t) for t in texts]
+    stats = schema.SchemaStats()
+    parts = []
+    for start in range(0, len(items), chunk):
+        part, part_texts = parsed[start : start + chunk], texts[start : start + chunk]
+        stats.update(part)
+        parts.append((part, part_texts))
+    return stats, parts
+
+
+def _assert_same(
+    items: list[dict], keys: list[str], chunk: int | None = None, *, must_take: bool = True
+) -> bool:
+    """Arrow and reference agree on the statistics and table of every chunk; True when the Arrow
+    path took every chunk (``must_take``: it has to)."""
+    chunk = chunk or max(1, len(items))
+    ref_stats, parts = _reference(items, keys, chunk)
+    final = schema.decide_schema(ref_stats, keys)
+    reader = arrowconvert.BlockReader()
+    took = True
+    for part, texts in parts:
+        try:
+            arrow = reader.read(_block(part))
+            stats = arrow.stats()
+            assert stats == schema.SchemaStats.of(part)
+            actual = arrow.table(final)
+        except arrowconvert.Unsupported:
+            if must_take:
+                raise
+            took = False
+            continue
+        expected = schema.items_to_table(part, final, [t.decode() for t in texts])
+        assert actual.schema.equals(expected.schema, check_metadata=True)
+        assert actual.equals(expected), _first_difference(actual, expected)
+    return took
+
+
+def _first_difference(actual, expected) -> str:
+    for name in expected.column_names:
+        a, e = actual.column(name).to_pylist(), expected.column(name).to_pylist()
+        if a != e:
+            i = next(i for i, (x, y) in enumerate(zip(a, e, strict=True)) if x != y)
+            return f"column {name} row {i}: {a[i]!r} != {e[i]!r}"
+    return "tables differ"
+
+
+def test_bench_items_take_the_arrow_path_and_give_the_reference_table() -> None:
+    items = list(generate_items(3000, seed=11))
+    _assert_same(items, ["pk", "sk"])
+    _assert_same(items, ["pk", "sk"], chunk=700)
+
+
+def test_bench_items_with_a_number_sort_key_give_the_reference_table() -> None:
+    _assert_same(list(generate_items(500, seed=5, sk_type="N")), ["pk", "sk"], chunk=128)
+
+
+def test_all_types_items_take_the_arrow_path_and_give_the_reference_table() -> None:
+    _assert_same(ALL_TYPES_ITEMS, KEY_ATTRIBUTES)
+    _assert_same(ALL_TYPES_ITEMS, KEY_ATTRIBUTES, chunk=1)
+    _assert_same([*ALL_TYPES_ITEMS, large_item()], KEY_ATTRIBUTES)
+
+
+def test_control_characters_and_quotes_in_map_strings_are_escaped_as_orjson_does() -> None:
+    text = "".join(chr(i) for i in range(32)) + '"\\ \x7f \u2028 😀'
+    items = [{"pk": {"S": str(i)}, "m": {"M": {"t": {"S": text[i:]}}}} for i in range(34)]
+    _assert_same(items, ["pk"])
+
+
+def test_every_top_level_type_and_nested_shape_takes_the_arrow_path() -> None:
+    items = [
+        {
+            "pk": {"S": f"k{i}"},
+            "s": {"S": 'quote " back \\ é 😀' if i % 2 else "plain"},
+            "n": {"N": str(i * 7 - 3)},
+            "d": {"N": "1.50" if i % 3 else "-12.25"},
+            "wide": {"N": "1" + "0" * 30 if i % 2 else "-7"},
+            "b": {"B": "AAEC/w=="},
+            "t": {"BOOL": i % 2 == 0},
+            "z": {"NULL": True},
+            "ss": {"SS": ["b", "a", "é"]},
+            "ns": {"NS": ["10", "9", "-1"]},
+            "bs": {"BS": ["AQ==", "AA=="]},
+            "m": {
+                "M": {
+                    "s": {"S": "x"},
+                    "n": {"N": "2.0" if i % 2 else "3"},
+                    "l": {"L": [{"N": "1"}, {"M": {}}, {"L": []}, {"NULL": True}]},
+                    "set": {"SS": ["q", "p"]},
+                    "bin": {"B": "AA=="},
+                    **({"only_some": {"BOOL": False}} if i % 3 == 0 else {}),
+                }
+            },
+            "l": {"L": [{"S": "a"}, {"M": {"k": {"S": "v"}}}] if i % 2 else []},
+            "when": {"S": f"2024-01-0{i % 9 + 1}T10:00:00Z"},
+            "mixed": {"S": "text"} if i % 2 else {"N": "5"},
+            "sometimes_null": {"S": "v"} if i % 2 else {"NULL": True},
+        }
+        for i in range(40)
+    ]
+    _assert_same(items, ["pk"])
+    _assert_same(items, ["pk"], chunk=7)
+
+
+def test_iso_timestamps_stay_the_exact_strings_across_blocks() -> None:
+    first = [{"pk": {"S": str(i)}, "at": {"S": "2024-05-01"}} for i in range(5)]
+    second = [{"pk": {"S": str(i)}, "at": {"S": "2024-05-01 10:00:00"}} for i in range(5)]
+    reader = arrowconvert.BlockReader()
+    for part in (first, second, first):
+        target = schema.decide_schema(schema.SchemaStats.of(part), ["pk"])
+        table = reader.read(_block(part)).table(target)
+        assert table.column("at").to_pylist() == [i["at"]["S"] for i in part]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(random_items(max_depth=3), min_size=1, max_size=12), st.integers(1, 5))
+def test_random_items_give_the_reference_table_or_go_item_by_item(
+    items: list[dict], chunk: int
+) -> None:
+    _assert_same(items, ["pk"], chunk=chunk, must_take=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(random_items(max_depth=3, names=st.sampled_from("abcd")), min_size=1, max_size=12),
+    st.integers(1, 5),
+)
+def test_random_items_sharing_attributes_of_changing_types_give_the_reference_table(
+    items: list[dict], chunk: int
+) -> None:
+    _assert_same(items, ["pk"], chunk=chunk, must_take=False)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'{"Item":{"pk":{"S":"a"}}}\r\n{"Item":{"pk":{"S":"b"}}}',
+        b'{"Item":{"pk":{"S":"a"}}}\n\n{"Item":{"pk":{"S":"b"}}}',
+        b'{ "Item":{"pk":{"S":"a"}}}',
+        b'{"Item":{"pk":{"S":"a"}},"Extra":1}',
+        b'{"Item":{"pk":{"S":"a"},"x":{}}}',
+        b'{"Item":{"pk":{"S":"a"},"x":{"S":"1","N":"1"}}}',
+        b'{"Item":{"pk":{"S":"a"},"x":{"Q":"1"}}}',
+        b'{"Item":{"pk":{"S":"a"},"x":{"S":1}}}',
+        b'{"Item":{"pk":{"S":"a"},"x":{"NULL":false}}}',
+        b'{"Item":{"pk":{"S":"a\x01"}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"k":{}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"l":{"L":[{"S":"a"},{}]}}}',
+        b"not json",
+    ],
+    ids=[
+        "crlf",
+        "blank",
+        "spaced",
+        "extra key",
+        "no tag",
+        "two tags",
+        "unknown tag",
+        "number S",
+        "null false",
+        "raw control",
+        "map value without tag",
+        "list member without tag",
+        "not json",
+    ],
+)
+def test_blocks_it_cannot_convert_exactly_are_refused(block: bytes) -> None:
+    with pytest.raises(arrowconvert.Unsupported):
+        chunk = arrowconvert.BlockReader().read(block)
+        chunk.table(schema.decide_schema(chunk.stats(), ["pk"]))
+
+
+def test_maps_used_as_dictionaries_are_refused_before_they_explode_in_width() -> None:
+    items = [
+        {"pk": {"S": str(i)}, "m": {"M": {f"user{i}-{j}": {"N": "1"} for j in range(30)}}}
+        for i in range(100)
+    ]
+    with pytest.raises(arrowconvert.Unsupported, match="distinct keys"):
+        arrowconvert.BlockReader().read(_block(items))
+
+
+def test_blocks_end_on_line_boundaries_whatever_the_block_size(tmp_path) -> None:
+    lines = [b'{"Item":' + orjson.dumps(i) + b"}" for i in generate_items(60, seed=3)]
+    path = tmp_path / "a.json.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    for size in (50, 997, 1 << 20):
+        blocks = list(arrowconvert.iter_blocks(path, size))
+        assert b"\n".join(blocks).split(b"\n") == lines
+
+
+def _convert(path: Path, out: Path, n: int) -> list:
+    out.mkdir()
+    data_file = DataFile(key=path.name, item_count=n, md5_b64="", etag="")
+    result = snapshot.convert_data_file(
+        0, str(path), data_file, "DYNAMODB_JSON", "f", ["pk", "sk"], str(out), {b"k": b"v"}
+    )
+    return [pq.read_table(out / p) for p in result.parts]
+
+
+def test_a_file_mixing_blocks_arrow_takes_and_blocks_it_refuses_converts_exactly(
+    tmp_path, monkeypatch
+) -> None:
+    items = list(generate_items(300, seed=4))
+    # A CRLF line end every 50 items: those blocks go item by item.
+    data = b"".join(
+        b'{"Item":' + orjson.dumps(item) + (b"}\r\n" if n % 50 == 0 else b"}\n")
+        for n, item in enumerate(items)
+    )
+    path = tmp_path / "f.json.gz"
+    path.write_bytes(gzip.compress(data))
+    monkeypatch.setattr(arrowconvert, "BLOCK_BYTES", 20_000)
+    tables = _convert(path, tmp_path / "out", len(items))
+    ref_stats, parts = _reference(items, ["pk", "sk"], len(items))
+    expected = schema.items_to_table(
+        parts[0][0],
+        schema.decide_schema(ref_stats, ["pk", "sk"]),
+        [t.decode() for t in parts[0][1]],
+    )
+    assert len(tables) == 1
+    assert tables[0].replace_schema_metadata(None).equals(expected), _first_difference(
+        tables[0], expected
+    )
+
+
+def test_numbers_that_are_not_canonical_are_rendered_like_the_reference() -> None:
+    values = ["1.50", "007", "1e3", "-0", "0.000000001", "15.90", "4.5", "2.0", "-0.0"]
+    values += ["0.00000001000", "100.000", "-3.50", "12345678901234567890123456789012345678.0"]
+    items = [
+        {
+            "pk": {"S": str(i)},
+            "m": {"M": {"n": {"N": v}}},
+            "l": {"L": [{"N": v}]},
+            "mixed": {"N": v} if i % 2 else {"S": "s"},
+        }
+        for i, v in enumerate(values)
+    ]
+    _assert_same(items, ["pk"])
+    _assert_same(items, ["pk"], chunk=4)
