@@ -249,22 +249,25 @@ def _number_stats(texts: pa.Array, name: str) -> tuple[bool, int, int]:
     canonical plain texts (no leading zeros, no trailing fraction zeros) the digits before and
     after the point are positions, and one fraction makes the column not all int64.
     """
+    if not pc.all(pc.match_substring_regex(texts, _CANONICAL_PLAIN)).as_py():
+        return schema._number_stats(texts, name)  # exponents and other shapes
     point = pc.find_substring(texts, ".")
-    if (
-        pc.max(point).as_py() < 0
-        or not pc.all(pc.match_substring_regex(texts, _CANONICAL_PLAIN)).as_py()
-    ):
-        return schema._number_stats(texts, name)  # integers (one cast) or other shapes
     length = pc.binary_length(texts)
-    sign = pc.cast(pc.starts_with(texts, "-"), pa.int32())
     has_point = pc.greater_equal(point, 0)
-    scale = pc.max(pc.if_else(has_point, pc.subtract(pc.subtract(length, point), 1), 0))
-    int_end = pc.if_else(has_point, point, length)
-    int_digits = pc.subtract(int_end, sign)
-    # "0.5" and "-0.05" have no integer digit (the reference strips leading zeros).
-    zero_int = pc.or_(pc.starts_with(texts, "0."), pc.starts_with(texts, "-0."))
-    int_digits = pc.if_else(zero_int, 0, int_digits)
-    return False, pc.max(int_digits).as_py(), pc.max(scale).as_py()
+    int_digits = pc.subtract(
+        pc.if_else(has_point, point, length), pc.cast(pc.starts_with(texts, "-"), pa.int32())
+    )
+    # "0", "0.5" and "-0.05" have no integer digit (the reference strips leading zeros).
+    zero_int = pc.or_(pc.starts_with(texts, "0"), pc.starts_with(texts, "-0."))
+    most = pc.max(pc.if_else(zero_int, 0, int_digits)).as_py()
+    if pc.max(point).as_py() >= 0:
+        scale = pc.max(pc.if_else(has_point, pc.subtract(pc.subtract(length, point), 1), 0))
+        return False, most, scale.as_py()
+    if most <= 18:
+        return True, most, 0
+    if most >= 20:
+        return False, most, 0
+    return schema._number_stats(texts, name)  # 19 digits: int64 or not by value
 
 
 def _check_tag_type(tag: str, type_: pa.DataType) -> None:

@@ -263,3 +263,21 @@ def test_numbers_that_are_not_canonical_are_rendered_like_the_reference() -> Non
     ]
     _assert_same(items, ["pk"])
     _assert_same(items, ["pk"], chunk=4)
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        ["0", "7", "-12", "123456789012345678"],
+        ["9223372036854775807", "-9223372036854775808", "1"],
+        ["9223372036854775808", "5"],
+        ["12345678901234567890", "0"],
+        ["0.5", "-0.05", "12.25", "0"],
+        ["1E+3", "2"],
+    ],
+    ids=["int64", "int64 limits", "just past int64", "20 digits", "fractions", "exponent"],
+)
+def test_number_statistics_equal_the_reference(numbers: list[str]) -> None:
+    items = [{"pk": {"S": str(i)}, "n": {"N": v}} for i, v in enumerate(numbers)]
+    items.append({"pk": {"S": "set"}, "ns": {"NS": numbers}})
+    _assert_same(items, ["pk"])
