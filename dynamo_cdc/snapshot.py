@@ -339,10 +339,17 @@ def _convert_chunks(
 
 
 def _parquet_writer(path: str, part_schema: pa.Schema) -> pq.ParquetWriter:
-    # _item is unique per row: a dictionary would be built and dropped for every row group.
-    dictionary = [f.name for f in part_schema if f.name != schema.ITEM_COLUMN]
+    # No dictionary encoding: measured on the bench export, zstd alone gives smaller files
+    # (295 against 307 bytes an item) in less time (building dictionaries for keys, ids and
+    # JSON texts, then dropping them, is wasted). No min/max statistics for _item: nothing
+    # prunes on the whole item's text.
+    stats = [f.name for f in part_schema if f.name != schema.ITEM_COLUMN]
     return pq.ParquetWriter(
-        path, part_schema, compression=PARQUET_COMPRESSION, use_dictionary=dictionary
+        path,
+        part_schema,
+        compression=PARQUET_COMPRESSION,
+        use_dictionary=False,
+        write_statistics=stats,
     )
 
 
