@@ -10,6 +10,9 @@ Environment:
     BENCH_APPROACHES  comma-separated subset of APPROACHES (default: all)
     BENCH_OUT         output folder (default bench/out)
     BENCH_STREAM      0 skips the stream records benchmark that follows the table (default 1)
+    BENCH_MIRROR      0 skips the mirror refresh benchmark (default 1)
+    BENCH_FRESHNESS   0 skips the demo freshness probe, which runs the demo for 3-8 minutes
+                      (default 1; FRESH_* variables as in bench/freshness.py)
 
 The export is generated once into ``$BENCH_OUT/export`` (reused while items, files and seed are
 unchanged). Each run of each approach is a separate Python process, so its peak RSS
@@ -232,6 +235,29 @@ def main() -> int:
         # The stream records -> change rows benchmark, in the same output (its own process:
         # it pins itself to one core).
         subprocess.run([sys.executable, "-m", "bench.stream_records"], cwd=_REPO_ROOT, check=False)
+    if os.environ.get("BENCH_MIRROR", "1") != "0":
+        # Bytes a refresh of current rewrites for 0.1% of keys changed (1,000 of 1,000,000 at
+        # the full size; 100 of 100,000 at the quick one).
+        rows_ = 1_000_000 if items >= 1_000_000 else 100_000
+        mirror = [
+            "-m",
+            "bench.mirror_refresh",
+            "--rows",
+            str(rows_),
+            "--changes",
+            str(rows_ // 1000),
+        ]
+        subprocess.run([sys.executable, *mirror], cwd=_REPO_ROOT, check=False)
+    if os.environ.get("BENCH_FRESHNESS", "1") != "0":
+        # Write -> readable row in changes, through the real demo (local AWS + dagster dev);
+        # the quick size writes for 2 minutes, the full one for 5 (bench/freshness.py).
+        env = dict(os.environ)
+        if items < 1_000_000:
+            env.setdefault("FRESH_WRITES", "16")
+            env.setdefault("FRESH_SECONDS", "120")
+        subprocess.run(
+            [sys.executable, "-m", "bench.freshness"], cwd=_REPO_ROOT, check=False, env=env
+        )
     results = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": cpu, "platform": platform.platform(), **_versions()},
