@@ -167,10 +167,12 @@ def convert_data_file(
     """Convert one verified data file into one or more Parquet parts in ``out_dir``.
 
     Runs in a worker process (or in the caller's when there is one worker). Part names are
-    deterministic: ``part-<file>-<n>.parquet``. JSON files take the fast path of
-    :mod:`dynamo_cdc.fastconvert` (same table, byte for byte); a file it cannot take (a line in
-    another shape than AWS's ``{"Item":{...}}``, a damaged line) is converted again by the
-    reference path, which also words the errors. The cyclic GC is off while converting (see
+    deterministic: ``part-<file>-<n>.parquet``. JSON files are converted a block at a time by
+    :mod:`dynamo_cdc.arrowconvert` (Arrow's JSON reader and compute kernels); a block it cannot
+    convert exactly goes item by item through :mod:`dynamo_cdc.fastconvert`; both give the
+    reference table, byte for byte. A file neither can take (a line in another shape than AWS's
+    ``{"Item":{...}}``, a damaged line) is converted again by the reference path, which also
+    words the errors. The cyclic GC is off while converting (see
     :func:`dynamo_cdc.fastconvert.freeze_gc`).
     """
     started = time.perf_counter()
