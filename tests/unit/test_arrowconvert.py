@@ -173,6 +173,7 @@ def test_random_items_sharing_attributes_of_changing_types_give_the_reference_ta
         b'{"Item":{"pk":{"S":"a\x01"}}}',
         b'{"Item":{"pk":{"S":"a"},"m":{"M":{"k":{}}}}}',
         b'{"Item":{"pk":{"S":"a"},"l":{"L":[{"S":"a"},{}]}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"k":{"S":"1"},"k":{"N":"2"}}}}}',
         b"not json",
     ],
     ids=[
@@ -188,6 +189,7 @@ def test_random_items_sharing_attributes_of_changing_types_give_the_reference_ta
         "raw control",
         "map value without tag",
         "list member without tag",
+        "duplicate map key",
         "not json",
     ],
 )
