@@ -46,15 +46,19 @@ every committed range and no file is read.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import io
+import itertools
 import logging
+import operator
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
@@ -91,6 +95,7 @@ IMAGE_COLUMNS = ("_keys", "_new_image", "_old_image")
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _KEY_ARROW_TYPES = {"S": pa.string(), "N": pa.string(), "B": pa.binary()}
 _MICROS_PER_HOUR = 3_600_000_000
+PARQUET_COMPRESSION = "zstd"  # of change files (bench/stream_records.py writes the same)
 
 
 # -- canonical text, fast ---------------------------------------------------------------------
@@ -137,9 +142,14 @@ def _fix(match: re.Match[bytes]) -> bytes:
 
 
 def _b64(value: Any) -> str:
+    # codec.encode_binary (base64.b64encode is this very call), without two Python frames:
+    # orjson calls this once per binary value.
     if isinstance(value, bytes | bytearray | memoryview):
-        return codec.encode_binary(value)
+        return _b2a_base64(value, newline=False).decode("ascii")
     raise TypeError
+
+
+_b2a_base64 = binascii.b2a_base64
 
 
 def image_text(image: Mapping[str, Any] | None) -> str | None:
@@ -227,6 +237,12 @@ def records_to_table(
 ) -> pa.Table:
     """Change rows of stream records (see the module docstring for the columns).
 
+    Built a column at a time, 1024 records at a time: C-level ``map`` over the records,
+    ``orjson`` over groups of images and numpy over the text it writes (see
+    :func:`_image_chunk`). The rows are exactly those of :func:`image_text` and :func:`_micros`
+    applied record by record (``tests/unit/test_change_rows_fast.py`` keeps that
+    implementation and compares).
+
     Args:
         records: GetRecords records as boto3 returns them (binary as bytes) or with binary as
             base64 text; ``dynamodb.ApproximateCreationDateTime`` a datetime or epoch seconds.
@@ -240,60 +256,496 @@ def records_to_table(
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    records = records if isinstance(records, list) else list(records)
     n = len(records)
-    event_id: list[str] = [""] * n
-    event_name: list[str] = [""] * n
-    seq: list[str | None] = [None] * n
-    micros: list[int] = [0] * n
-    ttl: list[bool] = [False] * n
-    keys_text: list[str | None] = [None] * n
-    new_text: list[str | None] = [None] * n
-    old_text: list[str | None] = [None] * n
-    key_values: list[list[Any]] = [[None] * n for _ in key_attributes]
-    key_specs = list(enumerate(key_attributes))
+    if not (shard_ids is None or isinstance(shard_ids, str)) and len(shard_ids) != n:
+        raise ValueError("shard_ids must have one entry per record")
+    schema = change_schema(key_attributes)
+    # Chunk by chunk: a chunk's records are still in the CPU cache for each column after the
+    # first. The columns are joined at the end (a table of chunks would write other Parquet).
+    chunks = [
+        _chunk_columns(records, lo, key_attributes, shard_ids, source)
+        for lo in range(0, n, _CHUNK_RECORDS)
+    ]
+    if not chunks:
+        return schema.empty_table()
+    columns = [
+        parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+        for parts in zip(*(chunk.columns for chunk in chunks), strict=True)
+    ]
+    return pa.Table.from_arrays(columns + _join_images([c.images for c in chunks]), schema=schema)
+
+
+@dataclass
+class _Chunk:
+    columns: list[pa.Array]  # all but the image columns
+    images: _ImageViews | list[pa.Array]
+
+
+def _chunk_columns(
+    all_records: list[Mapping[str, Any]],
+    offset: int,
+    key_attributes: Sequence[tuple[str, str]],
+    shard_ids: Sequence[str | None] | str | None,
+    source: str,
+) -> _Chunk:
+    """The change rows of ``all_records[offset : offset + _CHUNK_RECORDS]``."""
+    records = all_records[offset : offset + _CHUNK_RECORDS]
+    n = len(records)
+    dyn = list(map(_DYNAMODB, records))
+    event_id = list(map(_EVENT_ID, records))
+    event_name = list(map(_EVENT_NAME, records))
     digits = SEQUENCE_DIGITS
-    for i, rec in enumerate(records):
-        d = rec["dynamodb"]
-        event_id[i] = rec["eventID"]
-        event_name[i] = rec["eventName"]
-        s = d.get("SequenceNumber")
-        if s is not None:
-            seq[i] = s.zfill(digits)
-        micros[i] = _micros(d["ApproximateCreationDateTime"])
-        ident = rec.get("userIdentity")
-        if ident is not None:
-            ttl[i] = ident.get("Type") == "Service" and ident.get("PrincipalId") == TTL_PRINCIPAL
-        keys = d.get("Keys")
-        keys_text[i] = image_text(keys)
-        new_text[i] = image_text(d.get("NewImage"))
-        old_text[i] = image_text(d.get("OldImage"))
-        if keys is not None:
-            for j, (name, kind) in key_specs:
-                key_values[j][i] = _key_value(keys.get(name), kind)
+    seq = [None if s is None else s.zfill(digits) for s in _gets(dyn, "SequenceNumber")]
+    micros = _micros_array(list(map(_CREATION_TIME, dyn)))
+    ttl = _ttl_array(_gets(records, "userIdentity"))
+    keys = _gets(dyn, "Keys")
+    texts = [keys, _gets(dyn, "NewImage"), _gets(dyn, "OldImage")]
+    images: _ImageViews | list[pa.Array] | None = _image_chunk(texts)
+    if images is None:  # something orjson refuses: image by image
+        images = [pa.array(list(map(image_text, column)), pa.string()) for column in texts]
+    key_columns = [_key_array(keys, name, kind) for name, kind in key_attributes]
     if shard_ids is None or isinstance(shard_ids, str):
         shard_col = pa.array([shard_ids] * n, pa.string())
     else:
-        if len(shard_ids) != n:
-            raise ValueError("shard_ids must have one entry per record")
-        shard_col = pa.array(shard_ids, pa.string())
-    schema = change_schema(key_attributes)
+        shard_col = pa.array(shard_ids[offset : offset + n], pa.string())
     columns = [
         pa.array(event_id, pa.string()),
         pa.array(event_name, pa.string()),
         pa.array(seq, pa.string()),
         shard_col,
-        pa.array(micros, pa.int64()).cast(TIMESTAMP_TYPE),
-        pa.array(ttl, pa.bool_()),
+        micros.cast(TIMESTAMP_TYPE),
+        ttl,
         pa.array([source] * n, pa.string()),
-        *(
-            pa.array(vals, _KEY_ARROW_TYPES[kind])
-            for vals, (_, kind) in zip(key_values, key_attributes, strict=True)
-        ),
-        pa.array(keys_text, pa.string()),
-        pa.array(new_text, pa.string()),
-        pa.array(old_text, pa.string()),
+        *key_columns,
     ]
-    return pa.Table.from_arrays(columns, schema=schema)
+    return _Chunk(columns, images)
+
+
+_DYNAMODB = operator.itemgetter("dynamodb")
+_EVENT_ID = operator.itemgetter("eventID")
+_EVENT_NAME = operator.itemgetter("eventName")
+_CREATION_TIME = operator.itemgetter("ApproximateCreationDateTime")
+_TZINFO = operator.attrgetter("tzinfo")
+_FAST_TZINFO_TYPES = frozenset({type(None), timezone, ZoneInfo})
+_DUMPS_SORTED = functools.partial(orjson.dumps, option=orjson.OPT_SORT_KEYS, default=_b64)
+
+
+def _micros_array(whens: list[Any]) -> pa.Array:
+    """``[_micros(w) for w in whens]`` as int64, computed by Arrow and numpy where they give the
+    same numbers (datetimes with fixed-offset or zoneinfo zones, ints and floats; the float
+    arithmetic of ``_micros`` is repeated exactly), record by record otherwise."""
+    types = set(map(type, whens))
+    if types == {datetime} and set(map(type, map(_TZINFO, whens))) <= _FAST_TZINFO_TYPES:
+        # Arrow converts to exact UTC microseconds (naive as UTC, like _micros); _micros
+        # rounds timestamp() * 1e6, where timestamp() is the double nearest exact/1e6.
+        exact = pa.array(whens, TIMESTAMP_TYPE).cast(pa.int64()).to_numpy()
+        if len(exact) == 0 or int(np.abs(exact).max()) < 2**53:  # exact as doubles
+            return pa.array(np.rint(exact.astype(np.float64) / 1e6 * 1e6).astype(np.int64))
+    elif types and types <= {int, float}:
+        try:
+            scaled = np.rint(np.array(whens, dtype=np.float64) * 1e6)
+        except OverflowError:
+            scaled = None
+        if scaled is not None and bool(np.all((scaled >= -(2.0**63)) & (scaled < 2.0**63))):
+            return pa.array(scaled.astype(np.int64))
+    return pa.array(list(map(_micros, whens)), pa.int64())
+
+
+def _ttl_array(identities: list[Any]) -> pa.Array:
+    if identities.count(None) == len(identities):
+        return pa.array(np.zeros(len(identities), dtype=bool))
+    principal = TTL_PRINCIPAL
+    return pa.array(
+        [
+            ident is not None
+            and ident.get("Type") == "Service"
+            and ident.get("PrincipalId") == principal
+            for ident in identities
+        ],
+        pa.bool_(),
+    )
+
+
+def _gets(mappings: list[Any], key: str, *, none: bool = False) -> list[Any]:
+    """``[m.get(key) for m in mappings]`` (with ``none``: None for a None mapping), by a C-level
+    ``map`` of ``dict.get`` when all are plain dicts (by far the fastest call)."""
+    if set(map(type, mappings)) <= _PLAIN_DICT:
+        return list(map(dict.get, mappings, itertools.repeat(key)))
+    if none:
+        return [None if m is None else m.get(key) for m in mappings]
+    return [m.get(key) for m in mappings]
+
+
+_PLAIN_DICT = frozenset({dict})
+
+
+def _key_array(keys: list[Any], name: str, kind: str) -> pa.Array:
+    avs = _gets(keys, name, none=True)  # None: no Keys, no such key
+    if kind == "S":
+        values = _gets(avs, "S", none=True)
+    else:
+        values = [_key_value(av, kind) for av in avs]
+    return pa.array(values, _KEY_ARROW_TYPES[kind])
+
+
+# Records per chunk: a chunk's buffers (a few MB) stay in the CPU cache from one step to the
+# next, and in the allocator's heap (bigger ones would be fresh pages from the OS each time).
+_CHUNK_RECORDS = 1024
+
+# Between two images in the one list orjson writes: {"":""}. '"":""' is no DynamoDB JSON (no
+# empty attribute name, no bare string value) and cannot be inside a JSON string (every '"'
+# there is escaped), so it occurs only where it was put, unless an image is not DynamoDB JSON:
+# then the count is off and the chunk is written image by image.
+_SEPARATOR: dict[str, str] = {"": ""}
+_SEPARATOR_SIZE = len(b',{"":""},')
+# A set's span in orjson's output (as in _FIXABLE), matched where a set starts.
+_SET_SPAN = re.compile(rb'"[SNB]S":\[' + _JSON_STRING + rb"(?:," + _JSON_STRING + rb")*\]")
+_SET_FIXES: dict[bytes, bytes] = {}  # set span -> its _fix (b"" when unchanged)
+_QUOTE, _COLON, _DOT, _MINUS, _ZERO = ord('"'), ord(":"), ord("."), ord("-"), ord("0")
+_MAX_PLAIN = 38  # longest number text _FIXABLE leaves alone
+
+
+def _image_chunk(columns: list[list[Any]]) -> _ImageViews | None:
+    """``pa.array([image_text(x) for x in column], pa.string())`` for each column, as string
+    views (:class:`_ImageViews`), or None if ``orjson`` refuses an image or an image is not
+    DynamoDB JSON.
+
+    The images are written in record order as one list, separated by ``_SEPARATOR``, by
+    ``orjson`` with sorted keys (:func:`_dump_list`). One numpy pass over the ':' of that text
+    finds the separators and every spot ``_FIXABLE`` matches (:func:`_edits`); only the texts
+    that change are rewritten. The columns are Arrow string views into that text, cast to
+    strings: no Python object per image, one copy of the text.
+    """
+    width = len(columns)
+    n = len(columns[0])
+    count = n * width
+    row: list[Any] = [None] * count
+    for c, column in enumerate(columns):
+        row[c::width] = column
+    mask = list(map(operator.is_not, row, itertools.repeat(None)))
+    images = list(itertools.compress(row, mask))
+    if not images:
+        absent = np.zeros(n, bool)
+        return _ImageViews([np.zeros((n, 4), np.int32)] * width, [absent] * width, [])
+    items: list[Any] = [_SEPARATOR] * (2 * len(images) - 1)
+    items[::2] = images
+    raw = _dump_list(items)
+    if raw is None or len(raw) >= 2**31:
+        return None
+    b = np.frombuffer(raw, np.uint8)
+    found = _edits(raw, b)
+    if found is None:
+        return None
+    separators, edits = found
+    if len(separators) != len(images) - 1:
+        return None
+    starts = np.empty(len(images), np.int64)
+    ends = np.empty(len(images), np.int64)
+    starts[0], ends[-1] = 1, len(raw) - 1  # inside '[' ... ']'
+    starts[1:] = separators + _SEPARATOR_SIZE
+    ends[:-1] = separators
+    buffers = [pa.py_buffer(raw)]
+    where = np.zeros(len(images), np.int32)  # the data buffer of each text
+    if edits:
+        rewritten = _rewrite(raw, starts, ends, edits)
+        if len(rewritten.data) >= 2**31:
+            return None
+        buffers.append(pa.py_buffer(rewritten.data))
+        where[rewritten.texts] = 1
+        starts[rewritten.texts] = rewritten.starts
+        ends[rewritten.texts] = rewritten.ends
+        b2 = np.frombuffer(rewritten.data, np.uint8)
+    else:
+        b2 = b
+    views = np.zeros((count, 4), np.int32)  # length, prefix, buffer, offset (Arrow's layout)
+    views[np.asarray(mask, bool)] = _views(b, b2, starts, ends, where)
+    present = np.asarray(mask, bool)
+    return _ImageViews(
+        [np.ascontiguousarray(views[c::width]) for c in range(width)],
+        [present[c::width] for c in range(width)],
+        buffers,
+    )
+
+
+@dataclass
+class _ImageViews:
+    """Image texts of a chunk as Arrow string views: per column, the views and which are
+    present, and the data buffers the views point into."""
+
+    views: list[np.ndarray]
+    present: list[np.ndarray]
+    buffers: list[pa.Buffer]
+
+    def arrays(self) -> list[pa.Array]:
+        return _string_arrays(self.views, self.present, self.buffers)
+
+
+def _string_arrays(
+    views: list[np.ndarray], present: list[np.ndarray], buffers: list[pa.Buffer]
+) -> list[pa.Array]:
+    out = []
+    for column_views, here in zip(views, present, strict=True):
+        n = len(here)
+        nulls = n - int(here.sum())
+        validity = pa.py_buffer(np.packbits(here, bitorder="little")) if nulls else None
+        column = pa.Array.from_buffers(
+            pa.string_view(), n, [validity, pa.py_buffer(column_views), *buffers], nulls
+        )
+        out.append(column.cast(pa.string()))  # the one copy of the text
+    return out
+
+
+def _join_images(chunks: list[_ImageViews | list[pa.Array]]) -> list[pa.Array]:
+    """The image columns of all chunks: the views of all chunks as one array per column (its
+    views pointing into every chunk's buffers), cast to strings at once."""
+    if not all(isinstance(chunk, _ImageViews) for chunk in chunks):  # some image by image
+        parts = [c.arrays() if isinstance(c, _ImageViews) else c for c in chunks]
+        return [p[0] if len(p) == 1 else pa.concat_arrays(p) for p in zip(*parts, strict=True)]
+    fast = [chunk for chunk in chunks if isinstance(chunk, _ImageViews)]
+    views: list[list[np.ndarray]] = [[] for _ in fast[0].views]
+    buffers: list[pa.Buffer] = []
+    for chunk in fast:
+        for column, chunk_views in zip(views, chunk.views, strict=True):
+            if buffers:  # buffer indices (of texts over 12 bytes) follow the earlier chunks'
+                chunk_views = chunk_views.copy()
+                chunk_views[chunk_views[:, 0] > 12, 2] += len(buffers)
+            column.append(chunk_views)
+        buffers += chunk.buffers
+    present = [np.concatenate([c.present[i] for c in fast]) for i in range(len(views))]
+    return _string_arrays([np.concatenate(v) for v in views], present, buffers)
+
+
+# Images per orjson call: orjson first walks each such group unsorted, in the order the
+# objects were made (about the order they lie in memory), which loads them into the CPU cache
+# faster than the sorted walk that writes the text; a group fits in the cache.
+_GROUP = 64
+
+
+def _dump_list(items: list[Any]) -> bytes | None:
+    """``orjson.dumps(items, option=OPT_SORT_KEYS, default=_b64)``, or None if orjson refuses
+    an item. Written a group at a time, each group first walked unsorted (``default=len``: it
+    only loads the objects into the cache) and discarded."""
+    parts: list[memoryview] = []
+    try:
+        for lo in range(0, len(items), _GROUP):
+            group = items[lo : lo + _GROUP]
+            try:
+                orjson.dumps(group, default=len)
+            except TypeError:
+                pass  # the real write below decides
+            parts.append(memoryview(_DUMPS_SORTED(group))[1:-1])
+    except TypeError:
+        return None
+    return b"".join((b"[", b",".join(parts), b"]"))
+
+
+def _views(
+    b: np.ndarray, b2: np.ndarray, starts: np.ndarray, ends: np.ndarray, where: np.ndarray
+) -> np.ndarray:
+    """Arrow string views (int32 length, prefix, buffer index, offset) of the texts
+    ``[starts, ends)`` in buffer ``where`` (0: ``b``, 1: ``b2``); texts of up to 12 bytes are
+    inline (length, then the bytes)."""
+    views = np.zeros((len(starts), 4), np.int32)
+    lengths = ends - starts
+    views[:, 0] = lengths
+    raw = views.view(np.uint8).reshape(len(starts), 16)
+    for buffer, data in ((0, b), (1, b2)):
+        here = where == buffer
+        if buffer and not here.any():
+            continue
+        long_ = np.flatnonzero(here & (lengths > 12))
+        raw[long_, 4:8] = data[starts[long_, None] + np.arange(4)]
+        views[long_, 2] = buffer
+        views[long_, 3] = starts[long_]
+        for i in np.flatnonzero(here & (lengths <= 12)).tolist():  # "{}" and such: rare
+            raw[i, 4 : 4 + lengths[i]] = data[starts[i] : ends[i]]
+    return views
+
+
+@dataclass
+class _Rewritten:
+    data: bytes  # the rewritten texts, one after the other
+    texts: np.ndarray  # which texts
+    starts: np.ndarray  # where each is in data
+    ends: np.ndarray
+
+
+def _rewrite(
+    raw: bytes, starts: np.ndarray, ends: np.ndarray, edits: list[tuple[int, int, bytes]]
+) -> _Rewritten:
+    """The texts holding edits, with the edits applied (edits never cross a text's end)."""
+    edits.sort()
+    owner = (np.searchsorted(starts, [e[0] for e in edits], side="right") - 1).tolist()
+    pieces: list[bytes] = []
+    texts, new_starts, new_ends = [], [], []
+    size = 0
+    current = -1
+    done = 0
+    for text, (start, end, fixed) in zip(owner, edits, strict=True):
+        if text != current:
+            if current >= 0:
+                pieces.append(raw[done : int(ends[current])])
+                size += int(ends[current]) - done
+                new_ends.append(size)
+            current = text
+            texts.append(text)
+            new_starts.append(size)
+            done = int(starts[text])
+        pieces.append(raw[done:start])
+        pieces.append(fixed)
+        size += start - done + len(fixed)
+        done = end
+    pieces.append(raw[done : int(ends[current])])
+    size += int(ends[current]) - done
+    new_ends.append(size)
+    return _Rewritten(b"".join(pieces), np.array(texts), np.array(new_starts), np.array(new_ends))
+
+
+def _edits(raw: bytes, b: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, bytes]]] | None:
+    """Where the separators start in ``raw`` (orjson's text of the list of images and
+    separators), and the edits ``(start, end, text)`` that make each image's text
+    ``_FIXABLE.sub(_fix, text)``.
+
+    ``_FIXABLE`` matches at ``"N":"`` (a number that is not already canonical) and at
+    ``"SS":[`` / ``"NS":[`` / ``"BS":[`` (a set): in orjson's output both only occur outside
+    JSON strings (inside, every '"' is escaped), so every such spot is one of its matches and
+    none overlaps another. They are found here from the positions of ':' with numpy: the
+    numbers' texts are classified without Python per number, and each set is looked up in a
+    cache of its ``_fix`` (sets recur); only the spans whose text changes are edited.
+    """
+    if len(b) < 16:
+        return None
+    colons = np.flatnonzero(b[4:-4] == _COLON) + 4
+    after = b[colons + 1]  # most colons are followed by '{' (a map entry, a tag M or L)
+    colons = colons[((after == _QUOTE) | (after == ord("["))) & (b[colons - 1] == _QUOTE)]
+    after, key = b[colons + 1], b[colons - 2]
+    number = colons[(key == ord("N")) & (after == _QUOTE)]
+    number = number[b[number - 3] == _QUOTE]
+    maybe_set = colons[(key == ord("S")) & (after == ord("["))]
+    tag = b[maybe_set - 3]
+    maybe_set = maybe_set[
+        ((tag == ord("S")) | (tag == ord("N")) | (tag == ord("B"))) & (b[maybe_set - 4] == _QUOTE)
+    ]
+    separator = colons[(key == _QUOTE) & (after == _QUOTE)]
+    separator = separator[
+        (b[separator - 3] == ord("{"))
+        & (b[separator - 4] == ord(","))
+        & (b[separator + 2] == _QUOTE)
+        & (b[separator + 3] == ord("}"))
+        & (b[separator + 4] == ord(","))
+    ]
+    edits = _number_edits(raw, b, number + 2)
+    edits += _set_edits(raw, (maybe_set - 4).tolist())
+    return separator - 4, edits
+
+
+# Classes of the bytes of a number text, as bits: a digit is 0.
+_NUM_DOT, _NUM_MINUS, _NUM_OTHER, _NUM_END = 1, 2, 4, 8
+_NUMBER_CLASS = np.full(256, _NUM_OTHER, np.uint8)
+_NUMBER_CLASS[ord("0") : ord("9") + 1] = 0
+_NUMBER_CLASS[ord(".")] = _NUM_DOT
+_NUMBER_CLASS[ord("-")] = _NUM_MINUS
+_NUMBER_CLASS[ord('"')] = _NUM_END
+
+
+def _number_edits(data: bytes, b: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, bytes]]:
+    """Edits of the numbers whose texts start at ``starts`` (after ``"N":"``) and are not
+    canonical: over 38 characters, or not matching ``_CANONICAL_NUMBER_RE``, which is: '0', or
+    an optional '-', then digits without a leading zero, or '0.' and at most six zeros before
+    a non-zero digit; then optionally '.' and digits not ending in '0'. Classified a byte of
+    every open number per round (most numbers are short)."""
+    count = len(starts)
+    if not count:
+        return []
+    length = np.full(count, _MAX_PLAIN + 1, np.int64)
+    odd = np.zeros(count, bool)  # a character other than a digit or '.', or '-' after the start
+    dots = np.zeros(count, np.int64)
+    ids = np.arange(count)  # the numbers still open
+    pos = starts.copy()
+    for k in range(_MAX_PLAIN + 1):
+        cls = _NUMBER_CLASS[b[pos]]  # pos stays in the text: the closing '"' ends it
+        closed = cls == _NUM_END
+        if closed.any():
+            length[ids[closed]] = k
+            keep = ~closed
+            ids, pos, cls = ids[keep], pos[keep], cls[keep]
+            if not len(ids):
+                break
+        odd[ids] |= cls >= (_NUM_MINUS if k else _NUM_OTHER)
+        dots[ids] += cls == _NUM_DOT
+        pos += 1
+        if 7 <= k < _MAX_PLAIN and len(ids) * 8 < count:  # the few long ones: all the rest
+            rest = _MAX_PLAIN - k
+            window = _NUMBER_CLASS[b[np.minimum(pos[:, None] + np.arange(rest), len(b) - 1)]]
+            end = window == _NUM_END
+            closed = end.any(axis=1)
+            stop = np.where(closed, end.argmax(axis=1), rest)
+            inside = np.arange(rest) < stop[:, None]
+            odd[ids] |= ((window >= _NUM_MINUS) & inside).any(axis=1)
+            dots[ids] += ((window == _NUM_DOT) & inside).sum(axis=1)
+            length[ids[closed]] = k + 1 + stop[closed]
+            ids = ids[~closed]
+            break
+    for i in ids.tolist():  # over 38 characters: not canonical, whatever they hold
+        length[i] = data.find(b'"', int(starts[i])) - int(starts[i])
+    negative = b[starts] == _MINUS
+    size = length - negative  # without the sign
+    at = starts + negative
+    limit = len(b) - 1
+    first, second = b[at], b[np.minimum(at + 1, limit)]
+    final = b[np.maximum(starts + length - 1, 0)]
+    bad = odd | (length > _MAX_PLAIN) | (dots > 1) | (size <= 0) | (first == _DOT)
+    bad |= (first == _ZERO) & (size > 1) & (second != _DOT)  # a leading zero: "007"
+    bad |= negative & (size == 1) & (first == _ZERO)  # "-0"
+    bad |= (dots == 1) & ((final == _ZERO) | (final == _DOT))  # "1.50", "1."
+    small = np.flatnonzero(~bad & (first == _ZERO) & (second == _DOT) & (size >= 9))
+    if len(small):  # "0." and 7 zeros: too small for plain notation
+        zeros = b[at[small, None] + np.arange(2, 9)] == _ZERO
+        bad[small[zeros.all(axis=1)]] = True
+    edits = []
+    for start, n in zip(starts[bad].tolist(), length[bad].tolist(), strict=True):
+        fixed = b'"N":"' + _canonical_number_bytes(data[start : start + n]) + b'"'
+        if fixed != data[start - 5 : start + n + 1]:
+            edits.append((start - 5, start + n + 1, fixed))
+    return edits
+
+
+def _set_edits(data: bytes, starts: list[int]) -> list[tuple[int, int, bytes]]:
+    """Edits of the sets starting at ``starts`` (``"SS":[``...) that ``_fix`` changes."""
+    if not starts:
+        return []
+    cache = _SET_FIXES
+    # The end is the first ']' unless a member holds one; only whole sets are in the cache,
+    # so a hit is a whole set. Cached b"" means "unchanged".
+    ends = list(map(data.find, itertools.repeat(b"]"), starts))
+    spans = list(map(data.__getitem__, map(slice, starts, map(_PLUS_ONE, ends))))
+    fixes = list(map(cache.get, spans))
+    if fixes.count(b"") == len(fixes):
+        return []
+    edits = []
+    for start, end, span, fixed in zip(starts, ends, spans, fixes, strict=True):
+        end += 1
+        if fixed is None:
+            match = _SET_SPAN.match(data, start)
+            if match is None:
+                continue  # not a list of strings (not DynamoDB JSON): _FIXABLE skips it too
+            span, end = match.group(), match.end()
+            fixed = cache.get(span)
+            if fixed is None:
+                whole = _FIXABLE.match(span)
+                assert whole is not None and whole.end() == len(span)
+                fixed = _fix(whole)
+                fixed = b"" if fixed == span else fixed
+                if len(cache) >= 65536:
+                    cache.clear()
+                cache[span] = fixed
+        if fixed:
+            edits.append((start, end, fixed))
+    return edits
+
+
+_PLUS_ONE = functools.partial(operator.add, 1)
 
 
 # -- Arrow -> Parquet files ------------------------------------------------------------------
@@ -458,7 +910,7 @@ def write_change_batch(
             name = f"{shard}_{seq[idx[0]]}_{seq[idx[-1]]}.parquet"
         target = f"{part}/{name}"
         buf = io.BytesIO()
-        pq.write_table(rows.take(pa.array(idx)), buf, compression="zstd")
+        pq.write_table(rows.take(pa.array(idx)), buf, compression=PARQUET_COMPRESSION)
         lake.write_bytes(target, buf.getvalue())
         holding.add(target)
     return sorted(holding)
