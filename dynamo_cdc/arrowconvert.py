@@ -369,7 +369,7 @@ class _Renderer:
             return c
         if kind == NUMBER:
             if pa.types.is_string(type_):
-                return self._canonical(c)
+                return _canonical_numbers(c, short=True)
             try:
                 return c.cast(type_)
             except pa.ArrowInvalid:  # exponents and the like: the reference, value by value
@@ -399,7 +399,7 @@ class _Renderer:
             if tag == STRING:
                 alts.append(c)
             elif tag == NUMBER:
-                alts.append(self._canonical(c))
+                alts.append(_canonical_numbers(c, short=True))
             elif tag == BOOLEAN:
                 alts.append(pc.if_else(c, "true", "false"))
             elif tag == NULL:
@@ -411,10 +411,6 @@ class _Renderer:
         if not alts:
             return pa.nulls(w.n, pa.string())
         return alts[0] if len(alts) == 1 else pc.coalesce(*alts)
-
-    def _canonical(self, c: pa.Array) -> pa.Array:
-        """codec.canonical_number_text of each number text."""
-        return _canonical_numbers(c, short=True)
 
     def _escaped(self, c: pa.Array) -> pa.Array:
         """Each string's JSON literal without its quotes, escaped as orjson escapes it."""
@@ -456,7 +452,7 @@ class _Renderer:
             elif tag == LIST:
                 text = _join(["[", self._list_body(c), "]"])
             else:  # binary and sets inside maps and lists: rare, the reference per value
-                text = _per_value(tag, c, _plain_text)
+                text = _per_value(tag, c, codec.value_to_plain_json)
             alts.append(text)
         if not alts:
             return [pa.nulls(w.n, pa.string())]
@@ -556,10 +552,6 @@ def _join(pieces: list[Any]) -> pa.Array:
 def _wrap(tag: str, c: pa.Array) -> pa.StructArray:
     """{tag: c} as a wrapper struct array (null where c is null)."""
     return pa.StructArray.from_arrays([c], [tag], mask=c.is_null())
-
-
-def _plain_text(av: Any) -> str | None:
-    return codec.value_to_plain_json(av)
 
 
 def _per_value(tag: str, c: pa.Array, convert: Any) -> pa.Array:

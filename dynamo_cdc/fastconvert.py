@@ -24,9 +24,8 @@ items, the all-types case and Hypothesis items.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import repeat
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -47,12 +46,8 @@ from dynamo_cdc.codec import (
     TYPE_TAGS,
 )
 from dynamo_cdc.errors import CodecError
-from dynamo_cdc.export import open_gzip
 from dynamo_cdc.schema import ITEM_COLUMN, ColumnStats, SchemaStats
 
-# Bytes decompressed per read: big enough that the per-read overhead vanishes, small enough to
-# keep a worker's memory flat (the chunk of parsed items dominates anyway).
-READ_BLOCK = 8 << 20
 ITEM_PREFIX = b'{"Item":'
 # One element of the column list orjson writes between two values: a JSON string whose only
 # character is U+0001 (written \u0001). A value holding that string as a list member also holds
@@ -79,35 +74,10 @@ def freeze_gc() -> None:
     gc.disable()
 
 
-def iter_line_chunks(path: Path, chunk_items: int) -> Iterator[list[bytes]]:
-    """Non-empty lines of a gzip file, in chunks of at most ``chunk_items`` lines.
-
-    Decompresses big blocks and splits them in C. Lines keep no line terminator (a ``\\r``
-    before ``\\n`` is removed, as the reference reader does).
-
-    Raises:
-        EOFError, OSError, zlib.error: a truncated or damaged file (the caller words it).
-    """
-    pending: list[bytes] = []
-    rest = b""
-    with open_gzip(path) as fh:
-        while True:
-            block = fh.read(READ_BLOCK)
-            if not block:
-                break
-            lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
-            rest = lines.pop()
-            pending.extend(_clean(lines))
-            while len(pending) >= chunk_items:
-                yield pending[:chunk_items]
-                del pending[:chunk_items]
-    if rest:
-        pending.extend(_clean([rest]))
-    if pending:
-        yield pending
-
-
-def _clean(lines: list[bytes]) -> list[bytes]:
+def block_lines(block: bytes) -> list[bytes]:
+    """The non-empty lines of a block of export text, without line terminators (a ``\\r``
+    before ``\\n`` is removed, as the reference reader does)."""
+    lines = block.split(b"\n")
     if any(line.endswith(b"\r") for line in lines):
         lines = [line.rstrip(b"\r\n") for line in lines]
     if b"" in lines:

@@ -268,7 +268,7 @@ def _arrow_builder(chunk: arrowconvert.ArrowChunk, block: bytes) -> Callable[[pa
 def _item_chunks(block: bytes) -> Iterator[_Chunk]:
     """Chunks of a block's lines through the per-item fast path (FastPathUnavailable: the
     caller converts the whole file by the reference path)."""
-    lines = fastconvert._clean(block.split(b"\n"))
+    lines = fastconvert.block_lines(block)
     for start in range(0, len(lines), FAST_CHUNK_ITEMS):
         items, texts = fastconvert.parse_item_lines(lines[start : start + FAST_CHUNK_ITEMS])
         columns = fastconvert.ChunkColumns(items, texts)

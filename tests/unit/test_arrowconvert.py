@@ -10,6 +10,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, large_item
+from cases.tables import first_difference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import items as random_items
@@ -59,17 +60,8 @@ def _assert_same(
             continue
         expected = schema.items_to_table(part, final, [t.decode() for t in texts])
         assert actual.schema.equals(expected.schema, check_metadata=True)
-        assert actual.equals(expected), _first_difference(actual, expected)
+        assert actual.equals(expected), first_difference(actual, expected)
     return took
-
-
-def _first_difference(actual, expected) -> str:
-    for name in expected.column_names:
-        a, e = actual.column(name).to_pylist(), expected.column(name).to_pylist()
-        if a != e:
-            i = next(i for i, (x, y) in enumerate(zip(a, e, strict=True)) if x != y)
-            return f"column {name} row {i}: {a[i]!r} != {e[i]!r}"
-    return "tables differ"
 
 
 def test_bench_items_take_the_arrow_path_and_give_the_reference_table() -> None:
@@ -246,7 +238,7 @@ def test_a_file_mixing_blocks_arrow_takes_and_blocks_it_refuses_converts_exactly
         [t.decode() for t in parts[0][1]],
     )
     assert len(tables) == 1
-    assert tables[0].replace_schema_metadata(None).equals(expected), _first_difference(
+    assert tables[0].replace_schema_metadata(None).equals(expected), first_difference(
         tables[0], expected
     )
 

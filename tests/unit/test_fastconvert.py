@@ -9,12 +9,13 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, large_item
+from cases.tables import first_difference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import items as random_items
 
 from bench.generate import generate_items
-from dynamo_cdc import codec, fastconvert, schema, snapshot
+from dynamo_cdc import arrowconvert, codec, fastconvert, schema, snapshot
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.export import DataFile
 
@@ -44,16 +45,7 @@ def _assert_same(items: list[dict], keys: list[str], chunk: int | None = None) -
         expected = schema.items_to_table(part, final, [t.decode() for t in part_texts])
         actual = columns.table(final)
         assert actual.schema.equals(expected.schema, check_metadata=True)
-        assert actual.equals(expected), _first_difference(actual, expected)
-
-
-def _first_difference(actual, expected) -> str:
-    for name in expected.column_names:
-        a, e = actual.column(name).to_pylist(), expected.column(name).to_pylist()
-        if a != e:
-            i = next(i for i, (x, y) in enumerate(zip(a, e, strict=True)) if x != y)
-            return f"column {name} row {i}: {a[i]!r} != {e[i]!r}"
-    return "tables differ"
+        assert actual.equals(expected), first_difference(actual, expected)
 
 
 def test_bench_items_give_the_reference_table_in_one_chunk_and_in_many() -> None:
@@ -148,14 +140,13 @@ def _write_gzip(path: Path, data: bytes) -> Path:
     return path
 
 
-def test_line_chunks_split_across_read_blocks_crlf_and_blank_lines(tmp_path, monkeypatch) -> None:
+def test_lines_split_across_read_blocks_crlf_and_blank_lines(tmp_path) -> None:
     lines = [orjson.dumps({"Item": item}) for item in generate_items(50, seed=2)]
     data = b"\r\n".join(lines[:10]) + b"\r\n\n" + b"\n".join(lines[10:])  # no final newline
     path = _write_gzip(tmp_path / "a.json.gz", data)
-    monkeypatch.setattr(fastconvert, "READ_BLOCK", 97)
-    chunks = list(fastconvert.iter_line_chunks(path, 7))
-    assert [len(c) for c in chunks] == [7] * 7 + [1]
-    assert [line for c in chunks for line in c] == lines
+    blocks = list(arrowconvert.iter_blocks(path, 97))
+    assert len(blocks) > 1
+    assert [line for b in blocks for line in fastconvert.block_lines(b)] == lines
 
 
 def test_lines_in_another_shape_than_aws_are_left_to_the_reference_path() -> None:
