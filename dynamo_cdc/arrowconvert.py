@@ -21,14 +21,22 @@ them: a line in another shape than AWS's, CRLF or blank lines, a value with no o
 tags, an unknown tag, and maps so wide (more than :data:`MAX_FIELDS` distinct keys
 in a block) that a struct array would cost more than the values.
 
-``tests/unit/test_arrowconvert.py`` pins the equality with the reference path on the bench
-generator's items, the all-types case and Hypothesis items.
+Where the C extension :mod:`dynamo_cdc._native` is built (the install compiles it when a C
+compiler is there), a block is first read by it instead of ``pyarrow.json``: one pass in C that
+checks the lines, gives each attribute's values per tag as Arrow arrays and renders maps and
+lists as their plain JSON directly. It refuses more than the Arrow path (sets and binary values
+inside maps and lists, numbers there that are not canonical, ...); a block it refuses goes
+through ``pyarrow.json`` as before. ``DYNAMO_CDC_NATIVE=0`` turns it off.
+
+``tests/unit/test_arrowconvert.py`` pins the equality of both readers with the reference path on
+the bench generator's items, the all-types case and Hypothesis items.
 """
 
 from __future__ import annotations
 
 import binascii
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +63,14 @@ from dynamo_cdc.codec import (
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.export import open_gzip
 from dynamo_cdc.schema import MIXED, ColumnStats, SchemaStats
+
+try:
+    from dynamo_cdc import _native  # type: ignore[attr-defined]
+except ImportError:  # installed where no C compiler was: pyarrow.json alone
+    _native = None
+
+# Whether BlockReader tries the C reader first (DYNAMO_CDC_NATIVE=0: never).
+NATIVE = _native is not None and os.environ.get("DYNAMO_CDC_NATIVE", "1") != "0"
 
 # Decompressed bytes per block. Each block is parsed by one read_json call; 8 MB keeps the
 # per-call overhead small and a worker's memory flat (about 4x the block while it is built).
@@ -109,15 +125,23 @@ class BlockReader:
     fields), so that strings Arrow would infer as timestamps are read as strings once learned.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, native: bool | None = None) -> None:
         self._schema: pa.Schema | None = None
+        self.native = NATIVE if native is None else native
+        if self.native and _native is None:
+            raise RuntimeError("dynamo_cdc._native is not built (no C compiler at install?)")
 
     def read(self, block: bytes) -> ArrowChunk:
-        """Parse one block and take its statistics.
+        """Parse one block: by the C reader if it takes the block, else by ``pyarrow.json``.
 
         Raises:
             Unsupported: the block is not plain AWS export lines this path converts exactly.
         """
+        if self.native:
+            try:
+                return read_native(block)
+            except Unsupported:
+                pass
         if not block or b"\r" in block or b"\n\n" in block or block.startswith(b"\n"):
             raise Unsupported("blank lines or CRLF line ends")
         lines = pc.split_pattern(pa.array([block], pa.large_binary()), b"\n").values
@@ -132,7 +156,14 @@ class BlockReader:
         item = table.column("Item").combine_chunks()
         if item.null_count or not pa.types.is_struct(item.type):
             raise Unsupported("a line without an item")
-        return ArrowChunk(item, lines, escapes=b"\\" in block)
+        columns = {}
+        for f, child in zip(item.type, item.flatten(), strict=True):
+            wrapper = _Wrapper(child)
+            if wrapper.present:
+                columns[f.name] = wrapper
+        # _item: each line less its {"Item": prefix and final brace (cast checks UTF-8 later).
+        item_text = pc.binary_slice(lines, len(ITEM_PREFIX), -1)
+        return ArrowChunk(len(item), columns, item_text, escapes=b"\\" in block)
 
     def _parse(self, block: bytes) -> pa.Table:
         read = pj.ReadOptions(use_threads=False, block_size=len(block) + 1)
@@ -164,6 +195,45 @@ class BlockReader:
         else:
             self._schema = table.schema
         return table
+
+
+def read_native(block: bytes) -> ArrowChunk:
+    """Read one block with the C reader (:mod:`dynamo_cdc._native`).
+
+    Raises:
+        Unsupported: the C reader does not take this block (the reason says why).
+    """
+    if _native is None:
+        raise Unsupported("dynamo_cdc._native is not built")
+    try:
+        n, item_offsets, item_data, attributes = _native.scan_block(block)
+    except ValueError as exc:
+        raise Unsupported(f"C reader: {exc}") from None
+    item_text = _string_array(n, None, item_offsets, item_data)
+    columns = {}
+    for name, arrays in attributes:
+        columns[name] = _Wrapper.of_tags(
+            n, {tag: _native_array(n, parts) for tag, *parts in arrays}
+        )
+    return ArrowChunk(n, columns, item_text, escapes=False, native=True)
+
+
+def _string_array(n: int, valid: bytes | None, offsets: bytes, data: bytes) -> pa.Array:
+    buffers = [None if valid is None else pa.py_buffer(valid), pa.py_buffer(offsets)]
+    return pa.Array.from_buffers(pa.string(), n, [*buffers, pa.py_buffer(data)])
+
+
+def _native_array(n: int, parts: list[Any]) -> pa.Array:
+    """An Arrow array from the C reader's buffers (see dynamo_cdc/_native.c)."""
+    if len(parts) == 2:  # BOOL, NULL: validity, values
+        return pa.Array.from_buffers(pa.bool_(), n, [pa.py_buffer(p) for p in parts])
+    if len(parts) == 3:  # S, N, B, M, L: validity, offsets, data
+        return _string_array(n, *parts)
+    valid, offsets, members, member_offsets, data = parts  # sets
+    values = _string_array(members, None, member_offsets, data)
+    return pa.Array.from_buffers(
+        pa.list_(pa.string()), n, [pa.py_buffer(valid), pa.py_buffer(offsets)], children=[values]
+    )
 
 
 def _strings_not_timestamps(type_: pa.DataType) -> tuple[pa.DataType, bool, int]:
@@ -223,6 +293,16 @@ class _Wrapper:
         nulls = self.tags.get(NULL)
         if nulls is not None and pc.any(pc.invert(nulls)).as_py():
             raise Unsupported("NULL: false")
+
+    @classmethod
+    def of_tags(cls, n: int, tags: dict[str, pa.Array]) -> _Wrapper:
+        """A column from its values per tag, checked by the caller (one tag per value)."""
+        self = cls.__new__(cls)
+        self.array = None
+        self.n = n
+        self.tags = tags
+        self.present = sum(_valid(c) for c in tags.values())
+        return self
 
     def stats(self, name: str) -> ColumnStats:
         stats = ColumnStats(count=self.present, tags={t: _valid(c) for t, c in self.tags.items()})
@@ -295,15 +375,28 @@ def _members(lists: pa.Array) -> pa.Array:
 class ArrowChunk:
     """One parsed block: its statistics and its table for any target schema."""
 
-    def __init__(self, item: pa.StructArray, lines: pa.Array, *, escapes: bool) -> None:
-        self.n = len(item)
-        self._lines = lines
+    def __init__(
+        self,
+        n: int,
+        columns: dict[str, _Wrapper],
+        item_text: pa.Array,
+        *,
+        escapes: bool,
+        native: bool = False,
+    ) -> None:
+        """
+        Args:
+            n: rows.
+            columns: each attribute's values (attributes with at least one value).
+            item_text: each row's item text, binary or string.
+            escapes: whether strings may need escaping again in plain JSON.
+            native: read by the C reader: map and list values are already plain JSON text.
+        """
+        self.n = n
+        self.native = native
+        self._item_text = item_text
         self._escapes = escapes
-        self._columns: dict[str, _Wrapper] = {}
-        for f, child in zip(item.type, item.flatten(), strict=True):
-            wrapper = _Wrapper(child)
-            if wrapper.present:
-                self._columns[f.name] = wrapper
+        self._columns = columns
 
     def stats(self) -> SchemaStats:
         """Statistics equal to ``SchemaStats.of(items)`` of the block's items."""
@@ -320,11 +413,13 @@ class ArrowChunk:
         arrays = []
         for f in target:
             if f.name == schema.ITEM_COLUMN:
-                item_text = pc.binary_slice(self._lines, len(ITEM_PREFIX), -1)
-                try:
-                    arrays.append(item_text.cast(pa.large_string()).cast(pa.string()))
-                except pa.ArrowInvalid as exc:
-                    raise Unsupported(f"_item: {exc}") from None
+                item_text = self._item_text
+                if not pa.types.is_string(item_text.type):
+                    try:
+                        item_text = item_text.cast(pa.large_string()).cast(pa.string())
+                    except pa.ArrowInvalid as exc:
+                        raise Unsupported(f"_item: {exc}") from None
+                arrays.append(item_text)
                 continue
             wrapper = self._columns.get(f.name)
             if wrapper is None:
@@ -333,7 +428,7 @@ class ArrowChunk:
                 arrays.append(pa.nulls(self.n, f.type))
                 continue
             try:
-                array = _Renderer(self._escapes).column(wrapper, f)
+                array = _Renderer(self._escapes, plain_ready=self.native).column(wrapper, f)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, CodecError) as exc:
                 raise Unsupported(f"attribute {f.name}: {exc}") from None
             if not f.nullable and array.null_count:
@@ -347,10 +442,12 @@ class ArrowChunk:
 class _Renderer:
     """Builds typed columns and plain JSON text, column-wise."""
 
-    def __init__(self, escapes: bool) -> None:
+    def __init__(self, escapes: bool, *, plain_ready: bool = False) -> None:
         # Without a backslash anywhere in the block, no string holds '"', '\\' or a control
         # character (JSON would have escaped them): string literals need no escaping.
         self.escapes = escapes
+        # Map and list values are already their plain JSON text (the C reader's).
+        self.plain_ready = plain_ready
 
     def column(self, w: _Wrapper, target: pa.Field) -> pa.Array:
         kind = schema.field_kind(target)
@@ -364,7 +461,7 @@ class _Renderer:
             return pa.nulls(w.n, type_)
         c = w.tags[kind]
         if kind in (MAP, LIST):
-            return self.plain(_Wrapper(_wrap(kind, c)))
+            return c if self.plain_ready else self.plain(_Wrapper(_wrap(kind, c)))
         if kind in (STRING, BOOLEAN):
             return c
         if kind == NUMBER:
@@ -405,7 +502,7 @@ class _Renderer:
             elif tag == NULL:
                 continue
             elif tag in (MAP, LIST):
-                alts.append(self.plain(_Wrapper(_wrap(tag, c))))
+                alts.append(c if self.plain_ready else self.plain(_Wrapper(_wrap(tag, c))))
             else:
                 alts.append(_per_value(tag, c, codec.value_to_text))
         if not alts:

@@ -1,5 +1,9 @@
 """The Arrow export -> Arrow path gives exactly the reference path's statistics and table, or
-says it cannot (and the snapshot converts that block item by item)."""
+says it cannot (and the snapshot converts that block item by item).
+
+Both of its readers are pinned: ``native`` (the C reader, dynamo_cdc/_native.c) and ``arrow``
+(pyarrow.json). A test that says a path must take a block checks that the reader named took it,
+not a fallback."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 from strategies import items as random_items
 
 from bench.generate import generate_items
-from dynamo_cdc import arrowconvert, schema, snapshot
+from dynamo_cdc import arrowconvert, codec, schema, snapshot
 from dynamo_cdc.export import DataFile
 
 
@@ -37,19 +41,29 @@ def _reference(items: list[dict], keys: list[str], chunk: int):
     return stats, parts
 
 
+READERS = pytest.mark.parametrize("native", [True, False], ids=["native", "arrow"])
+
+
 def _assert_same(
-    items: list[dict], keys: list[str], chunk: int | None = None, *, must_take: bool = True
+    items: list[dict],
+    keys: list[str],
+    chunk: int | None = None,
+    *,
+    must_take: bool = True,
+    native: bool = False,
 ) -> bool:
     """Arrow and reference agree on the statistics and table of every chunk; True when the Arrow
-    path took every chunk (``must_take``: it has to)."""
+    path took every chunk (``must_take``: it has to, by the reader asked for)."""
     chunk = chunk or max(1, len(items))
     ref_stats, parts = _reference(items, keys, chunk)
     final = schema.decide_schema(ref_stats, keys)
-    reader = arrowconvert.BlockReader()
+    reader = arrowconvert.BlockReader(native=native)
     took = True
     for part, texts in parts:
         try:
             arrow = reader.read(_block(part))
+            if must_take:
+                assert arrow.native == native, "the block fell back to the other reader"
             stats = arrow.stats()
             assert stats == schema.SchemaStats.of(part)
             actual = arrow.table(final)
@@ -64,29 +78,43 @@ def _assert_same(
     return took
 
 
-def test_bench_items_take_the_arrow_path_and_give_the_reference_table() -> None:
+@READERS
+def test_bench_items_take_the_arrow_path_and_give_the_reference_table(native: bool) -> None:
     items = list(generate_items(3000, seed=11))
-    _assert_same(items, ["pk", "sk"])
-    _assert_same(items, ["pk", "sk"], chunk=700)
+    _assert_same(items, ["pk", "sk"], native=native)
+    _assert_same(items, ["pk", "sk"], chunk=700, native=native)
 
 
-def test_bench_items_with_a_number_sort_key_give_the_reference_table() -> None:
-    _assert_same(list(generate_items(500, seed=5, sk_type="N")), ["pk", "sk"], chunk=128)
+@READERS
+def test_bench_items_with_a_number_sort_key_give_the_reference_table(native: bool) -> None:
+    items = list(generate_items(500, seed=5, sk_type="N"))
+    _assert_same(items, ["pk", "sk"], chunk=128, native=native)
 
 
-def test_all_types_items_take_the_arrow_path_and_give_the_reference_table() -> None:
-    _assert_same(ALL_TYPES_ITEMS, KEY_ATTRIBUTES)
-    _assert_same(ALL_TYPES_ITEMS, KEY_ATTRIBUTES, chunk=1)
-    _assert_same([*ALL_TYPES_ITEMS, large_item()], KEY_ATTRIBUTES)
+@READERS
+def test_all_types_items_take_the_arrow_path_and_give_the_reference_table(native: bool) -> None:
+    # A number set with an exponent ("1E+2") inside a map: the C reader leaves such a block to
+    # pyarrow.json (chunk=1: every other item's block is the C reader's).
+    exponent = [i for i, item in enumerate(ALL_TYPES_ITEMS) if b"E+" in orjson.dumps(item)]
+    assert exponent
+    _assert_same(ALL_TYPES_ITEMS, KEY_ATTRIBUTES, must_take=not native, native=native)
+    for i, item in enumerate(ALL_TYPES_ITEMS):
+        _assert_same([item], KEY_ATTRIBUTES, must_take=i not in exponent, native=native)
+    _assert_same([*ALL_TYPES_ITEMS, large_item()], KEY_ATTRIBUTES, must_take=False, native=native)
+    _assert_same([large_item()], KEY_ATTRIBUTES, native=native)
 
 
-def test_control_characters_and_quotes_in_map_strings_are_escaped_as_orjson_does() -> None:
+@READERS
+def test_control_characters_and_quotes_in_map_strings_are_escaped_as_orjson_does(
+    native: bool,
+) -> None:
     text = "".join(chr(i) for i in range(32)) + '"\\ \x7f \u2028 😀'
     items = [{"pk": {"S": str(i)}, "m": {"M": {"t": {"S": text[i:]}}}} for i in range(34)]
-    _assert_same(items, ["pk"])
+    _assert_same(items, ["pk"], native=native)
 
 
-def test_every_top_level_type_and_nested_shape_takes_the_arrow_path() -> None:
+@READERS
+def test_every_top_level_type_and_nested_shape_takes_the_arrow_path(native: bool) -> None:
     items = [
         {
             "pk": {"S": f"k{i}"},
@@ -117,37 +145,156 @@ def test_every_top_level_type_and_nested_shape_takes_the_arrow_path() -> None:
         }
         for i in range(40)
     ]
-    _assert_same(items, ["pk"])
-    _assert_same(items, ["pk"], chunk=7)
+    _assert_same(items, ["pk"], native=native)
+    _assert_same(items, ["pk"], chunk=7, native=native)
 
 
-def test_iso_timestamps_stay_the_exact_strings_across_blocks() -> None:
+@READERS
+def test_iso_timestamps_stay_the_exact_strings_across_blocks(native: bool) -> None:
     first = [{"pk": {"S": str(i)}, "at": {"S": "2024-05-01"}} for i in range(5)]
     second = [{"pk": {"S": str(i)}, "at": {"S": "2024-05-01 10:00:00"}} for i in range(5)]
-    reader = arrowconvert.BlockReader()
+    reader = arrowconvert.BlockReader(native=native)
     for part in (first, second, first):
         target = schema.decide_schema(schema.SchemaStats.of(part), ["pk"])
         table = reader.read(_block(part)).table(target)
         assert table.column("at").to_pylist() == [i["at"]["S"] for i in part]
 
 
+@READERS
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(random_items(max_depth=3), min_size=1, max_size=12), st.integers(1, 5))
 def test_random_items_give_the_reference_table_or_go_item_by_item(
-    items: list[dict], chunk: int
+    native: bool, items: list[dict], chunk: int
 ) -> None:
-    _assert_same(items, ["pk"], chunk=chunk, must_take=False)
+    _assert_same(items, ["pk"], chunk=chunk, must_take=False, native=native)
 
 
+@READERS
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(random_items(max_depth=3, names=st.sampled_from("abcd")), min_size=1, max_size=12),
     st.integers(1, 5),
 )
 def test_random_items_sharing_attributes_of_changing_types_give_the_reference_table(
+    native: bool, items: list[dict], chunk: int
+) -> None:
+    _assert_same(items, ["pk"], chunk=chunk, must_take=False, native=native)
+
+
+def _as_aws_writes(av: dict) -> dict:
+    """The value with its numbers as DynamoDB stores them (canonical); exponent forms, which the
+    C reader leaves to pyarrow.json inside maps, made plain."""
+
+    def plain(text: str) -> str:
+        canonical = codec.canonical_number_text(text)
+        return "7" if "E" in canonical else canonical
+
+    ((tag, value),) = av.items()
+    if tag == "N":
+        return {"N": plain(value)}
+    if tag == "NS":
+        return {"NS": [plain(v) for v in value]}
+    if tag == "M":
+        return {"M": {k: _as_aws_writes(v) for k, v in value.items()}}
+    if tag == "L":
+        return {"L": [_as_aws_writes(v) for v in value]}
+    return av
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(random_items(max_depth=4, names=st.sampled_from("abcdef")), min_size=1, max_size=12),
+    st.integers(1, 5),
+)
+def test_random_items_as_aws_writes_them_take_the_native_reader(
     items: list[dict], chunk: int
 ) -> None:
-    _assert_same(items, ["pk"], chunk=chunk, must_take=False)
+    items = [{k: _as_aws_writes(v) for k, v in item.items()} for item in items]
+    _assert_same(items, ["pk"], chunk=chunk, native=True)
+
+
+def _assert_lines_same(lines: list[bytes], keys: list[str]) -> None:
+    """The C reader takes these export lines, written by hand, and gives the reference."""
+    texts = [line[len(b'{"Item":') : -1].decode() for line in lines]
+    items = [orjson.loads(t) for t in texts]
+    final = schema.decide_schema(schema.SchemaStats.of(items), keys)
+    chunk = arrowconvert.read_native(b"\n".join(lines))
+    assert chunk.stats() == schema.SchemaStats.of(items)
+    actual, expected = chunk.table(final), schema.items_to_table(items, final, texts)
+    assert actual.equals(expected), first_difference(actual, expected)
+
+
+def test_json_escapes_in_names_keys_strings_and_sets_are_read_like_the_reference() -> None:
+    lines = [
+        rb'{"Item":{"pk":{"S":"caf\u00e9 \ud83d\ude00 \/ \" \\ \n \u0000 \u001F"},'
+        rb'"na\u006De":{"S":"x"},"m":{"M":{"\u00e9":{"S":"\t"},"z":{"SS":["\u00e9","e"]},'
+        rb'"e":{"N":"1"},"\"q":{"L":[{"S":"\ud83d\ude00"}]}}},"ss":{"SS":["b\/","a\u0000"]}}}',
+        rb'{"Item":{"pk":{"S":"plain"},"name":{"S":"caf\u00e9"},"m":{"M":{}},"ss":{"SS":["\"\\"]}}}',
+        '{"Item":{"pk":{"S":"raw é 😀 \x7f"},"m":{"M":{"é":{"S":"é"},"e":{"S":"😀"}}}}}'.encode(),
+    ]
+    _assert_lines_same(lines, ["pk"])
+
+
+def test_sets_binary_and_numbers_inside_maps_are_rendered_like_the_reference() -> None:
+    lines = [
+        b'{"Item":{"pk":{"S":"1"},"m":{"M":{"ns":{"NS":["10","9.5","-1","0","-0.25","-10.5",'
+        b'"0.000001","1.50","-3.0"]},"bs":{"BS":["/w==","AA==","gA==","AAE="]},"b":{"B":""},'
+        b'"ss":{"SS":["b","a","\xc3\xa9","Z"]},"n":{"N":"12.50"},"z":{"N":"0.0"},"e":{"SS":[]}}}}}',
+        b'{"Item":{"pk":{"S":"2"},"l":{"L":[{"NS":["2","1"]},{"BS":[]},{"B":"AAEC"},{"N":"100.000"}]}}}',
+    ]
+    _assert_lines_same(lines, ["pk"])
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'{"Item":{"pk":{"S":"\\ud800"}}}',
+        b'{"Item":{"pk":{"S":"\\udc00x"}}}',
+        b'{"Item":{"pk":{"S":"\\u12"}}}',
+        b'{"Item":{"pk":{"S":"\\x"}}}',
+        b'{"Item":{"pk":{"S":"\xff"}}}',
+        b'{"Item":{"pk":{"S":"\xed\xa0\x80"}}}',
+        b'{"Item":{"pk":{"S":"a"},"pk":{"S":"b"}}}',
+        b'{"Item":{"pk":{"S":"a"},"\\u0070k":{"S":"b"}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"S":"1"},"\\u0061":{"S":"2"}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"NULL":false}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"B":"AB=="}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"BS":["AAA"]}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"N":"007"}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"N":"1E+3"}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"N":"-0.0"}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"m":{"M":{"a":{"NS":["1","1e3"]}}}}}',
+        b'{"Item":{"pk":{"S":"a"},"l":{"L":[' + b'{"L":[' * 70 + b"]}" * 70 + b"]}}}",
+        b'{"Item":{"pk":{"S":"a"}}}\n',
+        b'{"Item":{"pk":{"S":"a"}} }',
+        b"",
+    ],
+    ids=[
+        "lone high surrogate",
+        "lone low surrogate",
+        "short unicode escape",
+        "unknown escape",
+        "invalid utf-8",
+        "encoded surrogate",
+        "duplicate attribute",
+        "duplicate attribute once escaped",
+        "duplicate map key once escaped",
+        "nested null false",
+        "binary with stray bits",
+        "binary without padding",
+        "leading zeros",
+        "exponent",
+        "negative zero",
+        "exponent in a set",
+        "too deep",
+        "blank last line",
+        "space",
+        "empty",
+    ],
+)
+def test_blocks_the_native_reader_leaves_to_the_others_are_refused(block: bytes) -> None:
+    with pytest.raises(arrowconvert.Unsupported, match="C reader"):
+        arrowconvert.read_native(block)
 
 
 @pytest.mark.parametrize(
@@ -185,19 +332,29 @@ def test_random_items_sharing_attributes_of_changing_types_give_the_reference_ta
         "not json",
     ],
 )
-def test_blocks_it_cannot_convert_exactly_are_refused(block: bytes) -> None:
+@READERS
+def test_blocks_it_cannot_convert_exactly_are_refused(block: bytes, native: bool) -> None:
     with pytest.raises(arrowconvert.Unsupported):
-        chunk = arrowconvert.BlockReader().read(block)
+        if native:
+            arrowconvert.read_native(block)
+        chunk = arrowconvert.BlockReader(native=False).read(block)
         chunk.table(schema.decide_schema(chunk.stats(), ["pk"]))
 
 
-def test_maps_used_as_dictionaries_are_refused_before_they_explode_in_width() -> None:
-    items = [
+def _wide_map_items() -> list[dict]:
+    return [
         {"pk": {"S": str(i)}, "m": {"M": {f"user{i}-{j}": {"N": "1"} for j in range(30)}}}
         for i in range(100)
     ]
+
+
+def test_maps_used_as_dictionaries_are_refused_before_they_explode_in_width() -> None:
     with pytest.raises(arrowconvert.Unsupported, match="distinct keys"):
-        arrowconvert.BlockReader().read(_block(items))
+        arrowconvert.BlockReader(native=False).read(_block(_wide_map_items()))
+
+
+def test_maps_used_as_dictionaries_take_the_native_reader() -> None:
+    _assert_same(_wide_map_items(), ["pk"], native=True)
 
 
 def test_blocks_end_on_line_boundaries_whatever_the_block_size(tmp_path) -> None:
@@ -243,7 +400,8 @@ def test_a_file_mixing_blocks_arrow_takes_and_blocks_it_refuses_converts_exactly
     )
 
 
-def test_numbers_that_are_not_canonical_are_rendered_like_the_reference() -> None:
+@READERS
+def test_numbers_that_are_not_canonical_are_rendered_like_the_reference(native: bool) -> None:
     values = ["1.50", "007", "1e3", "-0", "0.000000001", "15.90", "4.5", "2.0", "-0.0"]
     values += ["0.00000001000", "100.000", "-3.50", "12345678901234567890123456789012345678.0"]
     items = [
@@ -255,8 +413,9 @@ def test_numbers_that_are_not_canonical_are_rendered_like_the_reference() -> Non
         }
         for i, v in enumerate(values)
     ]
-    _assert_same(items, ["pk"])
-    _assert_same(items, ["pk"], chunk=4)
+    # "007", "1e3" and the like inside maps: the C reader leaves the block to pyarrow.json.
+    _assert_same(items, ["pk"], must_take=not native, native=native)
+    _assert_same(items, ["pk"], chunk=4, must_take=not native, native=native)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +430,8 @@ def test_numbers_that_are_not_canonical_are_rendered_like_the_reference() -> Non
     ],
     ids=["int64", "int64 limits", "just past int64", "20 digits", "fractions", "exponent"],
 )
-def test_number_statistics_equal_the_reference(numbers: list[str]) -> None:
+@READERS
+def test_number_statistics_equal_the_reference(numbers: list[str], native: bool) -> None:
     items = [{"pk": {"S": str(i)}, "n": {"N": v}} for i, v in enumerate(numbers)]
     items.append({"pk": {"S": "set"}, "ns": {"NS": numbers}})
-    _assert_same(items, ["pk"])
+    _assert_same(items, ["pk"], native=native)

@@ -1,0 +1,1214 @@
+/*
+ * dynamo_cdc._native: one pass over a block of DynamoDB export lines, in C.
+ *
+ * scan_block(block) reads lines of the exact shape AWS writes, {"Item":{...}} with no
+ * whitespace, and returns their values column by column as Arrow buffers, so that
+ * dynamo_cdc.arrowconvert builds the same statistics and tables as its pyarrow.json path without
+ * parsing the block in Python or through Arrow's generic JSON reader:
+ *
+ *   (rows, item_offsets, item_data, attributes)
+ *
+ * item_offsets/item_data: the string array of each line's item text (the line less its
+ * {"Item": prefix and final brace), byte for byte.
+ * attributes: [(name, [(tag, buffers...), ...]), ...] in order of first appearance; per tag
+ * that the attribute holds in the block, one Arrow array of `rows` slots, valid where the item's
+ * value has that tag:
+ *   S, N, B              string: (validity, offsets, data); S unescaped, N and B as written
+ *   BOOL, NULL           bool:   (validity, values)
+ *   M, L                 string: the value's plain JSON (codec.value_to_plain_json: no type
+ *                        tags, keys sorted by code point, strings escaped as orjson escapes
+ *                        them, canonical numbers as number literals)
+ *   SS, NS, BS           list<string>: (validity, list offsets, member offsets, member data),
+ *                        members unescaped, in the order written
+ *
+ * Anything else raises ValueError with the reason, and the caller takes another path for the
+ * block: invalid UTF-8, whitespace, CRLF or blank lines, another line shape, a value with no or
+ * several tags, an unknown tag, NULL:false, a duplicate key, a lone surrogate, a number inside a
+ * map or list that is not canonical, binary values and sets inside maps and lists, nesting deeper
+ * than MAX_DEPTH, more than MAX_ATTRIBUTES top-level attributes in a block.
+ *
+ * tests/unit/test_arrowconvert.py pins the equality of both paths with the reference path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEPTH 64
+#define MAX_ATTRIBUTES 2000
+
+enum { T_NONE, T_S, T_N, T_B, T_BOOL, T_NULL, T_M, T_L, T_SS, T_NS, T_BS, T_COUNT };
+static const char *const TAG_NAMES[T_COUNT] = {"",  "S", "N",  "B",  "BOOL", "NULL",
+                                               "M", "L", "SS", "NS", "BS"};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Growable byte buffers */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+static int buf_grow(buf_t *b, size_t extra) {
+    size_t need = b->len + extra;
+    if (need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int buf_put(buf_t *b, const void *src, size_t n) {
+    if (buf_grow(b, n)) return -1;
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+static inline int buf_byte(buf_t *b, char c) {
+    if (b->len == b->cap && buf_grow(b, 1)) return -1;
+    b->p[b->len++] = c;
+    return 0;
+}
+
+static inline int buf_i32(buf_t *b, size_t v) {
+    if (v > INT32_MAX) return -1;
+    int32_t x = (int32_t)v;
+    return buf_put(b, &x, sizeof x);
+}
+
+static void buf_free(buf_t *b) {
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Parse state */
+
+/* One key: value of a map being rendered: offsets into its level's scratch buffer of the
+ * unescaped key and of the value's rendered plain JSON. */
+typedef struct {
+    size_t key_at, key_len, value_at, value_len;
+} entry_t;
+
+typedef struct {
+    buf_t scratch;    /* keys and rendered values of the maps at this depth */
+    entry_t *entries; /* entries of the map being rendered at this depth */
+    size_t n_entries, cap_entries;
+} level_t;
+
+/* One Arrow array under construction: one (attribute, tag) pair. */
+typedef struct {
+    int tag;
+    size_t rows;         /* slots filled */
+    buf_t valid;         /* one byte a slot, packed into a bitmap at the end */
+    buf_t values;        /* BOOL/NULL: one byte a slot */
+    buf_t offsets;       /* string: int32 offsets; list: int32 list offsets */
+    buf_t data;          /* string data; list: member data */
+    buf_t member_offsets; /* list: int32 member offsets */
+    size_t members;
+} column_t;
+
+typedef struct {
+    char *name;
+    size_t name_len;
+    size_t last_row; /* row of the last value + 1, 0 if none: duplicate keys */
+    column_t *columns[T_COUNT];
+} attribute_t;
+
+typedef struct {
+    const char *error;
+    attribute_t **attributes;
+    size_t n_attributes, cap_attributes;
+    int32_t *slots; /* open-addressing hash: attribute index + 1, 0 = empty */
+    size_t n_slots;
+    buf_t key;      /* the key being decoded */
+    level_t levels[MAX_DEPTH + 1];
+} state_t;
+
+#define FAIL(st, msg) ((st)->error = (msg), (const char *)NULL)
+#define NOMEM(st) FAIL(st, "out of memory")
+
+/* ---------------------------------------------------------------------------------------- */
+/* UTF-8 */
+
+static int valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && s[i + 1] < 0xA0) return 0; /* overlong */
+            if (c == 0xED && s[i + 1] > 0x9F) return 0; /* surrogate */
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 ||
+                (s[i + 3] & 0xC0) != 0x80)
+                return 0;
+            if (c == 0xF0 && s[i + 1] < 0x90) return 0; /* overlong */
+            if (c == 0xF4 && s[i + 1] > 0x8F) return 0; /* above U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int put_utf8(buf_t *b, uint32_t cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18));
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    return buf_put(b, u, n);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* JSON strings */
+
+/* Scans the string starting at p (on its opening quote). Sets *raw and *raw_len to the bytes between
+ * the quotes and *escaped if any backslash is among them; returns the position after the closing
+ * quote, or NULL (st->error set). */
+static const char *scan_string(state_t *st, const char *p, const char *end, const char **raw,
+                               size_t *raw_len, int *escaped) {
+    if (p >= end || *p != '"') return FAIL(st, "expected a string");
+    const char *s = ++p;
+    int esc = 0;
+    for (;;) {
+        /* find the next quote, backslash or control character */
+        while (p < end) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '"' || c == '\\' || c < 0x20) break;
+            p++;
+        }
+        if (p >= end) return FAIL(st, "unterminated string");
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') break;
+        if (c < 0x20) return FAIL(st, "control character in a string");
+        esc = 1; /* backslash: skip the escaped character (a quote does not end the string) */
+        p += 2;
+    }
+    *raw = s;
+    *raw_len = (size_t)(p - s);
+    *escaped = esc;
+    return p + 1;
+}
+
+static int hex4(const char *p, uint32_t *out) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Appends the unescaped text of a JSON string's raw bytes. Returns 0, or -1 (st->error set). */
+static int unescape(state_t *st, const char *s, size_t n, buf_t *out) {
+    const char *end = s + n;
+    while (s < end) {
+        const char *b = memchr(s, '\\', (size_t)(end - s));
+        if (!b) b = end;
+        if (b > s && buf_put(out, s, (size_t)(b - s))) goto nomem;
+        if (b == end) break;
+        s = b + 1;
+        if (s >= end) goto bad;
+        char c = *s++;
+        char plain;
+        switch (c) {
+        case '"': plain = '"'; break;
+        case '\\': plain = '\\'; break;
+        case '/': plain = '/'; break;
+        case 'b': plain = '\b'; break;
+        case 'f': plain = '\f'; break;
+        case 'n': plain = '\n'; break;
+        case 'r': plain = '\r'; break;
+        case 't': plain = '\t'; break;
+        case 'u': {
+            uint32_t cp;
+            if (end - s < 4 || hex4(s, &cp)) goto bad;
+            s += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                uint32_t low;
+                if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || hex4(s + 2, &low) ||
+                    low < 0xDC00 || low > 0xDFFF) {
+                    st->error = "a lone surrogate in a string";
+                    return -1;
+                }
+                s += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                st->error = "a lone surrogate in a string";
+                return -1;
+            }
+            if (put_utf8(out, cp)) goto nomem;
+            continue;
+        }
+        default: goto bad;
+        }
+        if (buf_byte(out, plain)) goto nomem;
+    }
+    return 0;
+bad:
+    st->error = "an invalid escape in a string";
+    return -1;
+nomem:
+    st->error = "out of memory";
+    return -1;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+/* Appends "text" as orjson writes it: quotes, backslashes and control characters escaped. */
+static int put_json_string(buf_t *out, const char *s, size_t n) {
+    if (buf_grow(out, n + 2)) return -1;
+    out->p[out->len++] = '"';
+    const char *end = s + n;
+    while (s < end) {
+        const char *run = s;
+        while (s < end) {
+            unsigned char c = (unsigned char)*s;
+            if (c == '"' || c == '\\' || c < 0x20) break;
+            s++;
+        }
+        if (s > run && buf_put(out, run, (size_t)(s - run))) return -1;
+        if (s >= end) break;
+        unsigned char c = (unsigned char)*s++;
+        char e[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '"': e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\t': e[1] = 't'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\r': e[1] = 'r'; break;
+        default:
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = HEX[c >> 4];
+            e[5] = HEX[c & 15];
+            len = 6;
+        }
+        if (buf_put(out, e, len)) return -1;
+    }
+    return buf_byte(out, '"');
+}
+
+/* A JSON string as plain JSON (unescaped, then escaped as orjson does). A string with no
+ * backslash is already in that form: a raw control character was refused by scan_string. */
+static int put_plain_string(state_t *st, buf_t *out, const char *raw, size_t n, int escaped) {
+    if (!escaped) {
+        if (buf_grow(out, n + 2)) goto nomem;
+        out->p[out->len++] = '"';
+        memcpy(out->p + out->len, raw, n);
+        out->len += n;
+        out->p[out->len++] = '"';
+        return 0;
+    }
+    st->key.len = 0;
+    if (unescape(st, raw, n, &st->key)) return -1;
+    if (put_json_string(out, st->key.p, st->key.len)) goto nomem;
+    return 0;
+nomem:
+    st->error = "out of memory";
+    return -1;
+}
+
+/* codec._CANONICAL_PLAIN_RE: 0|-?(?:[1-9]\d{0,38}(?:\.\d*[1-9])?|0\.0{0,6}[1-9](?:\d*[1-9])?) */
+static int canonical_number(const char *s, size_t n) {
+    size_t i = 0;
+    if (n == 1 && s[0] == '0') return 1;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n) return 0;
+    if (s[i] >= '1' && s[i] <= '9') {
+        size_t start = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        if (i - start > 39) return 0;
+        if (i == n) return 1;
+        if (s[i] != '.') return 0;
+        i++;
+        if (i >= n) return 0;
+        for (size_t j = i; j < n; j++)
+            if (s[j] < '0' || s[j] > '9') return 0;
+        return s[n - 1] != '0';
+    }
+    if (s[i] != '0' || i + 1 >= n || s[i + 1] != '.') return 0;
+    i += 2;
+    size_t zeros = 0;
+    while (i < n && s[i] == '0') {
+        zeros++;
+        i++;
+    }
+    if (zeros > 6 || i >= n) return 0;
+    for (size_t j = i; j < n; j++)
+        if (s[j] < '0' || s[j] > '9') return 0;
+    return s[n - 1] != '0';
+}
+
+/* A number text with trailing fraction zeros ("12.50", "2.0", "0.0") is canonical once they are
+ * cut, as codec.canonical_number_text cuts them: returns the length of that prefix of s, or 0 if
+ * s is another shape (leading zeros, exponents, ...), "-0" once cut, or has more significant
+ * digits than DynamoDB keeps (the reference raises). */
+static size_t significant_digits(const char *s, size_t len);
+
+static size_t trimmed_number(const char *s, size_t n) {
+    const char *point = memchr(s, '.', n);
+    if (!point || s[n - 1] != '0') return 0;
+    size_t len = n;
+    while (s + len - 1 > point && s[len - 1] == '0') len--;
+    if (s + len - 1 == point) len--; /* no fraction left: drop the point */
+    if (len == 2 && s[0] == '-' && s[1] == '0') return 0;
+    if (!canonical_number(s, len)) return 0;
+    return significant_digits(s, len) <= 38 ? len : 0;
+}
+
+/* Significant digits of a plain number text, as codec._significant_digits counts them. */
+static size_t significant_digits(const char *s, size_t len) {
+    size_t first = 0, last = len, significant = 0;
+    while (first < len && (s[first] == '-' || s[first] == '0' || s[first] == '.')) first++;
+    while (last > first && (s[last - 1] == '0' || s[last - 1] == '.')) last--;
+    for (size_t i = first; i < last; i++) significant += s[i] != '.';
+    return significant;
+}
+
+/* Orders two canonical plain number texts by value. */
+static int number_cmp(const char *a, size_t na, const char *b, size_t nb) {
+    int sa = a[0] == '-' ? -1 : (na == 1 && a[0] == '0') ? 0 : 1;
+    int sb = b[0] == '-' ? -1 : (nb == 1 && b[0] == '0') ? 0 : 1;
+    if (sa != sb) return sa < sb ? -1 : 1;
+    if (sa == 0) return 0;
+    if (sa < 0) {
+        a++, na--, b++, nb--;
+    }
+    const char *pa = memchr(a, '.', na), *pb = memchr(b, '.', nb);
+    size_t ia = pa ? (size_t)(pa - a) : na, ib = pb ? (size_t)(pb - b) : nb;
+    size_t la = (ia == 1 && a[0] == '0') ? 0 : ia, lb = (ib == 1 && b[0] == '0') ? 0 : ib;
+    int c = 0;
+    if (la != lb) {
+        c = la < lb ? -1 : 1;
+    } else {
+        c = memcmp(a, b, ia < ib ? ia : ib); /* same number of integer digits */
+        if (!c) { /* fractions: without trailing zeros, a prefix is the smaller */
+            const char *fa = pa ? pa + 1 : a + na, *fb = pb ? pb + 1 : b + nb;
+            size_t ma = (size_t)(a + na - fa), mb = (size_t)(b + nb - fb);
+            c = memcmp(fa, fb, ma < mb ? ma : mb);
+            if (!c) c = ma < mb ? -1 : ma > mb;
+        }
+    }
+    return sa < 0 ? -c : c;
+}
+
+static signed char B64[256];
+
+static void init_b64(void) {
+    const char *alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    memset(B64, -1, sizeof B64);
+    for (int i = 0; i < 64; i++) B64[(unsigned char)alphabet[i]] = (signed char)i;
+}
+
+/* Appends the bytes of canonical padded base64 text (what base64.b64encode writes); -1 if the
+ * text is not that (the reference may still take it: the caller leaves it to another path). */
+static int decode_b64(const char *s, size_t n, buf_t *out) {
+    if (n % 4) return -1;
+    for (size_t i = 0; i < n; i += 4) {
+        int last = i + 4 == n;
+        int v[4];
+        int pads = 0;
+        for (int j = 0; j < 4; j++) {
+            unsigned char ch = (unsigned char)s[i + j];
+            if (ch == '=' && last && j >= 2) {
+                v[j] = 0;
+                pads++;
+            } else if (pads || B64[ch] < 0) {
+                return -1;
+            } else {
+                v[j] = B64[ch];
+            }
+        }
+        unsigned char bytes[3] = {(unsigned char)(v[0] << 2 | v[1] >> 4),
+                                  (unsigned char)(v[1] << 4 | v[2] >> 2),
+                                  (unsigned char)(v[2] << 6 | v[3])};
+        if (pads == 2 && (v[1] & 15)) return -1; /* bits past the data: not canonical */
+        if (pads == 1 && (v[2] & 3)) return -1;
+        if (buf_put(out, bytes, (size_t)(3 - pads))) return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Values */
+
+/* Reads {"TAG": at p; returns the position of the payload and sets *tag. */
+static const char *read_tag(state_t *st, const char *p, const char *end, int *tag) {
+    if (end - p < 5 || p[0] != '{' || p[1] != '"') return FAIL(st, "a value that is not {\"TAG\":...}");
+    p += 2;
+    const char *q = p;
+    while (q < end && *q != '"') q++;
+    size_t n = (size_t)(q - p);
+    if (q + 1 >= end || q[1] != ':') return FAIL(st, "a value that is not {\"TAG\":...}");
+    int t = T_NONE;
+    switch (n) {
+    case 1:
+        t = p[0] == 'S' ? T_S : p[0] == 'N' ? T_N : p[0] == 'B' ? T_B : p[0] == 'M' ? T_M : p[0] == 'L' ? T_L : T_NONE;
+        break;
+    case 2:
+        if (p[1] == 'S') t = p[0] == 'S' ? T_SS : p[0] == 'N' ? T_NS : p[0] == 'B' ? T_BS : T_NONE;
+        break;
+    case 4:
+        t = memcmp(p, "BOOL", 4) == 0 ? T_BOOL : memcmp(p, "NULL", 4) == 0 ? T_NULL : T_NONE;
+        break;
+    }
+    if (t == T_NONE) return FAIL(st, "an unknown type tag");
+    *tag = t;
+    return q + 2;
+}
+
+static const char *render_plain(state_t *st, const char *p, const char *end, buf_t *out, int depth);
+
+static int entry_cmp(const void *a, const void *b, const char *base) {
+    const entry_t *x = a, *y = b;
+    size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+    int c = memcmp(base + x->key_at, base + y->key_at, n);
+    if (c) return c;
+    return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
+}
+
+/* Renders the payload of an M ({...} of key: value) into out as a plain JSON object. */
+static const char *render_map(state_t *st, const char *p, const char *end, buf_t *out, int depth) {
+    if (depth >= MAX_DEPTH) return FAIL(st, "nesting deeper than the native path takes");
+    if (p >= end || *p != '{') return FAIL(st, "an M value that is not an object");
+    p++;
+    level_t *lv = &st->levels[depth];
+    size_t scratch_start = lv->scratch.len, first = lv->n_entries;
+    if (p < end && *p == '}') {
+        if (buf_put(out, "{}", 2)) return NOMEM(st);
+        return p + 1;
+    }
+    for (;;) {
+        const char *raw;
+        size_t raw_len;
+        int escaped;
+        p = scan_string(st, p, end, &raw, &raw_len, &escaped);
+        if (!p) return NULL;
+        if (p >= end || *p != ':') return FAIL(st, "expected ':' after a key");
+        p++;
+        if (lv->n_entries == lv->cap_entries) {
+            size_t cap = lv->cap_entries ? lv->cap_entries * 2 : 16;
+            entry_t *e = realloc(lv->entries, cap * sizeof *e);
+            if (!e) return NOMEM(st);
+            lv->entries = e;
+            lv->cap_entries = cap;
+        }
+        entry_t *e = &lv->entries[lv->n_entries++];
+        e->key_at = lv->scratch.len;
+        if (escaped) {
+            if (unescape(st, raw, raw_len, &lv->scratch)) return NULL;
+        } else if (buf_put(&lv->scratch, raw, raw_len)) {
+            return NOMEM(st);
+        }
+        e->key_len = lv->scratch.len - e->key_at;
+        e->value_at = lv->scratch.len;
+        p = render_plain(st, p, end, &lv->scratch, depth + 1);
+        if (!p) return NULL;
+        e->value_len = lv->scratch.len - e->value_at;
+        if (p >= end) return FAIL(st, "unterminated map");
+        if (*p == '}') {
+            p++;
+            break;
+        }
+        if (*p != ',') return FAIL(st, "expected ',' or '}' in a map");
+        p++;
+    }
+    /* insertion sort by key bytes (UTF-8 byte order is code point order) */
+    entry_t *ents = lv->entries + first;
+    size_t k = lv->n_entries - first;
+    const char *base = lv->scratch.p;
+    for (size_t i = 1; i < k; i++) {
+        entry_t cur = ents[i];
+        size_t j = i;
+        while (j > 0 && entry_cmp(&ents[j - 1], &cur, base) > 0) {
+            ents[j] = ents[j - 1];
+            j--;
+        }
+        ents[j] = cur;
+    }
+    for (size_t i = 1; i < k; i++)
+        if (entry_cmp(&ents[i - 1], &ents[i], base) == 0) return FAIL(st, "a duplicate key in a map");
+    if (buf_byte(out, '{')) return NOMEM(st);
+    for (size_t i = 0; i < k; i++) {
+        if (i && buf_byte(out, ',')) return NOMEM(st);
+        if (put_json_string(out, base + ents[i].key_at, ents[i].key_len)) return NOMEM(st);
+        if (buf_byte(out, ':')) return NOMEM(st);
+        if (buf_put(out, base + ents[i].value_at, ents[i].value_len)) return NOMEM(st);
+    }
+    if (buf_byte(out, '}')) return NOMEM(st);
+    lv->scratch.len = scratch_start;
+    lv->n_entries = first;
+    return p;
+}
+
+static const char *render_list(state_t *st, const char *p, const char *end, buf_t *out, int depth) {
+    if (depth >= MAX_DEPTH) return FAIL(st, "nesting deeper than the native path takes");
+    if (p >= end || *p != '[') return FAIL(st, "an L value that is not an array");
+    p++;
+    if (buf_byte(out, '[')) return NOMEM(st);
+    if (p < end && *p == ']') {
+        if (buf_byte(out, ']')) return NOMEM(st);
+        return p + 1;
+    }
+    for (;;) {
+        p = render_plain(st, p, end, out, depth + 1);
+        if (!p) return NULL;
+        if (p >= end) return FAIL(st, "unterminated list");
+        if (*p == ']') {
+            p++;
+            break;
+        }
+        if (*p != ',') return FAIL(st, "expected ',' or ']' in a list");
+        p++;
+        if (buf_byte(out, ',')) return NOMEM(st);
+    }
+    if (buf_byte(out, ']')) return NOMEM(st);
+    return p;
+}
+
+static int member_cmp(const entry_t *x, const entry_t *y, const char *base, int tag) {
+    if (tag == T_NS)
+        return number_cmp(base + x->key_at, x->key_len, base + y->key_at, y->key_len);
+    return entry_cmp(x, y, base); /* SS: code points; BS: the decoded bytes */
+}
+
+/* Renders the payload of a set nested in a map or list as codec renders it: a JSON array of the
+ * members sorted (SS by code point, NS by value, BS by their bytes), numbers canonical. */
+static const char *render_set(state_t *st, int tag, const char *p, const char *end, buf_t *out,
+                              int depth) {
+    if (depth >= MAX_DEPTH) return FAIL(st, "nesting deeper than the native path takes");
+    if (p >= end || *p != '[') return FAIL(st, "a set that is not an array");
+    p++;
+    level_t *lv = &st->levels[depth];
+    size_t scratch_start = lv->scratch.len, first = lv->n_entries;
+    if (p < end && *p == ']') {
+        if (buf_put(out, "[]", 2)) return NOMEM(st);
+        return p + 1;
+    }
+    for (;;) {
+        const char *raw;
+        size_t n;
+        int escaped;
+        p = scan_string(st, p, end, &raw, &n, &escaped);
+        if (!p) return NULL;
+        if (lv->n_entries == lv->cap_entries) {
+            size_t cap = lv->cap_entries ? lv->cap_entries * 2 : 16;
+            entry_t *e = realloc(lv->entries, cap * sizeof *e);
+            if (!e) return NOMEM(st);
+            lv->entries = e;
+            lv->cap_entries = cap;
+        }
+        entry_t *e = &lv->entries[lv->n_entries++];
+        e->key_at = lv->scratch.len;
+        if (tag == T_SS) {
+            if (escaped) {
+                st->key.len = 0;
+                if (unescape(st, raw, n, &st->key)) return NULL;
+                raw = st->key.p;
+                n = st->key.len;
+            }
+            if (buf_put(&lv->scratch, raw, n)) return NOMEM(st);
+            e->key_len = n;
+            e->value_at = lv->scratch.len;
+            if (put_json_string(&lv->scratch, raw, n)) return NOMEM(st);
+        } else if (tag == T_NS) {
+            if (escaped) return FAIL(st, "an escaped number in a set");
+            size_t len = canonical_number(raw, n) && significant_digits(raw, n) <= 38
+                             ? n
+                             : trimmed_number(raw, n);
+            if (!len) return FAIL(st, "a number in a set that is not canonical");
+            if (buf_put(&lv->scratch, raw, len)) return NOMEM(st);
+            e->key_len = len;
+            e->value_at = e->key_at;
+        } else { /* BS: sorted by the bytes, written as the (canonical) text */
+            if (escaped || decode_b64(raw, n, &lv->scratch))
+                return FAIL(st, "a binary value that is not canonical base64");
+            e->key_len = lv->scratch.len - e->key_at;
+            e->value_at = lv->scratch.len;
+            if (buf_byte(&lv->scratch, '"') || buf_put(&lv->scratch, raw, n) ||
+                buf_byte(&lv->scratch, '"'))
+                return NOMEM(st);
+        }
+        e->value_len = lv->scratch.len - e->value_at;
+        if (p >= end) return FAIL(st, "unterminated set");
+        if (*p == ']') {
+            p++;
+            break;
+        }
+        if (*p != ',') return FAIL(st, "expected ',' or ']' in a set");
+        p++;
+    }
+    entry_t *ents = lv->entries + first;
+    size_t k = lv->n_entries - first;
+    const char *base = lv->scratch.p;
+    for (size_t i = 1; i < k; i++) {
+        entry_t cur = ents[i];
+        size_t j = i;
+        while (j > 0 && member_cmp(&ents[j - 1], &cur, base, tag) > 0) {
+            ents[j] = ents[j - 1];
+            j--;
+        }
+        ents[j] = cur;
+    }
+    if (buf_byte(out, '[')) return NOMEM(st);
+    for (size_t i = 0; i < k; i++) {
+        if (i && buf_byte(out, ',')) return NOMEM(st);
+        if (buf_put(out, base + ents[i].value_at, ents[i].value_len)) return NOMEM(st);
+    }
+    if (buf_byte(out, ']')) return NOMEM(st);
+    lv->scratch.len = scratch_start;
+    lv->n_entries = first;
+    return p;
+}
+
+static const char *literal(state_t *st, const char *p, const char *end, int *value) {
+    if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
+        *value = 1;
+        return p + 4;
+    }
+    if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+        *value = 0;
+        return p + 5;
+    }
+    return FAIL(st, "BOOL or NULL value that is not true or false");
+}
+
+static const char *close_value(state_t *st, const char *p, const char *end) {
+    if (p >= end || *p != '}') return FAIL(st, "a value with several type tags or trailing text");
+    return p + 1;
+}
+
+/* Renders one {"TAG":payload} value nested in a map or list as plain JSON. */
+static const char *render_plain(state_t *st, const char *p, const char *end, buf_t *out, int depth) {
+    int tag;
+    p = read_tag(st, p, end, &tag);
+    if (!p) return NULL;
+    switch (tag) {
+    case T_S: {
+        const char *raw;
+        size_t n;
+        int escaped;
+        p = scan_string(st, p, end, &raw, &n, &escaped);
+        if (!p) return NULL;
+        if (put_plain_string(st, out, raw, n, escaped)) return NULL;
+        break;
+    }
+    case T_N: {
+        const char *raw;
+        size_t n;
+        int escaped;
+        p = scan_string(st, p, end, &raw, &n, &escaped);
+        if (!p) return NULL;
+        if (escaped) return FAIL(st, "an escaped number in a map or list");
+        if (!canonical_number(raw, n)) n = trimmed_number(raw, n);
+        if (!n) return FAIL(st, "a number in a map or list that is not canonical");
+        if (buf_put(out, raw, n)) return NOMEM(st);
+        break;
+    }
+    case T_BOOL:
+    case T_NULL: {
+        int v;
+        p = literal(st, p, end, &v);
+        if (!p) return NULL;
+        if (tag == T_NULL) {
+            if (!v) return FAIL(st, "NULL: false");
+            if (buf_put(out, "null", 4)) return NOMEM(st);
+        } else if (buf_put(out, v ? "true" : "false", v ? 4 : 5)) {
+            return NOMEM(st);
+        }
+        break;
+    }
+    case T_M:
+        p = render_map(st, p, end, out, depth);
+        if (!p) return NULL;
+        break;
+    case T_L:
+        p = render_list(st, p, end, out, depth);
+        if (!p) return NULL;
+        break;
+    case T_B: {
+        const char *raw;
+        size_t n;
+        int escaped;
+        p = scan_string(st, p, end, &raw, &n, &escaped);
+        if (!p) return NULL;
+        /* canonical base64 stays as it is; check it by decoding into a scratch buffer */
+        st->key.len = 0;
+        if (escaped || decode_b64(raw, n, &st->key))
+            return FAIL(st, "a binary value that is not canonical base64");
+        if (buf_byte(out, '"') || buf_put(out, raw, n) || buf_byte(out, '"')) return NOMEM(st);
+        break;
+    }
+    default:
+        p = render_set(st, tag, p, end, out, depth);
+        if (!p) return NULL;
+    }
+    return close_value(st, p, end);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Columns */
+
+static column_t *new_column(int tag) {
+    column_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->tag = tag;
+    int32_t zero = 0;
+    if (tag != T_BOOL && tag != T_NULL && buf_put(&c->offsets, &zero, 4)) {
+        free(c);
+        return NULL;
+    }
+    if ((tag == T_SS || tag == T_NS || tag == T_BS) && buf_put(&c->member_offsets, &zero, 4)) {
+        buf_free(&c->offsets);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void free_column(column_t *c) {
+    if (!c) return;
+    buf_free(&c->valid);
+    buf_free(&c->values);
+    buf_free(&c->offsets);
+    buf_free(&c->data);
+    buf_free(&c->member_offsets);
+    free(c);
+}
+
+static int is_list(int tag) { return tag == T_SS || tag == T_NS || tag == T_BS; }
+static int is_bool(int tag) { return tag == T_BOOL || tag == T_NULL; }
+
+/* Null slots up to `row`. */
+static int pad(column_t *c, size_t row) {
+    while (c->rows < row) {
+        if (buf_byte(&c->valid, 0)) return -1;
+        if (is_bool(c->tag)) {
+            if (buf_byte(&c->values, 0)) return -1;
+        } else if (buf_i32(&c->offsets, is_list(c->tag) ? c->members : c->data.len)) {
+            return -1;
+        }
+        c->rows++;
+    }
+    return 0;
+}
+
+static attribute_t *find_attribute(state_t *st, const char *name, size_t len) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
+    size_t mask = st->n_slots - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        int32_t slot = st->slots[i];
+        if (!slot) {
+            if (st->n_attributes >= MAX_ATTRIBUTES) {
+                st->error = "more top-level attributes in a block than the native path takes";
+                return NULL;
+            }
+            attribute_t *a = calloc(1, sizeof *a);
+            if (!a || !(a->name = malloc(len ? len : 1))) {
+                free(a);
+                st->error = "out of memory";
+                return NULL;
+            }
+            memcpy(a->name, name, len);
+            a->name_len = len;
+            if (st->n_attributes == st->cap_attributes) {
+                size_t cap = st->cap_attributes ? st->cap_attributes * 2 : 32;
+                attribute_t **v = realloc(st->attributes, cap * sizeof *v);
+                if (!v) {
+                    free(a->name);
+                    free(a);
+                    st->error = "out of memory";
+                    return NULL;
+                }
+                st->attributes = v;
+                st->cap_attributes = cap;
+            }
+            st->attributes[st->n_attributes++] = a;
+            st->slots[i] = (int32_t)st->n_attributes;
+            return a;
+        }
+        attribute_t *a = st->attributes[slot - 1];
+        if (a->name_len == len && memcmp(a->name, name, len) == 0) return a;
+    }
+}
+
+/* Reads one top-level value of attribute a in row `row`. */
+static const char *read_value(state_t *st, attribute_t *a, size_t row, const char *p, const char *end) {
+    int tag;
+    p = read_tag(st, p, end, &tag);
+    if (!p) return NULL;
+    column_t *c = a->columns[tag];
+    if (!c && !(c = a->columns[tag] = new_column(tag))) return NOMEM(st);
+    if (pad(c, row)) return NOMEM(st);
+    const char *raw;
+    size_t n;
+    int escaped;
+    switch (tag) {
+    case T_S:
+    case T_N:
+    case T_B:
+        p = scan_string(st, p, end, &raw, &n, &escaped);
+        if (!p) return NULL;
+        if (escaped) {
+            if (unescape(st, raw, n, &c->data)) return NULL;
+        } else if (buf_put(&c->data, raw, n)) {
+            return NOMEM(st);
+        }
+        break;
+    case T_BOOL:
+    case T_NULL: {
+        int v;
+        p = literal(st, p, end, &v);
+        if (!p) return NULL;
+        if (tag == T_NULL && !v) return FAIL(st, "NULL: false");
+        if (buf_byte(&c->values, (char)v)) return NOMEM(st);
+        break;
+    }
+    case T_M:
+        p = render_map(st, p, end, &c->data, 0);
+        if (!p) return NULL;
+        break;
+    case T_L:
+        p = render_list(st, p, end, &c->data, 0);
+        if (!p) return NULL;
+        break;
+    default: /* sets: a list of strings */
+        if (p >= end || *p != '[') return FAIL(st, "a set that is not an array");
+        p++;
+        if (p < end && *p == ']') {
+            p++;
+            break;
+        }
+        for (;;) {
+            p = scan_string(st, p, end, &raw, &n, &escaped);
+            if (!p) return NULL;
+            if (escaped) {
+                if (unescape(st, raw, n, &c->data)) return NULL;
+            } else if (buf_put(&c->data, raw, n)) {
+                return NOMEM(st);
+            }
+            c->members++;
+            if (buf_i32(&c->member_offsets, c->data.len)) return NOMEM(st);
+            if (p >= end) return FAIL(st, "unterminated set");
+            if (*p == ']') {
+                p++;
+                break;
+            }
+            if (*p != ',') return FAIL(st, "expected ',' or ']' in a set");
+            p++;
+        }
+    }
+    if (buf_byte(&c->valid, 1)) return NOMEM(st);
+    if (!is_bool(tag) && buf_i32(&c->offsets, is_list(tag) ? c->members : c->data.len))
+        return NOMEM(st);
+    c->rows++;
+    return close_value(st, p, end);
+}
+
+static const char ITEM_PREFIX[] = "{\"Item\":{";
+#define ITEM_PREFIX_LEN (sizeof ITEM_PREFIX - 1)
+
+/* Reads one line (without its newline) as row `row`. */
+static int read_line(state_t *st, size_t row, const char *p, const char *end, buf_t *item_offsets,
+                     buf_t *item_data) {
+    if ((size_t)(end - p) < ITEM_PREFIX_LEN + 2 || memcmp(p, ITEM_PREFIX, ITEM_PREFIX_LEN) != 0 ||
+        end[-1] != '}' || end[-2] != '}') {
+        st->error = "a line in another shape than AWS's";
+        return -1;
+    }
+    if (buf_put(item_data, p + ITEM_PREFIX_LEN - 1, (size_t)(end - p) - ITEM_PREFIX_LEN) ||
+        buf_i32(item_offsets, item_data->len)) {
+        st->error = "out of memory";
+        return -1;
+    }
+    const char *q = p + ITEM_PREFIX_LEN;
+    const char *body_end = end - 1; /* the item's closing brace */
+    if (q < body_end && *q == '}') {
+        q++;
+    } else {
+        for (;;) {
+            const char *raw;
+            size_t n;
+            int escaped;
+            q = scan_string(st, q, body_end, &raw, &n, &escaped);
+            if (!q) return -1;
+            if (q >= body_end || *q != ':') {
+                st->error = "expected ':' after an attribute name";
+                return -1;
+            }
+            q++;
+            const char *name = raw;
+            if (escaped) {
+                st->key.len = 0;
+                if (unescape(st, raw, n, &st->key)) return -1;
+                name = st->key.p;
+                n = st->key.len;
+            }
+            attribute_t *a = find_attribute(st, name, n);
+            if (!a) return -1;
+            if (a->last_row == row + 1) {
+                st->error = "a duplicate attribute in an item";
+                return -1;
+            }
+            a->last_row = row + 1;
+            q = read_value(st, a, row, q, body_end);
+            if (!q) return -1;
+            if (q >= body_end) {
+                st->error = "unterminated item";
+                return -1;
+            }
+            if (*q == '}') {
+                q++;
+                break;
+            }
+            if (*q != ',') {
+                st->error = "expected ',' or '}' between attributes";
+                return -1;
+            }
+            q++;
+        }
+    }
+    if (q != body_end) {
+        st->error = "text after the item";
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Results */
+
+static PyObject *bytes_of(buf_t *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", (Py_ssize_t)b->len); }
+
+/* One byte a slot -> an Arrow bitmap. */
+static PyObject *bitmap_of(buf_t *b) {
+    size_t n = b->len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((n + 7) / 8));
+    if (!out) return NULL;
+    unsigned char *bits = (unsigned char *)PyBytes_AS_STRING(out);
+    memset(bits, 0, (n + 7) / 8);
+    const unsigned char *v = (const unsigned char *)b->p;
+    for (size_t i = 0; i < n; i++)
+        if (v[i]) bits[i >> 3] |= (unsigned char)(1u << (i & 7));
+    return out;
+}
+
+static PyObject *column_tuple(column_t *c) {
+    PyObject *tag = PyUnicode_FromString(TAG_NAMES[c->tag]);
+    PyObject *valid = bitmap_of(&c->valid);
+    PyObject *t = NULL;
+    if (!tag || !valid) goto done;
+    if (is_bool(c->tag)) {
+        PyObject *values = bitmap_of(&c->values);
+        if (values) t = PyTuple_Pack(3, tag, valid, values);
+        Py_XDECREF(values);
+    } else if (is_list(c->tag)) {
+        PyObject *offsets = bytes_of(&c->offsets), *moff = bytes_of(&c->member_offsets),
+                 *data = bytes_of(&c->data), *count = PyLong_FromSize_t(c->members);
+        if (offsets && moff && data && count)
+            t = PyTuple_Pack(6, tag, valid, offsets, count, moff, data);
+        Py_XDECREF(offsets);
+        Py_XDECREF(moff);
+        Py_XDECREF(data);
+        Py_XDECREF(count);
+    } else {
+        PyObject *offsets = bytes_of(&c->offsets), *data = bytes_of(&c->data);
+        if (offsets && data) t = PyTuple_Pack(4, tag, valid, offsets, data);
+        Py_XDECREF(offsets);
+        Py_XDECREF(data);
+    }
+done:
+    Py_XDECREF(tag);
+    Py_XDECREF(valid);
+    return t;
+}
+
+static void free_state(state_t *st) {
+    for (size_t i = 0; i < st->n_attributes; i++) {
+        attribute_t *a = st->attributes[i];
+        for (int t = 0; t < T_COUNT; t++) free_column(a->columns[t]);
+        free(a->name);
+        free(a);
+    }
+    free(st->attributes);
+    free(st->slots);
+    buf_free(&st->key);
+    for (int d = 0; d <= MAX_DEPTH; d++) {
+        buf_free(&st->levels[d].scratch);
+        free(st->levels[d].entries);
+    }
+}
+
+static PyObject *scan_block(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    const char *block = view.buf;
+    size_t size = (size_t)view.len;
+    state_t st;
+    memset(&st, 0, sizeof st);
+    buf_t item_offsets = {0}, item_data = {0};
+    PyObject *result = NULL;
+    size_t rows = 0;
+    int ok = 1;
+
+    st.n_slots = 4096; /* > 2 * MAX_ATTRIBUTES: the probe always finds an empty slot */
+    st.slots = calloc(st.n_slots, sizeof *st.slots);
+    if (!st.slots || buf_i32(&item_offsets, 0)) {
+        st.error = "out of memory";
+        ok = 0;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    if (ok && size == 0) {
+        st.error = "an empty block";
+        ok = 0;
+    }
+    if (ok && !valid_utf8((const unsigned char *)block, size)) {
+        st.error = "text that is not UTF-8";
+        ok = 0;
+    }
+    const char *p = block, *end = block + size;
+    while (ok && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = nl ? nl : end;
+        if (read_line(&st, rows, p, line_end, &item_offsets, &item_data)) {
+            ok = 0;
+            break;
+        }
+        rows++;
+        if (!nl) break;
+        p = nl + 1;
+        if (p == end) {
+            st.error = "a blank last line";
+            ok = 0;
+        }
+    }
+    for (size_t i = 0; ok && i < st.n_attributes; i++)
+        for (int t = 0; t < T_COUNT; t++)
+            if (st.attributes[i]->columns[t] && pad(st.attributes[i]->columns[t], rows)) {
+                st.error = "out of memory";
+                ok = 0;
+            }
+    Py_END_ALLOW_THREADS;
+
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, st.error ? st.error : "unsupported block");
+        goto done;
+    }
+    PyObject *attrs = PyList_New((Py_ssize_t)st.n_attributes);
+    if (!attrs) goto done;
+    for (size_t i = 0; i < st.n_attributes; i++) {
+        attribute_t *a = st.attributes[i];
+        PyObject *cols = PyList_New(0);
+        PyObject *name = PyUnicode_DecodeUTF8(a->name, (Py_ssize_t)a->name_len, "strict");
+        if (!cols || !name) {
+            Py_XDECREF(cols);
+            Py_XDECREF(name);
+            Py_DECREF(attrs);
+            goto done;
+        }
+        for (int t = 0; t < T_COUNT; t++) {
+            if (!a->columns[t]) continue;
+            PyObject *ct = column_tuple(a->columns[t]);
+            if (!ct || PyList_Append(cols, ct)) {
+                Py_XDECREF(ct);
+                Py_DECREF(cols);
+                Py_DECREF(name);
+                Py_DECREF(attrs);
+                goto done;
+            }
+            Py_DECREF(ct);
+        }
+        PyObject *pair = PyTuple_Pack(2, name, cols);
+        Py_DECREF(name);
+        Py_DECREF(cols);
+        if (!pair) {
+            Py_DECREF(attrs);
+            goto done;
+        }
+        PyList_SET_ITEM(attrs, (Py_ssize_t)i, pair);
+    }
+    PyObject *io = bytes_of(&item_offsets), *id = bytes_of(&item_data);
+    PyObject *n = PyLong_FromSize_t(rows);
+    if (io && id && n) result = PyTuple_Pack(4, n, io, id, attrs);
+    Py_XDECREF(io);
+    Py_XDECREF(id);
+    Py_XDECREF(n);
+    Py_DECREF(attrs);
+done:
+    free_state(&st);
+    buf_free(&item_offsets);
+    buf_free(&item_data);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef METHODS[] = {
+    {"scan_block", scan_block, METH_O,
+     "scan_block(block) -> (rows, item_offsets, item_data, attributes): see the module source."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {
+    PyModuleDef_HEAD_INIT, "dynamo_cdc._native",
+    "One pass over a block of DynamoDB export lines, in C (see dynamo_cdc.arrowconvert).", -1,
+    METHODS, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    init_b64();
+    return PyModule_Create(&MODULE);
+}
