@@ -63,6 +63,7 @@ static int buf_grow(buf_t *b, size_t extra) {
 }
 
 static inline int buf_put(buf_t *b, const void *src, size_t n) {
+    if (!n) return 0;
     if (buf_grow(b, n)) return -1;
     memcpy(b->p + b->len, src, n);
     b->len += n;

@@ -429,7 +429,12 @@ class ArrowChunk:
                 continue
             try:
                 array = _Renderer(self._escapes, plain_ready=self.native).column(wrapper, f)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, CodecError) as exc:
+            except (
+                pa.ArrowInvalid,
+                pa.ArrowNotImplementedError,
+                CodecError,
+                binascii.Error,  # a binary set member that is not base64
+            ) as exc:
                 raise Unsupported(f"attribute {f.name}: {exc}") from None
             if not f.nullable and array.null_count:
                 raise Unsupported(f"key attribute {f.name} missing")

@@ -139,7 +139,10 @@ def parse_number(text: Any) -> Decimal:
     """
     if not isinstance(text, str) or _NUMBER_RE.fullmatch(text) is None:
         raise CodecError(f"{text!r} is not a DynamoDB number.")
-    value = Decimal(text)
+    try:
+        value = Decimal(text)
+    except decimal.InvalidOperation:  # an exponent past what Decimal holds
+        raise CodecError(f"{text[:60]!r} is outside DynamoDB's number range.") from None
     check_number(value)
     return value
 

@@ -57,7 +57,7 @@ import binascii
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any
 
 import orjson
@@ -475,7 +475,7 @@ def _number_list_array(sets: list[list[str] | None], type_: pa.ListType, name: s
             valid.append(False)
         else:
             valid.append(True)
-            flat.extend(sorted(members, key=Decimal))
+            flat.extend(sorted(members, key=codec.parse_number))  # CodecError if not a number
         offsets.append(len(flat))
     values = _numbers_array(flat, type_.value_type, name)  # type: ignore[arg-type]
     mask = pa.array([not v for v in valid], pa.bool_())

@@ -21,6 +21,7 @@ from strategies import items as random_items
 
 from bench.generate import generate_items
 from dynamo_cdc import arrowconvert, codec, schema, snapshot
+from dynamo_cdc.errors import CodecError
 from dynamo_cdc.export import DataFile
 
 
@@ -243,6 +244,65 @@ def test_sets_binary_and_numbers_inside_maps_are_rendered_like_the_reference() -
         b'{"Item":{"pk":{"S":"2"},"l":{"L":[{"NS":["2","1"]},{"BS":[]},{"B":"AAEC"},{"N":"100.000"}]}}}',
     ]
     _assert_lines_same(lines, ["pk"])
+
+
+_FUZZ_LINES = [
+    b'{"Item":' + orjson.dumps(item) + b"}"
+    for item in [*generate_items(3, seed=8), *ALL_TYPES_ITEMS]
+]
+_FUZZ_BYTES = list(b'{}[]":,\\/0123456789.-+eEuSNBLMTRUEnull\x00\x1f\x7f\xc3\xa9\xff\n ')
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(range(len(_FUZZ_LINES))), min_size=1, max_size=3),
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.sampled_from(_FUZZ_BYTES)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_damaged_lines_are_refused_or_read_exactly_like_the_reference(
+    picks: list[int], edits: list[tuple[int, int, int]]
+) -> None:
+    """Bytes flipped, dropped, inserted or cut anywhere: the C reader refuses the block, or reads
+    it exactly as orjson and the reference path do (and never crashes)."""
+    block = bytearray(b"\n".join(_FUZZ_LINES[i] for i in picks))
+    for at, op, byte in edits:
+        at %= len(block) + 1
+        if op == 0 and at < len(block):
+            block[at] = byte
+        elif op == 1 and at < len(block):
+            del block[at]
+        elif op == 2:
+            block.insert(at, byte)
+        else:
+            del block[at:]
+        if not block:
+            return
+    data = bytes(block)
+    try:
+        chunk = arrowconvert.read_native(data)
+    except arrowconvert.Unsupported:
+        return
+    lines = data.split(b"\n")
+    assert all(line.startswith(b'{"Item":') and line.endswith(b"}") for line in lines)
+    texts = [line[len(b'{"Item":') : -1].decode() for line in lines]
+    items = [orjson.loads(t) for t in texts]  # the C reader took only valid JSON
+    try:
+        ref_stats = schema.SchemaStats.of(items)
+        final = schema.decide_schema(ref_stats, ["pk"])
+        expected = schema.items_to_table(items, final, texts)
+    except CodecError:
+        expected = None
+    try:
+        stats = chunk.stats()
+        actual = chunk.table(schema.decide_schema(stats, ["pk"]))
+    except arrowconvert.Unsupported:
+        return  # the caller falls back to the per-item path, which gives the reference or error
+    assert expected is not None, "the C reader's table for items the reference refuses"
+    assert stats == ref_stats
+    assert actual.equals(expected), first_difference(actual, expected)
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,7 @@ def test_numbers_at_dynamodb_limits_decode_exactly(text: str) -> None:
         ("123456789012345678901234567890123456789", "39 significant digits"),
         ("1E-131", "outside DynamoDB's number range"),
         ("1E+126", "outside DynamoDB's number range"),
+        ("1E+99999999999999999999", "outside DynamoDB's number range"),
         ("NaN", "not a DynamoDB number"),
         ("Infinity", "not a DynamoDB number"),
         ("1_000", "not a DynamoDB number"),

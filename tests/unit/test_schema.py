@@ -371,3 +371,10 @@ def test_column_that_needs_rebuilding_without_item_column_is_an_error() -> None:
         cast_table_to_schema(
             narrow.drop_columns([ITEM_COLUMN]), final.remove(final.get_field_index(ITEM_COLUMN))
         )
+
+
+def test_a_number_set_member_that_is_not_a_number_raises_codec_error() -> None:
+    items = [{"pk": {"S": "a"}, "ns": {"NS": ["", "4.5"]}}]
+    target = decide_schema(SchemaStats.of(items), ["pk"])
+    with pytest.raises(CodecError):
+        items_to_table(items, target)
