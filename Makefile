@@ -5,12 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint typecheck unit demo bench clean
+.PHONY: venv test lint typecheck unit demo bench asan clean
 
 $(STAMP): pyproject.toml dynamo_cdc/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[dev]'  # quiet: setuptools calls ext-modules experimental
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -37,5 +37,20 @@ demo: venv
 bench: venv
 	$(PY) -m bench.run
 
+## make asan: the C reader's tests against a build with AddressSanitizer and UBSan (in build/asan)
+ASAN_DIR := build/asan
+asan: venv
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	cp -r pyproject.toml dynamo_cdc bench tests $(ASAN_DIR)/
+	rm -f $(ASAN_DIR)/dynamo_cdc/*.so
+	$(CC) -shared -fPIC -O1 -g -std=c99 -fno-omit-frame-pointer \
+		-fsanitize=address,undefined -fno-sanitize-recover=undefined \
+		-I"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+		dynamo_cdc/_native.c \
+		-o $(ASAN_DIR)/dynamo_cdc/_native$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=0 \
+		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/test_arrowconvert.py -q
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out build

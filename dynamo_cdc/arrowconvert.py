@@ -24,9 +24,10 @@ in a block) that a struct array would cost more than the values.
 Where the C extension :mod:`dynamo_cdc._native` is built (the install compiles it when a C
 compiler is there), a block is first read by it instead of ``pyarrow.json``: one pass in C that
 checks the lines, gives each attribute's values per tag as Arrow arrays and renders maps and
-lists as their plain JSON directly. It refuses more than the Arrow path (sets and binary values
-inside maps and lists, numbers there that are not canonical, ...); a block it refuses goes
-through ``pyarrow.json`` as before. ``DYNAMO_CDC_NATIVE=0`` turns it off.
+lists (and the sets and binary values inside them) as their plain JSON directly. It refuses
+what it does not read exactly (whitespace, a number inside a map or list that needs more than
+cutting trailing zeros, binary there that is not canonical base64, invalid UTF-8, ...); a block
+it refuses goes through ``pyarrow.json`` as before. ``DYNAMO_CDC_NATIVE=0`` turns it off.
 
 ``tests/unit/test_arrowconvert.py`` pins the equality of both readers with the reference path on
 the bench generator's items, the all-types case and Hypothesis items.
@@ -260,10 +261,9 @@ def _valid(array: pa.Array) -> int:
 class _Wrapper:
     """A column of DynamoDB JSON values ({tag: value} structs), checked: one tag per value."""
 
-    __slots__ = ("array", "n", "present", "tags")
+    __slots__ = ("n", "present", "tags")
 
     def __init__(self, array: pa.Array) -> None:
-        self.array = array
         self.n = len(array)
         self.tags: dict[str, pa.Array] = {}
         if pa.types.is_null(array.type):
@@ -298,7 +298,6 @@ class _Wrapper:
     def of_tags(cls, n: int, tags: dict[str, pa.Array]) -> _Wrapper:
         """A column from its values per tag, checked by the caller (one tag per value)."""
         self = cls.__new__(cls)
-        self.array = None
         self.n = n
         self.tags = tags
         self.present = sum(_valid(c) for c in tags.values())
