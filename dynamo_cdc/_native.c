@@ -521,6 +521,38 @@ static int entry_cmp(const void *a, const void *b, const char *base) {
     return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
 }
 
+/* Orders map keys and SS members by code point (their UTF-8 bytes), BS members by their bytes,
+ * NS members by value. */
+static int member_cmp(const entry_t *x, const entry_t *y, const char *base, int tag) {
+    if (tag == T_NS)
+        return number_cmp(base + x->key_at, x->key_len, base + y->key_at, y->key_len);
+    return entry_cmp(x, y, base);
+}
+
+/* Insertion sort (maps and sets are small); stable, as Python's sorted is. */
+static void sort_entries(entry_t *ents, size_t k, const char *base, int tag) {
+    for (size_t i = 1; i < k; i++) {
+        entry_t cur = ents[i];
+        size_t j = i;
+        while (j > 0 && member_cmp(&ents[j - 1], &cur, base, tag) > 0) {
+            ents[j] = ents[j - 1];
+            j--;
+        }
+        ents[j] = cur;
+    }
+}
+
+static entry_t *push_entry(level_t *lv) {
+    if (lv->n_entries == lv->cap_entries) {
+        size_t cap = lv->cap_entries ? lv->cap_entries * 2 : 16;
+        entry_t *e = realloc(lv->entries, cap * sizeof *e);
+        if (!e) return NULL;
+        lv->entries = e;
+        lv->cap_entries = cap;
+    }
+    return &lv->entries[lv->n_entries++];
+}
+
 /* Renders the payload of an M ({...} of key: value) into out as a plain JSON object. */
 static const char *render_map(state_t *st, const char *p, const char *end, buf_t *out, int depth) {
     if (depth >= MAX_DEPTH) return FAIL(st, "nesting deeper than the native path takes");
@@ -540,14 +572,8 @@ static const char *render_map(state_t *st, const char *p, const char *end, buf_t
         if (!p) return NULL;
         if (p >= end || *p != ':') return FAIL(st, "expected ':' after a key");
         p++;
-        if (lv->n_entries == lv->cap_entries) {
-            size_t cap = lv->cap_entries ? lv->cap_entries * 2 : 16;
-            entry_t *e = realloc(lv->entries, cap * sizeof *e);
-            if (!e) return NOMEM(st);
-            lv->entries = e;
-            lv->cap_entries = cap;
-        }
-        entry_t *e = &lv->entries[lv->n_entries++];
+        entry_t *e = push_entry(lv);
+        if (!e) return NOMEM(st);
         e->key_at = lv->scratch.len;
         if (escaped) {
             if (unescape(st, raw, raw_len, &lv->scratch)) return NULL;
@@ -567,19 +593,10 @@ static const char *render_map(state_t *st, const char *p, const char *end, buf_t
         if (*p != ',') return FAIL(st, "expected ',' or '}' in a map");
         p++;
     }
-    /* insertion sort by key bytes (UTF-8 byte order is code point order) */
     entry_t *ents = lv->entries + first;
     size_t k = lv->n_entries - first;
     const char *base = lv->scratch.p;
-    for (size_t i = 1; i < k; i++) {
-        entry_t cur = ents[i];
-        size_t j = i;
-        while (j > 0 && entry_cmp(&ents[j - 1], &cur, base) > 0) {
-            ents[j] = ents[j - 1];
-            j--;
-        }
-        ents[j] = cur;
-    }
+    sort_entries(ents, k, base, T_M);
     for (size_t i = 1; i < k; i++)
         if (entry_cmp(&ents[i - 1], &ents[i], base) == 0) return FAIL(st, "a duplicate key in a map");
     if (buf_byte(out, '{')) return NOMEM(st);
@@ -620,12 +637,6 @@ static const char *render_list(state_t *st, const char *p, const char *end, buf_
     return p;
 }
 
-static int member_cmp(const entry_t *x, const entry_t *y, const char *base, int tag) {
-    if (tag == T_NS)
-        return number_cmp(base + x->key_at, x->key_len, base + y->key_at, y->key_len);
-    return entry_cmp(x, y, base); /* SS: code points; BS: the decoded bytes */
-}
-
 /* Renders the payload of a set nested in a map or list as codec renders it: a JSON array of the
  * members sorted (SS by code point, NS by value, BS by their bytes), numbers canonical. */
 static const char *render_set(state_t *st, int tag, const char *p, const char *end, buf_t *out,
@@ -645,14 +656,8 @@ static const char *render_set(state_t *st, int tag, const char *p, const char *e
         int escaped;
         p = scan_string(st, p, end, &raw, &n, &escaped);
         if (!p) return NULL;
-        if (lv->n_entries == lv->cap_entries) {
-            size_t cap = lv->cap_entries ? lv->cap_entries * 2 : 16;
-            entry_t *e = realloc(lv->entries, cap * sizeof *e);
-            if (!e) return NOMEM(st);
-            lv->entries = e;
-            lv->cap_entries = cap;
-        }
-        entry_t *e = &lv->entries[lv->n_entries++];
+        entry_t *e = push_entry(lv);
+        if (!e) return NOMEM(st);
         e->key_at = lv->scratch.len;
         if (tag == T_SS) {
             if (escaped) {
@@ -695,15 +700,7 @@ static const char *render_set(state_t *st, int tag, const char *p, const char *e
     entry_t *ents = lv->entries + first;
     size_t k = lv->n_entries - first;
     const char *base = lv->scratch.p;
-    for (size_t i = 1; i < k; i++) {
-        entry_t cur = ents[i];
-        size_t j = i;
-        while (j > 0 && member_cmp(&ents[j - 1], &cur, base, tag) > 0) {
-            ents[j] = ents[j - 1];
-            j--;
-        }
-        ents[j] = cur;
-    }
+    sort_entries(ents, k, base, tag);
     if (buf_byte(out, '[')) return NOMEM(st);
     for (size_t i = 0; i < k; i++) {
         if (i && buf_byte(out, ',')) return NOMEM(st);
