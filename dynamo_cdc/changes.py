@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec
+from dynamo_cdc import codec, fastconvert
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.stream import (
     ReadBudget,
@@ -1002,8 +1002,9 @@ def capture_once(
     Raises:
         StreamGapError: changes may have been lost; nothing is written or committed.
     """
-    info, batch = read_batch(clients, lake, table, budget, info=info, **reader_options)
-    files = write_batch(lake, table, info, batch)
+    with fastconvert.cyclic_gc_paused():  # the batch's records: many small acyclic objects
+        info, batch = read_batch(clients, lake, table, budget, info=info, **reader_options)
+        files = write_batch(lake, table, info, batch)
     if after_write is not None:
         after_write(files)
     commit_batch(lake, table, batch)

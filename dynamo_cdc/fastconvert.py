@@ -23,8 +23,9 @@ items, the all-types case and Hypothesis items.
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -61,17 +62,22 @@ class FastPathUnavailable(Exception):
     """This chunk cannot take the fast path; the caller uses the reference path."""
 
 
-def freeze_gc() -> None:
-    """Stop the cyclic GC in a conversion worker.
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """The cyclic GC off for the block, then back as it was.
 
-    A chunk allocates hundreds of thousands of small dicts (one per attribute value) that are
-    all alive until the chunk is written: generational collections would rescan them over and
-    over (orjson.loads measured about 5x slower with the GC on). Chunks hold no reference
-    cycles, so reference counting frees them.
+    For work that builds many small acyclic objects and keeps them alive a while (an export
+    chunk's items, a stream batch's records from GetRecords): generational collections would
+    rescan them over and over (parsing and converting a batch of stream records measured 2.5x
+    slower with the GC on). Reference counting still frees them.
     """
-    gc.collect()
-    gc.freeze()
+    was_enabled = gc.isenabled()
     gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def block_lines(block: bytes) -> list[bytes]:

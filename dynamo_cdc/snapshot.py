@@ -23,7 +23,6 @@ than re-serialising); for ION exports it is the canonical DynamoDB JSON of the d
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -173,29 +172,28 @@ def convert_data_file(
     reference table, byte for byte. A file neither can take (a line in another shape than AWS's
     ``{"Item":{...}}``, a damaged line) is converted again by the reference path, which also
     words the errors. The cyclic GC is off while converting (see
-    :func:`dynamo_cdc.fastconvert.freeze_gc`).
+    :func:`dynamo_cdc.fastconvert.cyclic_gc_paused`).
     """
     started = time.perf_counter()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        if fmt != "ION":
-            try:
-                count, parts, stats = _convert_chunks(
-                    _fast_chunks(Path(path), describe), index, key_attributes, out_dir, metadata
-                )
-            except fastconvert.FastPathUnavailable as exc:
-                log.debug("%s: reference path (%s)", describe, exc)
-            else:
-                return _checked(index, data_file, describe, count, parts, stats, started)
-        count, parts, stats = _convert_chunks(
-            _reference_chunks(Path(path), fmt, describe),
-            index,
-            key_attributes,
-            out_dir,
-            metadata,
-        )
-        return _checked(index, data_file, describe, count, parts, stats, started)
+        with fastconvert.cyclic_gc_paused():
+            if fmt != "ION":
+                try:
+                    count, parts, stats = _convert_chunks(
+                        _fast_chunks(Path(path), describe), index, key_attributes, out_dir, metadata
+                    )
+                except fastconvert.FastPathUnavailable as exc:
+                    log.debug("%s: reference path (%s)", describe, exc)
+                else:
+                    return _checked(index, data_file, describe, count, parts, stats, started)
+            count, parts, stats = _convert_chunks(
+                _reference_chunks(Path(path), fmt, describe),
+                index,
+                key_attributes,
+                out_dir,
+                metadata,
+            )
+            return _checked(index, data_file, describe, count, parts, stats, started)
     except CodecError as exc:
         # a value that is not DynamoDB JSON/Ion: name the file, as for any damaged line
         raise ExportVerificationError(
@@ -203,9 +201,6 @@ def convert_data_file(
             fix="the data file is damaged or not a DynamoDB export: request a new export; "
             "nothing was published.",
         ) from None
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _checked(

@@ -13,10 +13,10 @@ from collections import Counter
 import duckdb
 import pytest
 
-from dynamo_cdc.changes import capture_once
+from dynamo_cdc.changes import capture_once, records_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.workload import Workload
-from dynamo_cdc.stream import ReadBudget
+from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, read_records_with_orjson
 from tests.e2e.chaos import all_stream_event_ids
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ CHILD = textwrap.dedent(
     from dynamo_cdc.config import Settings
     from dynamo_cdc.lake import Lake
     from dynamo_cdc import changes
-    from dynamo_cdc.stream import ReadBudget
+    from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, read_records_with_orjson
 
     endpoint, root, table, where = sys.argv[1:5]
     clients = Clients(Settings(endpoint_url=endpoint))
@@ -115,3 +115,63 @@ def test_sigkill_of_the_reader_loses_nothing_and_duplicates_nothing(
 
     landed = landed_event_ids(str(tmp_path), table)
     assert Counter(landed) == Counter(all_stream_event_ids(clients, table))
+
+
+def test_get_records_read_by_orjson_give_the_change_rows_botocore_gives(
+    clients, make_table
+) -> None:
+    """The StreamReader's GetRecords are read by orjson (binary stays base64 text, the creation
+    time epoch seconds); the change rows are those of botocore's own parse, value for value."""
+    table = make_table(range_key=True)
+    db = clients.dynamodb
+    for i in range(40):
+        item = {
+            "pk": {"S": f"k{i % 7}"},
+            "sk": {"N": str(i)},
+            "b": {"B": bytes([i, 0, 255])},
+            "bs": {"BS": [b"\x01", bytes([i])]},
+            "ns": {"NS": ["1.50", str(i), "-3"]},
+            "ss": {"SS": ["b", "a", "é"]},
+            "m": {"M": {"z": {"N": "2.0"}, "a": {"L": [{"NULL": True}, {"BOOL": i % 2 == 0}]}}},
+            "s": {"S": 'quote " and \\ and \n'},
+        }
+        db.put_item(TableName=table, Item=item)
+        if i % 3 == 0:
+            db.update_item(
+                TableName=table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET n = :n",
+                ExpressionAttributeValues={":n": {"N": "12.250"}},
+            )
+        if i % 5 == 0:
+            db.delete_item(TableName=table, Key={"pk": item["pk"], "sk": item["sk"]})
+    arn = db.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    fast = clients.streams
+    fast.meta.events.register(GET_RECORDS_EVENT, read_records_with_orjson, unique_id="t")
+    plain = clients.session.client(
+        "dynamodbstreams", region_name=clients.region, endpoint_url=clients.settings.endpoint_url
+    )
+
+    def read_all(client) -> list[dict]:
+        records = []
+        for shard in client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            iterator = client.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            while iterator:
+                response = client.get_records(ShardIterator=iterator)
+                records += response["Records"]
+                if not response["Records"]:
+                    break
+                iterator = response.get("NextShardIterator")
+        return records
+
+    by_orjson, by_botocore = read_all(fast), read_all(plain)
+    assert len(by_orjson) == len(by_botocore) > 40
+    first = next(r for r in by_orjson if "b" in r["dynamodb"].get("NewImage", {}))
+    assert isinstance(first["dynamodb"]["NewImage"]["b"]["B"], str)  # base64, not bytes
+    assert isinstance(first["dynamodb"]["ApproximateCreationDateTime"], int | float)
+    keys = [("pk", "S"), ("sk", "N")]
+    fast_rows = records_to_table(by_orjson, keys, shard_ids="s")
+    plain_rows = records_to_table(by_botocore, keys, shard_ids="s")
+    assert fast_rows.equals(plain_rows)

@@ -25,11 +25,13 @@ from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.botocore_hook import attach
 from dynamo_cdc.local.streams import TTL_IDENTITY, ManualClock, StreamSimulator
 from dynamo_cdc.stream import (
+    GET_RECORDS_EVENT,
     ReadBudget,
     StreamInfo,
     StreamReader,
     discover,
     list_shards,
+    read_records_with_orjson,
     shard_children,
     shard_roots,
 )
@@ -550,3 +552,54 @@ def test_a_checkpointed_shard_missing_from_the_listing_is_a_gap(clock) -> None:
     with pytest.raises(StreamGapError) as err:
         reader.poll()
     assert err.value.reason == "shard_vanished" and err.value.window_start == "t0"
+
+
+def _get_records_body() -> bytes:
+    record = {
+        "eventID": "e1",
+        "eventName": "INSERT",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1764243345,
+            "Keys": {"pk": {"B": "AAE="}},
+            "SequenceNumber": "100",
+            "SizeBytes": 12,
+        },
+    }
+    return json.dumps({"NextShardIterator": "it-2", "Records": [record]}).encode()
+
+
+def test_the_reader_reads_get_records_with_orjson_not_botocores_parse() -> None:
+    client = boto3.client(
+        "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    StreamReader(client, "t", StreamCheckpoint(table="t"), stream_arn="arn:aws:dynamodb:s/stream/1")
+    response = {"body": _get_records_body(), "headers": {}, "status_code": 200}
+    custom: dict = {}
+    client.meta.events.emit(
+        GET_RECORDS_EVENT, response_dict=response, customized_response_dict=custom
+    )
+    record = custom["Records"][0]
+    assert record["dynamodb"]["Keys"] == {
+        "pk": {"B": "AAE="}
+    }  # base64 text, as records_to_table takes
+    assert record["dynamodb"]["ApproximateCreationDateTime"] == 1764243345
+    assert json.loads(response["body"]) == {"NextShardIterator": "it-2"}  # botocore parses the rest
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"body": _get_records_body(), "headers": {}, "status_code": 400},
+        {"body": b"<html>bad gateway</html>", "headers": {}, "status_code": 200},
+        {"body": b'{"NextShardIterator": "it"}', "headers": {}, "status_code": 200},
+        {"body": b'{"Records": "not a list"}', "headers": {}, "status_code": 200},
+        {"body": None, "headers": {}, "status_code": 200},
+    ],
+    ids=["error", "not json", "no records", "records not a list", "no body"],
+)
+def test_errors_and_odd_get_records_bodies_are_left_to_botocore(response: dict) -> None:
+    before = dict(response)
+    custom: dict = {}
+    read_records_with_orjson(response_dict=response, customized_response_dict=custom)
+    assert custom == {}
+    assert response == before
