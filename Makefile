@@ -53,4 +53,4 @@ asan: venv
 		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/test_arrowconvert.py -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out build dynamo_cdc/*.so
