@@ -153,13 +153,17 @@ BASELINE_NAMES = ("naive", "duckdb_raw", "duckdb_typed", "pyarrow_raw")
 
 
 def test_bench_run_tiny_prints_table_and_writes_results(tmp_path):
-    # The baselines only: "ours" is another module's work and has its own tests.
+    # The baselines only: "ours" is another module's work and has its own tests. The stream and
+    # mirror benchmarks that follow run at a tiny size too; the freshness probe, which runs the
+    # demo for minutes, has its own test (tests/e2e/test_freshness_probe.py).
     env = dict(
         os.environ,
         BENCH_ITEMS="2000",
         BENCH_FILES="2",
         BENCH_OUT=str(tmp_path),
         BENCH_APPROACHES=",".join(BASELINE_NAMES),
+        BENCH_RECORDS="2000",
+        BENCH_FRESHNESS="0",
     )
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run"],
@@ -180,6 +184,9 @@ def test_bench_run_tiny_prints_table_and_writes_results(tmp_path):
         assert rows[name]["peak_rss_mb"] > 10
         assert f"| {name} | " in proc.stdout
     assert results["export"]["items"] == 2000
+    assert "2,000 stream records, one core" in proc.stdout
+    assert "| orjson (the StreamReader's handler), then ours |" in proc.stdout
+    assert "ratio:" in proc.stdout  # the mirror refresh's bytes rewritten
 
 
 def test_stream_records_are_boto3_shaped_with_binary_as_bytes():
