@@ -37,7 +37,7 @@ demo: venv
 bench: venv
 	$(PY) -m bench.run
 
-## make asan: the C reader's tests against a build with AddressSanitizer and UBSan (in build/asan)
+## make asan: the C readers' tests against a build with AddressSanitizer and UBSan (in build/asan)
 ASAN_DIR := build/asan
 asan: venv
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
@@ -50,7 +50,7 @@ asan: venv
 		-o $(ASAN_DIR)/dynamo_cdc/_native$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=0 \
 		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/test_arrowconvert.py -q
+		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/test_arrowconvert.py tests/unit/test_record_pages.py -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out build dynamo_cdc/*.so

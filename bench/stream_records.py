@@ -10,26 +10,26 @@ Records are shaped as boto3's ``dynamodbstreams.get_records`` returns them: ``ev
 (a fifth of the removes are TTL deletes).
 
 ``ours`` is ``dynamo_cdc.changes:records_to_table``, imported lazily and skipped when absent,
-then the Parquet write of change files (``dynamo_cdc.changes.PARQUET_COMPRESSION``, as
-``write_change_batch`` writes them). Both sides end with Parquet bytes in memory so they do the
-same amount of work.
+then the bytes of a change file (``dynamo_cdc.changes.parquet_bytes``, as ``write_change_batch``
+writes them). Both sides end with Parquet bytes in memory so they do the same amount of work.
 
 A second table starts one step earlier, from the GetRecords response bytes (1,000 records a
-response, as the API returns them at most): botocore's own parse of the records, or the
-product's (``dynamo_cdc.stream.read_records_with_orjson``, the StreamReader's before-parse
-handler), each followed by ``ours``.
+response, as the API returns them at most; compact JSON, as AWS sends it) and goes as capture
+goes: each response parsed into records, 50 responses (a poll at the default budget of 50,000
+records) made into one table of change rows (``dynamo_cdc.changes.pages_to_table``), then one
+change file's bytes. The records are parsed by botocore alone (boto3's default), or by the
+product's before-parse handler (``dynamo_cdc.stream.read_records``) with the C reader off
+(orjson: record dicts) or on (the C reader: columns, no dicts).
 
-``ours`` and both parses run with the cyclic GC paused, as ``capture_once`` runs its read and
+``ours`` and the parses run with the cyclic GC paused, as ``capture_once`` runs its read and
 write (``dynamo_cdc.fastconvert.cyclic_gc_paused``); naive runs as a plain program would.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import importlib
-import inspect
 import io
 import json
 import os
@@ -45,6 +45,8 @@ from bench.generate import Item, make_item
 OURS = "dynamo_cdc.changes:records_to_table"
 SHARD_ID = "shardId-00000001700000000000-0123abcd"
 KEY_NAMES = ("pk", "sk")
+KEY_ATTRIBUTES = [(name, "S") for name in KEY_NAMES]
+POLL_RESPONSES = 50  # responses of 1,000 records a poll reads at the default budget
 
 
 def _to_wire(value: dict[str, Any]) -> dict[str, Any]:
@@ -172,36 +174,16 @@ def naive_records_to_parquet(records: list[dict[str, Any]]) -> bytes:
 def _load_ours() -> Callable[[list[dict[str, Any]]], bytes] | str:
     module_name, _, func_name = OURS.partition(":")
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
+        module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+        to_parquet = module.parquet_bytes
     except (ImportError, AttributeError) as exc:
         return f"{OURS} not available yet ({type(exc).__name__}: {exc})"
-    import pyarrow.parquet as pq
-
-    # Write as change files are written (write_change_batch), so the bench times the product.
-    compression = getattr(sys.modules[module_name], "PARQUET_COMPRESSION", "zstd")
-    # Pass what the signature asks for: the key schema and the shard, by their names.
-    params = inspect.signature(func).parameters
-    kwargs: dict[str, Any] = {}
-    if "key_attributes" in params:
-        kwargs["key_attributes"] = [(name, "S") for name in KEY_NAMES]
-    if "key_names" in params:
-        kwargs["key_names"] = list(KEY_NAMES)
-    if "shard_ids" in params:
-        kwargs["shard_ids"] = SHARD_ID
-    if "shard_id" in params:
-        kwargs["shard_id"] = SHARD_ID
-
-    try:
-        from dynamo_cdc.fastconvert import cyclic_gc_paused
-    except ImportError:
-        cyclic_gc_paused = contextlib.nullcontext
+    from dynamo_cdc.fastconvert import cyclic_gc_paused
 
     def ours(records: list[dict[str, Any]]) -> bytes:
         with cyclic_gc_paused():
-            table = func(records, **kwargs)
-            buf = io.BytesIO()
-            pq.write_table(table, buf, compression=compression)
-            return buf.getvalue()
+            return to_parquet(func(records, KEY_ATTRIBUTES, shard_ids=SHARD_ID))
 
     return ours
 
@@ -217,7 +199,8 @@ def time_it(func: Callable[[list[dict[str, Any]]], bytes], records: list, repeat
 
 
 def _response_bodies(records: list[dict[str, Any]], per: int = 1000) -> list[bytes]:
-    """GetRecords response bodies as the API sends them (binary base64, times epoch seconds)."""
+    """GetRecords response bodies as the API sends them (compact JSON, binary base64, times
+    epoch seconds)."""
 
     def wire(v: Any) -> Any:
         if isinstance(v, bytes):
@@ -231,38 +214,50 @@ def _response_bodies(records: list[dict[str, Any]], per: int = 1000) -> list[byt
         return v
 
     return [
-        json.dumps({"NextShardIterator": "it", "Records": wire(records[i : i + per])}).encode()
+        json.dumps(
+            {"NextShardIterator": "it", "Records": wire(records[i : i + per])},
+            separators=(",", ":"),
+        ).encode()
         for i in range(0, len(records), per)
     ]
 
 
-def _from_responses(
-    bodies: list[bytes], convert: Callable[[list[dict[str, Any]]], bytes], handler: Any, repeat: int
-) -> float:
-    """Median seconds to parse every body (botocore, with ``handler`` before it if given) and
-    convert its records."""
+def _from_responses(bodies: list[bytes], handler: Any, native: bool, repeat: int) -> float:
+    """Median seconds to take every body as capture does: parsed (by botocore, with ``handler``
+    before it if given, the C reader on or off), a poll's responses made into change rows, those
+    written as a change file's bytes."""
     import botocore.session
     from botocore.parsers import create_parser
+
+    from dynamo_cdc import native as native_module
+    from dynamo_cdc.changes import pages_to_table, parquet_bytes
+    from dynamo_cdc.fastconvert import cyclic_gc_paused
 
     model = botocore.session.get_session().get_service_model("dynamodbstreams")
     shape = model.operation_model("GetRecords").output_shape
     parser = create_parser(model.metadata["protocol"])
 
-    from dynamo_cdc.fastconvert import cyclic_gc_paused
-
     def run(_: Any) -> bytes:
-        for body in bodies:
+        for lo in range(0, len(bodies), POLL_RESPONSES):
             with cyclic_gc_paused():  # as capture_once reads and writes
-                response = {"body": body, "headers": {}, "status_code": 200}
-                custom: dict[str, Any] = {}
-                if handler is not None:
-                    handler(response_dict=response, customized_response_dict=custom)
-                parsed = parser.parse(response, shape)
-                parsed.update(custom)
-                convert(parsed["Records"])
+                pages = []
+                for body in bodies[lo : lo + POLL_RESPONSES]:
+                    response = {"body": body, "headers": {}, "status_code": 200}
+                    custom: dict[str, Any] = {}
+                    if handler is not None:
+                        handler(response_dict=response, customized_response_dict=custom)
+                    parsed = parser.parse(response, shape)
+                    parsed.update(custom)
+                    pages.append((SHARD_ID, parsed["Records"]))
+                parquet_bytes(pages_to_table(pages, KEY_ATTRIBUTES))
         return b""
 
-    return time_it(run, [], repeat)
+    was = native_module.ENABLED
+    native_module.ENABLED = native and was
+    try:
+        return time_it(run, [], repeat)
+    finally:
+        native_module.ENABLED = was
 
 
 def main() -> int:
@@ -290,23 +285,30 @@ def main() -> int:
             print(f"| {name} | {rate:,.0f} | {rate / naive_rate:.2f}x | {note} |")
     if not isinstance(ours, str):
         try:
-            from dynamo_cdc.stream import read_records_with_orjson
+            from dynamo_cdc.native import ENABLED as native_built
+            from dynamo_cdc.stream import read_records
         except ImportError:
             return 0
         bodies = _response_bodies(records)
         del records
-        botocore_seconds = _from_responses(bodies, ours, None, repeat)
-        orjson_seconds = _from_responses(bodies, ours, read_records_with_orjson, repeat)
-        base = n / botocore_seconds
+        parsers = [
+            ("botocore (boto3's default), then ours", None, False),
+            ("orjson (the StreamReader's handler, C reader off), then ours", read_records, False),
+        ]
+        if native_built:
+            parsers.append(
+                ("the C reader (the StreamReader's handler), then ours", read_records, True)
+            )
         print(
-            f"\nFrom GetRecords response bytes ({len(bodies)} responses), one core, median of {repeat}\n"
+            f"\nFrom GetRecords response bytes ({len(bodies)} responses, {POLL_RESPONSES} a poll), "
+            f"one core, median of {repeat}\n"
         )
         print("| records parsed by | records/s | vs botocore |\n|---|---:|---:|")
-        print(f"| botocore (boto3's default), then ours | {base:,.0f} | 1.00x |")
-        rate = n / orjson_seconds
-        print(
-            f"| orjson (the StreamReader's handler), then ours | {rate:,.0f} | {rate / base:.2f}x |"
-        )
+        base = None
+        for label, handler, native in parsers:
+            rate = n / _from_responses(bodies, handler, native, repeat)
+            base = base or rate
+            print(f"| {label} | {rate:,.0f} | {rate / base:.2f}x |")
     return 0
 
 

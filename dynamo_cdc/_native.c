@@ -1,5 +1,6 @@
 /*
- * dynamo_cdc._native: one pass over a block of DynamoDB export lines, in C.
+ * dynamo_cdc._native: one pass in C over a block of DynamoDB export lines, or over a GetRecords
+ * response.
  *
  * scan_block(block) reads lines of the exact shape AWS writes, {"Item":{...}} with no
  * whitespace, and returns their values column by column as Arrow buffers, so that
@@ -28,10 +29,33 @@
  * than MAX_DEPTH, more than MAX_ATTRIBUTES top-level attributes in a block.
  *
  * tests/unit/test_arrowconvert.py pins the equality of both paths with the reference path.
+ *
+ * scan_records(body) reads a GetRecords response ({"Records":[...],"NextShardIterator":...},
+ * compact JSON as AWS sends it) and returns its records' change-row columns as Arrow buffers, so
+ * that dynamo_cdc.changes builds change rows with no Python object per record (a
+ * dynamo_cdc.stream.RecordPage). A dict of:
+ *   count, records_at, records_end   the records, and the byte span of the Records array
+ *   size_bytes                       the sum of their SizeBytes
+ *   first/last_sequence_number       as written; last_creation_time: the last record's seconds
+ *   event_id, event_name             (validity, offsets, data, null count), unescaped
+ *   sequence_number                  the same, padded with zeros to 40 digits
+ *   micros                           int64 a record: round(ApproximateCreationDateTime * 1e6)
+ *   ttl_delete                       bitmap: userIdentity is Service / dynamodb.amazonaws.com
+ *   _keys, _new_image, _old_image    the images' canonical DynamoDB JSON (changes.image_text:
+ *                                    keys sorted by code point at every level, strings escaped
+ *                                    as orjson escapes them, numbers canonical, sets sorted),
+ *                                    null where absent
+ *   key_attributes                   the attributes of Keys, as scan_block gives attributes
+ * It refuses (ValueError) what it does not read exactly as orjson and changes.records_to_table
+ * do: whitespace, invalid UTF-8 or JSON, a number that needs more than cutting trailing zeros
+ * to be canonical, non-canonical base64, NULL:false, duplicate keys in an image or among the
+ * fields it reads, a record without eventID, eventName, ApproximateCreationDateTime or a
+ * SequenceNumber of digits. tests/unit/test_record_pages.py pins it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +65,11 @@
 enum { T_NONE, T_S, T_N, T_B, T_BOOL, T_NULL, T_M, T_L, T_SS, T_NS, T_BS, T_COUNT };
 static const char *const TAG_NAMES[T_COUNT] = {"",  "S", "N",  "B",  "BOOL", "NULL",
                                                "M", "L", "SS", "NS", "BS"};
+/* {"TAG": of each tag, as the typed rendering opens a value */
+static const char *const TAG_OPEN[T_COUNT] = {"",           "{\"S\":",  "{\"N\":",  "{\"B\":",
+                                              "{\"BOOL\":", "{\"NULL\":", "{\"M\":",  "{\"L\":",
+                                              "{\"SS\":", "{\"NS\":", "{\"BS\":"};
+static const unsigned char TAG_OPEN_LEN[T_COUNT] = {0, 5, 5, 5, 8, 8, 5, 5, 6, 6, 6};
 
 /* ---------------------------------------------------------------------------------------- */
 /* Growable byte buffers */
@@ -95,6 +124,7 @@ static void buf_free(buf_t *b) {
  * unescaped key and of the value's rendered plain JSON. */
 typedef struct {
     size_t key_at, key_len, value_at, value_len;
+    int escaped; /* the key had an escape: re-escape it when written */
 } entry_t;
 
 typedef struct {
@@ -129,6 +159,7 @@ typedef struct {
     int32_t *slots; /* open-addressing hash: attribute index + 1, 0 = empty */
     size_t n_slots;
     buf_t key;      /* the key being decoded */
+    int typed;      /* render DynamoDB JSON ({"TAG":value}) rather than plain JSON */
     level_t levels[MAX_DEPTH + 1];
 } state_t;
 
@@ -575,6 +606,7 @@ static const char *render_map(state_t *st, const char *p, const char *end, buf_t
         entry_t *e = push_entry(lv);
         if (!e) return NOMEM(st);
         e->key_at = lv->scratch.len;
+        e->escaped = escaped;
         if (escaped) {
             if (unescape(st, raw, raw_len, &lv->scratch)) return NULL;
         } else if (buf_put(&lv->scratch, raw, raw_len)) {
@@ -601,10 +633,24 @@ static const char *render_map(state_t *st, const char *p, const char *end, buf_t
         if (entry_cmp(&ents[i - 1], &ents[i], base) == 0) return FAIL(st, "a duplicate key in a map");
     if (buf_byte(out, '{')) return NOMEM(st);
     for (size_t i = 0; i < k; i++) {
-        if (i && buf_byte(out, ',')) return NOMEM(st);
-        if (put_json_string(out, base + ents[i].key_at, ents[i].key_len)) return NOMEM(st);
-        if (buf_byte(out, ':')) return NOMEM(st);
-        if (buf_put(out, base + ents[i].value_at, ents[i].value_len)) return NOMEM(st);
+        const entry_t *e = &ents[i];
+        if (e->escaped) {
+            if ((i && buf_byte(out, ',')) || put_json_string(out, base + e->key_at, e->key_len) ||
+                buf_byte(out, ':') || buf_put(out, base + e->value_at, e->value_len))
+                return NOMEM(st);
+            continue;
+        }
+        /* a key without escapes is its own JSON text (scan_string refused control characters) */
+        if (buf_grow(out, e->key_len + e->value_len + 4)) return NOMEM(st);
+        char *w = out->p + out->len;
+        if (i) *w++ = ',';
+        *w++ = '"';
+        memcpy(w, base + e->key_at, e->key_len);
+        w += e->key_len;
+        *w++ = '"';
+        *w++ = ':';
+        memcpy(w, base + e->value_at, e->value_len);
+        out->len = (size_t)(w + e->value_len - out->p);
     }
     if (buf_byte(out, '}')) return NOMEM(st);
     lv->scratch.len = scratch_start;
@@ -701,10 +747,14 @@ static const char *render_set(state_t *st, int tag, const char *p, const char *e
     size_t k = lv->n_entries - first;
     const char *base = lv->scratch.p;
     sort_entries(ents, k, base, tag);
+    int quote = tag == T_NS && st->typed; /* DynamoDB JSON writes numbers as strings */
     if (buf_byte(out, '[')) return NOMEM(st);
     for (size_t i = 0; i < k; i++) {
         if (i && buf_byte(out, ',')) return NOMEM(st);
-        if (buf_put(out, base + ents[i].value_at, ents[i].value_len)) return NOMEM(st);
+        if ((quote && buf_byte(out, '"')) ||
+            buf_put(out, base + ents[i].value_at, ents[i].value_len) ||
+            (quote && buf_byte(out, '"')))
+            return NOMEM(st);
     }
     if (buf_byte(out, ']')) return NOMEM(st);
     lv->scratch.len = scratch_start;
@@ -729,11 +779,13 @@ static const char *close_value(state_t *st, const char *p, const char *end) {
     return p + 1;
 }
 
-/* Renders one {"TAG":payload} value nested in a map or list as plain JSON. */
+/* Renders one {"TAG":payload} value nested in a map or list as plain JSON, or with st->typed
+ * as canonical DynamoDB JSON (changes.image_text: the tag kept, numbers as strings). */
 static const char *render_plain(state_t *st, const char *p, const char *end, buf_t *out, int depth) {
     int tag;
     p = read_tag(st, p, end, &tag);
     if (!p) return NULL;
+    if (st->typed && buf_put(out, TAG_OPEN[tag], TAG_OPEN_LEN[tag])) return NOMEM(st);
     switch (tag) {
     case T_S: {
         const char *raw;
@@ -751,6 +803,13 @@ static const char *render_plain(state_t *st, const char *p, const char *end, buf
         p = scan_string(st, p, end, &raw, &n, &escaped);
         if (!p) return NULL;
         if (escaped) return FAIL(st, "an escaped number in a map or list");
+        if (st->typed) { /* as image_text: canonical text as it is, else codec's */
+            n = canonical_number(raw, n) && significant_digits(raw, n) <= 38 ? n
+                                                                             : trimmed_number(raw, n);
+            if (!n) return FAIL(st, "a number that is not canonical");
+            if (buf_byte(out, '"') || buf_put(out, raw, n) || buf_byte(out, '"')) return NOMEM(st);
+            break;
+        }
         if (!canonical_number(raw, n)) n = trimmed_number(raw, n);
         if (!n) return FAIL(st, "a number in a map or list that is not canonical");
         if (buf_put(out, raw, n)) return NOMEM(st);
@@ -763,7 +822,7 @@ static const char *render_plain(state_t *st, const char *p, const char *end, buf
         if (!p) return NULL;
         if (tag == T_NULL) {
             if (!v) return FAIL(st, "NULL: false");
-            if (buf_put(out, "null", 4)) return NOMEM(st);
+            if (st->typed ? buf_put(out, "true", 4) : buf_put(out, "null", 4)) return NOMEM(st);
         } else if (buf_put(out, v ? "true" : "false", v ? 4 : 5)) {
             return NOMEM(st);
         }
@@ -794,6 +853,7 @@ static const char *render_plain(state_t *st, const char *p, const char *end, buf
         p = render_set(st, tag, p, end, out, depth);
         if (!p) return NULL;
     }
+    if (st->typed && buf_byte(out, '}')) return NOMEM(st);
     return close_value(st, p, end);
 }
 
@@ -1075,6 +1135,55 @@ done:
     return t;
 }
 
+/* The attributes' columns as [(name, [(tag, buffers...), ...]), ...] (see the top). */
+static PyObject *attributes_list(state_t *st) {
+    PyObject *attrs = PyList_New((Py_ssize_t)st->n_attributes);
+    if (!attrs) return NULL;
+    for (size_t i = 0; i < st->n_attributes; i++) {
+        attribute_t *a = st->attributes[i];
+        PyObject *cols = PyList_New(0);
+        PyObject *name = PyUnicode_DecodeUTF8(a->name, (Py_ssize_t)a->name_len, "strict");
+        if (!cols || !name) {
+            Py_XDECREF(cols);
+            Py_XDECREF(name);
+            Py_DECREF(attrs);
+            return NULL;
+        }
+        for (int t = 0; t < T_COUNT; t++) {
+            if (!a->columns[t]) continue;
+            PyObject *ct = column_tuple(a->columns[t]);
+            if (!ct || PyList_Append(cols, ct)) {
+                Py_XDECREF(ct);
+                Py_DECREF(cols);
+                Py_DECREF(name);
+                Py_DECREF(attrs);
+                return NULL;
+            }
+            Py_DECREF(ct);
+        }
+        PyObject *pair = PyTuple_Pack(2, name, cols);
+        Py_DECREF(name);
+        Py_DECREF(cols);
+        if (!pair) {
+            Py_DECREF(attrs);
+            return NULL;
+        }
+        PyList_SET_ITEM(attrs, (Py_ssize_t)i, pair);
+    }
+    return attrs;
+}
+
+/* Null slots of every attribute's columns up to `rows`; -1 when out of memory. */
+static int pad_attributes(state_t *st, size_t rows) {
+    for (size_t i = 0; i < st->n_attributes; i++)
+        for (int t = 0; t < T_COUNT; t++)
+            if (st->attributes[i]->columns[t] && pad(st->attributes[i]->columns[t], rows)) {
+                st->error = "out of memory";
+                return -1;
+            }
+    return 0;
+}
+
 static void free_state(state_t *st) {
     for (size_t i = 0; i < st->n_attributes; i++) {
         attribute_t *a = st->attributes[i];
@@ -1134,51 +1243,15 @@ static PyObject *scan_block(PyObject *self, PyObject *arg) {
             ok = 0;
         }
     }
-    for (size_t i = 0; ok && i < st.n_attributes; i++)
-        for (int t = 0; t < T_COUNT; t++)
-            if (st.attributes[i]->columns[t] && pad(st.attributes[i]->columns[t], rows)) {
-                st.error = "out of memory";
-                ok = 0;
-            }
+    if (ok && pad_attributes(&st, rows)) ok = 0;
     Py_END_ALLOW_THREADS;
 
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, st.error ? st.error : "unsupported block");
         goto done;
     }
-    PyObject *attrs = PyList_New((Py_ssize_t)st.n_attributes);
+    PyObject *attrs = attributes_list(&st);
     if (!attrs) goto done;
-    for (size_t i = 0; i < st.n_attributes; i++) {
-        attribute_t *a = st.attributes[i];
-        PyObject *cols = PyList_New(0);
-        PyObject *name = PyUnicode_DecodeUTF8(a->name, (Py_ssize_t)a->name_len, "strict");
-        if (!cols || !name) {
-            Py_XDECREF(cols);
-            Py_XDECREF(name);
-            Py_DECREF(attrs);
-            goto done;
-        }
-        for (int t = 0; t < T_COUNT; t++) {
-            if (!a->columns[t]) continue;
-            PyObject *ct = column_tuple(a->columns[t]);
-            if (!ct || PyList_Append(cols, ct)) {
-                Py_XDECREF(ct);
-                Py_DECREF(cols);
-                Py_DECREF(name);
-                Py_DECREF(attrs);
-                goto done;
-            }
-            Py_DECREF(ct);
-        }
-        PyObject *pair = PyTuple_Pack(2, name, cols);
-        Py_DECREF(name);
-        Py_DECREF(cols);
-        if (!pair) {
-            Py_DECREF(attrs);
-            goto done;
-        }
-        PyList_SET_ITEM(attrs, (Py_ssize_t)i, pair);
-    }
     PyObject *io = bytes_of(&item_offsets), *id = bytes_of(&item_data);
     PyObject *n = PyLong_FromSize_t(rows);
     if (io && id && n) result = PyTuple_Pack(4, n, io, id, attrs);
@@ -1194,15 +1267,491 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* GetRecords responses */
+
+/* JSON number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?; the position after it. */
+static const char *scan_number(state_t *st, const char *p, const char *end) {
+    if (p < end && *p == '-') p++;
+    if (p < end && *p == '0') {
+        p++;
+    } else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    } else {
+        return FAIL(st, "a value that is not JSON");
+    }
+    if (p < end && *p == '.') {
+        const char *d = ++p;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+        if (p == d) return FAIL(st, "a number that is not JSON");
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        const char *d = p;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+        if (p == d) return FAIL(st, "a number that is not JSON");
+    }
+    return p;
+}
+
+/* A JSON string whose escapes are checked (orjson refuses bad ones); raw, n and escaped as
+ * scan_string sets them. */
+static const char *checked_string(state_t *st, const char *p, const char *end, const char **raw,
+                                  size_t *n, int *escaped) {
+    p = scan_string(st, p, end, raw, n, escaped);
+    if (p && *escaped) {
+        st->key.len = 0;
+        if (unescape(st, *raw, *n, &st->key)) return NULL;
+    }
+    return p;
+}
+
+/* Skips any JSON value. */
+static const char *skip_value(state_t *st, const char *p, const char *end, int depth) {
+    const char *raw;
+    size_t n;
+    int escaped;
+    if (depth >= MAX_DEPTH) return FAIL(st, "nesting deeper than the native path takes");
+    if (p >= end) return FAIL(st, "unexpected end of the response");
+    switch (*p) {
+    case '"':
+        return checked_string(st, p, end, &raw, &n, &escaped);
+    case '{':
+    case '[': {
+        char close = *p == '{' ? '}' : ']';
+        int object = *p == '{';
+        p++;
+        if (p < end && *p == close) return p + 1;
+        for (;;) {
+            if (object) {
+                p = checked_string(st, p, end, &raw, &n, &escaped);
+                if (!p) return NULL;
+                if (p >= end || *p != ':') return FAIL(st, "expected ':' after a key");
+                p++;
+            }
+            p = skip_value(st, p, end, depth + 1);
+            if (!p) return NULL;
+            if (p >= end) return FAIL(st, "unexpected end of the response");
+            if (*p == close) return p + 1;
+            if (*p != ',') return FAIL(st, "expected ',' between values");
+            p++;
+        }
+    }
+    case 't':
+        if (end - p >= 4 && memcmp(p, "true", 4) == 0) return p + 4;
+        break;
+    case 'f':
+        if (end - p >= 5 && memcmp(p, "false", 5) == 0) return p + 5;
+        break;
+    case 'n':
+        if (end - p >= 4 && memcmp(p, "null", 4) == 0) return p + 4;
+        break;
+    default:
+        return scan_number(st, p, end);
+    }
+    return FAIL(st, "a value that is not JSON");
+}
+
+static int is_null(const char *p, const char *end) { return end - p >= 4 && memcmp(p, "null", 4) == 0; }
+
+/* Names the key whose string starts at p: sets name and len (unescaped into st->key if need be). */
+static const char *read_key(state_t *st, const char *p, const char *end, const char **name,
+                            size_t *len) {
+    int escaped;
+    p = scan_string(st, p, end, name, len, &escaped);
+    if (!p) return NULL;
+    if (escaped) {
+        st->key.len = 0;
+        if (unescape(st, *name, *len, &st->key)) return NULL;
+        *name = st->key.p;
+        *len = st->key.len;
+    }
+    if (p >= end || *p != ':') return FAIL(st, "expected ':' after a key");
+    return p + 1;
+}
+
+/* Whether the key (name, len) is the string literal want. */
+#define key_is(name, len, want) ((len) == sizeof(want) - 1 && memcmp((name), (want), sizeof(want) - 1) == 0)
+
+/* The columns of a response's records (change rows less the key columns, which are the
+ * attributes of st). */
+typedef struct {
+    column_t *event_id, *event_name, *sequence, *images[3]; /* images: Keys, NewImage, OldImage */
+    buf_t micros; /* int64 a record */
+    buf_t ttl;    /* one byte a record */
+    size_t rows;
+    uint64_t size_bytes;
+    const char *first_seq, *last_seq;
+    size_t first_seq_len, last_seq_len;
+    double last_seconds;
+} records_t;
+
+/* Ends the value just written into c->data as row c->rows. */
+static int end_text(column_t *c) {
+    if (buf_byte(&c->valid, 1) || buf_i32(&c->offsets, c->data.len)) return -1;
+    c->rows++;
+    return 0;
+}
+
+/* A JSON string, unescaped, as the next value of c. */
+static const char *read_text(state_t *st, const char *p, const char *end, column_t *c) {
+    const char *raw;
+    size_t n;
+    int escaped;
+    p = scan_string(st, p, end, &raw, &n, &escaped);
+    if (!p) return NULL;
+    if (escaped ? unescape(st, raw, n, &c->data) : buf_put(&c->data, raw, n)) return st->error ? NULL : NOMEM(st);
+    if (end_text(c)) return NOMEM(st);
+    return p;
+}
+
+/* An image ({name: value, ...} or null) as the row's canonical DynamoDB JSON text; with keys,
+ * its attributes also go to st's attribute columns (the key columns). */
+static const char *read_image(state_t *st, records_t *r, int which, const char *p, const char *end) {
+    column_t *c = r->images[which];
+    if (c->rows > r->rows) return FAIL(st, "an image given twice in a record");
+    if (is_null(p, end)) return p + 4; /* padded as a null at the record's end */
+    if (pad(c, r->rows)) return NOMEM(st);
+    st->typed = 1;
+    const char *q = render_map(st, p, end, &c->data, 0);
+    st->typed = 0;
+    if (!q) return NULL;
+    if (end_text(c)) return NOMEM(st);
+    if (which == 0 && q - p > 2) { /* Keys: the key columns, values as scan_block gives them */
+        p++;
+        for (;;) {
+            const char *name;
+            size_t n;
+            p = read_key(st, p, q, &name, &n);
+            if (!p) return NULL;
+            attribute_t *a = find_attribute(st, name, n);
+            if (!a) return NULL;
+            a->last_row = r->rows + 1;
+            p = read_value(st, a, r->rows, p, q);
+            if (!p) return NULL;
+            if (*p == '}') break;
+            p++; /* ',' (render_map checked the shape) */
+        }
+    }
+    return q;
+}
+
+/* ApproximateCreationDateTime (epoch seconds) -> microseconds, as changes._micros computes them
+ * from the number orjson reads: round(float(seconds) * 1e6), halves to even. */
+static const char *read_time(state_t *st, records_t *r, const char *p, const char *end) {
+    const char *q = scan_number(st, p, end);
+    if (!q) return NULL;
+    char text[64];
+    size_t n = (size_t)(q - p);
+    if (n >= sizeof text) return FAIL(st, "a creation time the native path does not take");
+    memcpy(text, p, n);
+    text[n] = 0;
+    double seconds = strtod(text, NULL);
+    if (!(seconds > -1e11 && seconds < 1e11)) return FAIL(st, "a creation time the native path does not take");
+    int64_t micros = (int64_t)nearbyint(seconds * 1e6);
+    if (buf_put(&r->micros, &micros, sizeof micros)) return NOMEM(st);
+    r->last_seconds = seconds;
+    return q;
+}
+
+/* SequenceNumber: decimal digits, padded with zeros to SEQUENCE_DIGITS. */
+#define SEQUENCE_DIGITS 40
+static const char *read_sequence(state_t *st, records_t *r, const char *p, const char *end) {
+    const char *raw;
+    size_t n;
+    int escaped;
+    p = scan_string(st, p, end, &raw, &n, &escaped);
+    if (!p) return NULL;
+    if (escaped || n == 0 || n > SEQUENCE_DIGITS) return FAIL(st, "a sequence number the native path does not take");
+    for (size_t i = 0; i < n; i++)
+        if (raw[i] < '0' || raw[i] > '9') return FAIL(st, "a sequence number the native path does not take");
+    column_t *c = r->sequence;
+    if (buf_grow(&c->data, SEQUENCE_DIGITS)) return NOMEM(st);
+    memset(c->data.p + c->data.len, '0', SEQUENCE_DIGITS - n);
+    c->data.len += SEQUENCE_DIGITS - n;
+    if (buf_put(&c->data, raw, n) || end_text(c)) return NOMEM(st);
+    if (!r->first_seq) {
+        r->first_seq = raw;
+        r->first_seq_len = n;
+    }
+    r->last_seq = raw;
+    r->last_seq_len = n;
+    return p;
+}
+
+static const char *read_size(state_t *st, records_t *r, const char *p, const char *end) {
+    const char *q = p;
+    uint64_t v = 0;
+    while (q < end && *q >= '0' && *q <= '9' && q - p < 18) v = v * 10 + (uint64_t)(*q++ - '0');
+    if (q == p || (q < end && ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E')) ||
+        (*p == '0' && q - p > 1))
+        return FAIL(st, "a SizeBytes the native path does not take");
+    r->size_bytes += v;
+    return q;
+}
+
+/* The record's "dynamodb" object. */
+static const char *read_stream_record(state_t *st, records_t *r, const char *p, const char *end) {
+    if (p >= end || *p != '{') return FAIL(st, "a dynamodb value that is not an object");
+    p++;
+    int seen_time = 0, seen_seq = 0, seen_size = 0;
+    if (p < end && *p == '}') return FAIL(st, "a record without SequenceNumber");
+    for (;;) {
+        const char *name;
+        size_t n;
+        p = read_key(st, p, end, &name, &n);
+        if (!p) return NULL;
+        if (key_is(name, n, "ApproximateCreationDateTime")) {
+            if (seen_time++) return FAIL(st, "a key given twice in a record");
+            p = read_time(st, r, p, end);
+        } else if (key_is(name, n, "SequenceNumber")) {
+            if (seen_seq++) return FAIL(st, "a key given twice in a record");
+            p = read_sequence(st, r, p, end);
+        } else if (key_is(name, n, "SizeBytes")) {
+            if (seen_size++) return FAIL(st, "a key given twice in a record");
+            p = read_size(st, r, p, end);
+        } else if (key_is(name, n, "Keys")) {
+            p = read_image(st, r, 0, p, end);
+        } else if (key_is(name, n, "NewImage")) {
+            p = read_image(st, r, 1, p, end);
+        } else if (key_is(name, n, "OldImage")) {
+            p = read_image(st, r, 2, p, end);
+        } else {
+            p = skip_value(st, p, end, 2);
+        }
+        if (!p) return NULL;
+        if (p >= end) return FAIL(st, "unexpected end of the response");
+        if (*p == '}') break;
+        if (*p != ',') return FAIL(st, "expected ',' or '}' in a record");
+        p++;
+    }
+    if (!seen_time || !seen_seq) return FAIL(st, "a record without ApproximateCreationDateTime or SequenceNumber");
+    return p + 1;
+}
+
+/* userIdentity: 1 for a TTL delete (Type "Service", PrincipalId "dynamodb.amazonaws.com"). */
+static const char *read_identity(state_t *st, const char *p, const char *end, int *ttl) {
+    *ttl = 0;
+    if (is_null(p, end)) return p + 4;
+    if (p >= end || *p != '{') return FAIL(st, "a userIdentity that is not an object");
+    p++;
+    if (p < end && *p == '}') return p + 1;
+    int service = 0, principal = 0;
+    for (;;) {
+        const char *name;
+        size_t n;
+        p = read_key(st, p, end, &name, &n);
+        if (!p) return NULL;
+        int is_type = key_is(name, n, "Type"), is_principal = key_is(name, n, "PrincipalId");
+        if ((is_type || is_principal) && p < end && *p == '"') {
+            const char *raw;
+            size_t len;
+            int escaped;
+            p = scan_string(st, p, end, &raw, &len, &escaped);
+            if (!p) return NULL;
+            if (escaped) return FAIL(st, "an escaped userIdentity");
+            if (is_type) service = key_is(raw, len, "Service");
+            else principal = key_is(raw, len, "dynamodb.amazonaws.com");
+        } else if (is_type || is_principal) {
+            return FAIL(st, "a userIdentity the native path does not take");
+        } else {
+            p = skip_value(st, p, end, 3);
+            if (!p) return NULL;
+        }
+        if (p >= end) return FAIL(st, "unexpected end of the response");
+        if (*p == '}') break;
+        if (*p != ',') return FAIL(st, "expected ',' or '}' in userIdentity");
+        p++;
+    }
+    *ttl = service && principal;
+    return p + 1;
+}
+
+static const char *read_record(state_t *st, records_t *r, const char *p, const char *end) {
+    if (p >= end || *p != '{') return FAIL(st, "a record that is not an object");
+    p++;
+    int seen_id = 0, seen_name = 0, seen_ddb = 0, seen_identity = 0, ttl = 0;
+    if (p < end && *p == '}') return FAIL(st, "an empty record");
+    for (;;) {
+        const char *name;
+        size_t n;
+        p = read_key(st, p, end, &name, &n);
+        if (!p) return NULL;
+        if (key_is(name, n, "eventID")) {
+            if (seen_id++) return FAIL(st, "a key given twice in a record");
+            p = read_text(st, p, end, r->event_id);
+        } else if (key_is(name, n, "eventName")) {
+            if (seen_name++) return FAIL(st, "a key given twice in a record");
+            p = read_text(st, p, end, r->event_name);
+        } else if (key_is(name, n, "dynamodb")) {
+            if (seen_ddb++) return FAIL(st, "a key given twice in a record");
+            p = read_stream_record(st, r, p, end);
+        } else if (key_is(name, n, "userIdentity")) {
+            if (seen_identity++) return FAIL(st, "a key given twice in a record");
+            p = read_identity(st, p, end, &ttl);
+        } else {
+            p = skip_value(st, p, end, 2);
+        }
+        if (!p) return NULL;
+        if (p >= end) return FAIL(st, "unexpected end of the response");
+        if (*p == '}') break;
+        if (*p != ',') return FAIL(st, "expected ',' or '}' in a record");
+        p++;
+    }
+    if (!seen_id || !seen_name || !seen_ddb) return FAIL(st, "a record without eventID, eventName or dynamodb");
+    if (buf_byte(&r->ttl, (char)ttl)) return NOMEM(st);
+    r->rows++;
+    for (int i = 0; i < 3; i++)
+        if (pad(r->images[i], r->rows)) return NOMEM(st);
+    return p + 1;
+}
+
+/* The response object; sets records_at and records_end to the span of its Records array. */
+static int read_response(state_t *st, records_t *r, const char *p, const char *end,
+                         const char **records_at, const char **records_end) {
+    *records_at = NULL;
+    if (p >= end || *p != '{') return st->error = "a response that is not an object", -1;
+    p++;
+    if (p < end && *p == '}') return st->error = "a response without Records", -1;
+    for (;;) {
+        const char *name;
+        size_t n;
+        p = read_key(st, p, end, &name, &n);
+        if (!p) return -1;
+        if (key_is(name, n, "Records")) {
+            if (*records_at) return st->error = "Records given twice", -1;
+            if (p >= end || *p != '[') return st->error = "Records that is not an array", -1;
+            *records_at = p++;
+            if (p < end && *p == ']') {
+                p++;
+            } else {
+                for (;;) {
+                    p = read_record(st, r, p, end);
+                    if (!p) return -1;
+                    if (p >= end) return st->error = "unexpected end of the response", -1;
+                    if (*p == ']') {
+                        p++;
+                        break;
+                    }
+                    if (*p != ',') return st->error = "expected ',' or ']' between records", -1;
+                    p++;
+                }
+            }
+            *records_end = p;
+        } else {
+            p = skip_value(st, p, end, 1);
+            if (!p) return -1;
+        }
+        if (p >= end) return st->error = "unexpected end of the response", -1;
+        if (*p == '}') break;
+        if (*p != ',') return st->error = "expected ',' or '}' in the response", -1;
+        p++;
+    }
+    if (p + 1 != end) return st->error = "text after the response", -1;
+    if (!*records_at) return st->error = "a response without Records", -1;
+    return 0;
+}
+
+/* (valid bitmap, offsets, data, null count) of a string column. */
+static PyObject *texts_tuple(column_t *c) {
+    size_t nulls = 0;
+    for (size_t i = 0; i < c->valid.len; i++) nulls += !c->valid.p[i];
+    PyObject *valid = bitmap_of(&c->valid), *offsets = bytes_of(&c->offsets),
+             *data = bytes_of(&c->data), *count = PyLong_FromSize_t(nulls), *t = NULL;
+    if (valid && offsets && data && count) t = PyTuple_Pack(4, valid, offsets, data, count);
+    Py_XDECREF(valid);
+    Py_XDECREF(offsets);
+    Py_XDECREF(data);
+    Py_XDECREF(count);
+    return t;
+}
+
+static PyObject *scan_records(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)) return NULL;
+    const char *body = view.buf, *end = body + view.len;
+    state_t st;
+    memset(&st, 0, sizeof st);
+    records_t r;
+    memset(&r, 0, sizeof r);
+    PyObject *result = NULL;
+    const char *records_at = NULL, *records_end = NULL;
+    int ok = 1;
+    st.n_slots = 4096;
+    st.slots = calloc(st.n_slots, sizeof *st.slots);
+    column_t **cols[] = {&r.event_id, &r.event_name, &r.sequence, &r.images[0], &r.images[1], &r.images[2]};
+    for (size_t i = 0; i < sizeof cols / sizeof *cols; i++)
+        if (!(*cols[i] = new_column(T_S))) ok = 0;
+    if (!ok || !st.slots) {
+        st.error = "out of memory";
+        ok = 0;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    if (ok && !valid_utf8((const unsigned char *)body, (size_t)view.len)) {
+        st.error = "text that is not UTF-8";
+        ok = 0;
+    }
+    if (ok && read_response(&st, &r, body, end, &records_at, &records_end)) ok = 0;
+    if (ok && pad_attributes(&st, r.rows)) ok = 0;
+    Py_END_ALLOW_THREADS;
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, st.error ? st.error : "unsupported response");
+        goto done;
+    }
+    {
+        PyObject *attrs = attributes_list(&st);
+        PyObject *ids = texts_tuple(r.event_id), *names = texts_tuple(r.event_name),
+                 *seqs = texts_tuple(r.sequence), *keys = texts_tuple(r.images[0]),
+                 *news = texts_tuple(r.images[1]), *olds = texts_tuple(r.images[2]),
+                 *micros = bytes_of(&r.micros), *ttl = bitmap_of(&r.ttl);
+        PyObject *first = r.first_seq ? PyUnicode_FromStringAndSize(r.first_seq, (Py_ssize_t)r.first_seq_len) : Py_NewRef(Py_None);
+        PyObject *last = r.last_seq ? PyUnicode_FromStringAndSize(r.last_seq, (Py_ssize_t)r.last_seq_len) : Py_NewRef(Py_None);
+        PyObject *when = r.rows ? PyFloat_FromDouble(r.last_seconds) : Py_NewRef(Py_None);
+        if (attrs && ids && names && seqs && keys && news && olds && micros && ttl && first && last && when)
+            result = Py_BuildValue("{sn,sn,sn,sK,sO,sO,sO,sO,sO,sO,sO,sO,sO,sO,sO,sO}",
+                                   "count", (Py_ssize_t)r.rows,
+                                   "records_at", (Py_ssize_t)(records_at - body),
+                                   "records_end", (Py_ssize_t)(records_end - body),
+                                   "size_bytes", (unsigned long long)r.size_bytes,
+                                   "first_sequence_number", first, "last_sequence_number", last,
+                                   "last_creation_time", when, "event_id", ids, "event_name", names,
+                                   "sequence_number", seqs, "micros", micros, "ttl_delete", ttl,
+                                   "_keys", keys, "_new_image", news, "_old_image", olds,
+                                   "key_attributes", attrs);
+        Py_XDECREF(attrs);
+        Py_XDECREF(ids);
+        Py_XDECREF(names);
+        Py_XDECREF(seqs);
+        Py_XDECREF(keys);
+        Py_XDECREF(news);
+        Py_XDECREF(olds);
+        Py_XDECREF(micros);
+        Py_XDECREF(ttl);
+        Py_XDECREF(first);
+        Py_XDECREF(last);
+        Py_XDECREF(when);
+    }
+done:
+    for (size_t i = 0; i < sizeof cols / sizeof *cols; i++) free_column(*cols[i]);
+    buf_free(&r.micros);
+    buf_free(&r.ttl);
+    free_state(&st);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef METHODS[] = {
     {"scan_block", scan_block, METH_O,
      "scan_block(block) -> (rows, item_offsets, item_data, attributes): see the module source."},
+    {"scan_records", scan_records, METH_O,
+     "scan_records(body) -> dict of a GetRecords response's change-row columns: see the source."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef MODULE = {
     PyModuleDef_HEAD_INIT, "dynamo_cdc._native",
-    "One pass over a block of DynamoDB export lines, in C (see dynamo_cdc.arrowconvert).", -1,
+    "One pass in C over export lines (dynamo_cdc.arrowconvert) or a GetRecords response.", -1,
     METHODS, NULL, NULL, NULL, NULL,
 };
 

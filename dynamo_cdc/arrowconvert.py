@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import binascii
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from dynamo_cdc import codec, schema
+from dynamo_cdc import codec, native, schema
 from dynamo_cdc.codec import (
     BINARY,
     BINARY_SET,
@@ -65,13 +64,9 @@ from dynamo_cdc.errors import CodecError
 from dynamo_cdc.export import open_gzip
 from dynamo_cdc.schema import MIXED, ColumnStats, SchemaStats
 
-try:
-    from dynamo_cdc import _native  # type: ignore[attr-defined]
-except ImportError:  # installed where no C compiler was: pyarrow.json alone
-    _native = None
-
 # Whether BlockReader tries the C reader first (DYNAMO_CDC_NATIVE=0: never).
-NATIVE = _native is not None and os.environ.get("DYNAMO_CDC_NATIVE", "1") != "0"
+NATIVE = native.ENABLED
+_native = native.module
 
 # Decompressed bytes per block. Each block is parsed by one read_json call; 8 MB keeps the
 # per-call overhead small and a worker's memory flat (about 4x the block while it is built).

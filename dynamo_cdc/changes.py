@@ -70,6 +70,7 @@ from dynamo_cdc import codec, fastconvert
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.stream import (
     ReadBudget,
+    RecordPage,
     ShardRange,
     StreamBatch,
     StreamInfo,
@@ -95,7 +96,7 @@ IMAGE_COLUMNS = ("_keys", "_new_image", "_old_image")
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 _KEY_ARROW_TYPES = {"S": pa.string(), "N": pa.string(), "B": pa.binary()}
 _MICROS_PER_HOUR = 3_600_000_000
-PARQUET_COMPRESSION = "zstd"  # of change files (bench/stream_records.py writes the same)
+PARQUET_COMPRESSION = "zstd"  # of change files (see parquet_bytes)
 
 
 # -- canonical text, fast ---------------------------------------------------------------------
@@ -220,6 +221,13 @@ def _key_value(av: Mapping[str, Any] | None, kind: str) -> Any:
     return codec.decode_binary(value)
 
 
+def _newest_micros(records: Sequence[Mapping[str, Any]]) -> int:
+    """The latest ApproximateCreationDateTime of a page's records (not empty), in µs."""
+    if isinstance(records, RecordPage):
+        return max(memoryview(records.columns["micros"]).cast("q"))
+    return max(_micros(r["dynamodb"]["ApproximateCreationDateTime"]) for r in records)
+
+
 def _micros(when: Any) -> int:
     if isinstance(when, datetime):
         if when.tzinfo is None:
@@ -243,9 +251,13 @@ def records_to_table(
     applied record by record (``tests/unit/test_change_rows_fast.py`` keeps that
     implementation and compares).
 
+    A :class:`~dynamo_cdc.stream.RecordPage` (one response read by the C reader) is built from
+    its columns (:func:`_page_table`), with no Python object per record.
+
     Args:
         records: GetRecords records as boto3 returns them (binary as bytes) or with binary as
             base64 text; ``dynamodb.ApproximateCreationDateTime`` a datetime or epoch seconds.
+            Or a :class:`~dynamo_cdc.stream.RecordPage`.
         key_attributes: ``(name, type)`` of the table's key attributes.
         shard_ids: the shard of each record (a sequence parallel to ``records``), one shard id
             for all, or None.
@@ -256,6 +268,8 @@ def records_to_table(
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    if isinstance(records, RecordPage) and (shard_ids is None or isinstance(shard_ids, str)):
+        return _page_table(records, key_attributes, shard_ids, source)
     records = records if isinstance(records, list) else list(records)
     n = len(records)
     if not (shard_ids is None or isinstance(shard_ids, str)) and len(shard_ids) != n:
@@ -274,6 +288,80 @@ def records_to_table(
         for parts in zip(*(chunk.columns for chunk in chunks), strict=True)
     ]
     return pa.Table.from_arrays(columns + _join_images([c.images for c in chunks]), schema=schema)
+
+
+def _page_table(
+    page: RecordPage, key_attributes: Sequence[tuple[str, str]], shard_id: str | None, source: str
+) -> pa.Table:
+    """The change rows of a page the C reader read: its buffers as Arrow arrays. The key columns
+    come from the Keys' attributes as the C reader gives them (S unescaped, N and B as
+    written): N made canonical and B decoded as :func:`_key_value` does."""
+    c = page.columns
+    n = len(page)
+    attributes = {name: {tag: parts for tag, *parts in tags} for name, tags in c["key_attributes"]}
+    key_columns = []
+    for name, kind in key_attributes:
+        parts = attributes.get(name, {}).get(kind)
+        if parts is None:
+            key_columns.append(pa.nulls(n, _KEY_ARROW_TYPES[kind]))
+            continue
+        valid, offsets, data = parts
+        values = _texts(n, (valid, offsets, data, None))
+        if kind == "N":
+            plain = pc.and_(
+                pc.match_substring_regex(values, _CANONICAL_NUMBER_FULL),
+                pc.less_equal(pc.binary_length(values), 38),
+            )
+            if not pc.all(plain).as_py():
+                values = pa.array(
+                    [_key_value({"N": v}, "N") for v in values.to_pylist()], pa.string()
+                )
+        elif kind == "B":
+            values = pa.array([_key_value({"B": v}, "B") for v in values.to_pylist()], pa.binary())
+        key_columns.append(values)
+    columns = [
+        _texts(n, c["event_id"]),
+        _texts(n, c["event_name"]),
+        _texts(n, c["sequence_number"]),
+        pa.array([shard_id] * n, pa.string()),
+        pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(c["micros"])]),
+        pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(c["ttl_delete"])]),
+        pa.array([source] * n, pa.string()),
+        *key_columns,
+        _texts(n, c["_keys"]),
+        _texts(n, c["_new_image"]),
+        _texts(n, c["_old_image"]),
+    ]
+    return pa.Table.from_arrays(columns, schema=change_schema(key_attributes))
+
+
+_CANONICAL_NUMBER_FULL = "^" + _CANONICAL_NUMBER_RE.decode("ascii") + "$"
+
+
+def _texts(n: int, parts: tuple[bytes, bytes, bytes, int | None]) -> pa.Array:
+    """A string array from the C reader's (validity bitmap, offsets, data, null count)."""
+    valid, offsets, data, nulls = parts
+    validity = None if nulls == 0 else pa.py_buffer(valid)
+    return pa.Array.from_buffers(
+        pa.string(),
+        n,
+        [validity, pa.py_buffer(offsets), pa.py_buffer(data)],
+        null_count=-1 if nulls is None else nulls,
+    )
+
+
+def pages_to_table(
+    pages: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    key_attributes: Sequence[tuple[str, str]],
+) -> pa.Table:
+    """The change rows of a poll's records (:attr:`dynamo_cdc.stream.StreamBatch.pages`), page
+    by page (see :func:`records_to_table`), as one table."""
+    tables = [records_to_table(records, key_attributes, shard_ids=sid) for sid, records in pages]
+    if not tables:
+        return change_schema(key_attributes).empty_table()
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables).combine_chunks()
 
 
 @dataclass
@@ -909,11 +997,27 @@ def write_change_batch(
                         continue
             name = f"{shard}_{seq[idx[0]]}_{seq[idx[-1]]}.parquet"
         target = f"{part}/{name}"
-        buf = io.BytesIO()
-        pq.write_table(rows.take(pa.array(idx)), buf, compression=PARQUET_COMPRESSION)
-        lake.write_bytes(target, buf.getvalue())
+        lake.write_bytes(target, parquet_bytes(rows.take(pa.array(idx))))
         holding.add(target)
     return sorted(holding)
+
+
+# Columns whose values are mostly distinct: no dictionary encoding (trying one costs a hash of
+# every text, up to Arrow's dictionary page limit, and then falls back to plain).
+_DISTINCT_COLUMNS = ("event_id", "sequence_number", *IMAGE_COLUMNS)
+
+
+def parquet_bytes(rows: pa.Table) -> bytes:
+    """A change file's bytes: :data:`PARQUET_COMPRESSION`, dictionary encoding for the columns
+    whose values repeat (event name, shard, keys, ...)."""
+    buf = io.BytesIO()
+    pq.write_table(
+        rows,
+        buf,
+        compression=PARQUET_COMPRESSION,
+        use_dictionary=[c for c in rows.column_names if c not in _DISTINCT_COLUMNS],
+    )
+    return buf.getvalue()
 
 
 # -- one capture step ------------------------------------------------------------------------
@@ -967,8 +1071,7 @@ def read_batch(
 
 def write_batch(lake: Any, table: str, info: StreamInfo, batch: StreamBatch) -> list[str]:
     """Step 2 of :func:`capture_once`: the batch's records -> Parquet (durable when it returns)."""
-    rows = records_to_table(batch.records, info.key_attributes, shard_ids=batch.shard_ids)
-    return write_change_batch(lake, table, rows)
+    return write_change_batch(lake, table, pages_to_table(batch.pages, info.key_attributes))
 
 
 def commit_batch(lake: Any, table: str, batch: StreamBatch) -> None:
@@ -1008,11 +1111,9 @@ def capture_once(
     if after_write is not None:
         after_write(files)
     commit_batch(lake, table, batch)
+    newest_micros = max(map(_newest_micros, (records for _, records in batch.pages)), default=None)
     newest = None
-    if batch.records:
-        newest_micros = max(
-            _micros(r["dynamodb"]["ApproximateCreationDateTime"]) for r in batch.records
-        )
+    if newest_micros is not None:
         newest = datetime.fromtimestamp(newest_micros / 1e6, tz=UTC)
     clock = reader_options.get("clock", time.time)
     if newest is None:
@@ -1024,13 +1125,13 @@ def capture_once(
     log.info(
         "%s: %d change rows in %d files (%s)",
         table,
-        len(batch.records),
+        batch.count,
         len(files),
         batch.stopped_by,
     )
     return CaptureResult(
         table=table,
-        records=len(batch.records),
+        records=batch.count,
         files=files,
         ranges=batch.ranges,
         finished_shards=batch.finished_shards,

@@ -13,10 +13,11 @@ from collections import Counter
 import duckdb
 import pytest
 
-from dynamo_cdc.changes import capture_once, records_to_table
+from dynamo_cdc import native
+from dynamo_cdc.changes import capture_once, pages_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.workload import Workload
-from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, read_records_with_orjson
+from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, RecordPage, read_records
 from tests.e2e.chaos import all_stream_event_ids
 
 pytestmark = pytest.mark.integration
@@ -76,7 +77,7 @@ CHILD = textwrap.dedent(
     from dynamo_cdc.config import Settings
     from dynamo_cdc.lake import Lake
     from dynamo_cdc import changes
-    from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, read_records_with_orjson
+    from dynamo_cdc.stream import ReadBudget
 
     endpoint, root, table, where = sys.argv[1:5]
     clients = Clients(Settings(endpoint_url=endpoint))
@@ -117,11 +118,12 @@ def test_sigkill_of_the_reader_loses_nothing_and_duplicates_nothing(
     assert Counter(landed) == Counter(all_stream_event_ids(clients, table))
 
 
-def test_get_records_read_by_orjson_give_the_change_rows_botocore_gives(
-    clients, make_table
+def test_get_records_read_by_the_c_reader_or_orjson_give_the_change_rows_botocore_gives(
+    clients, make_table, monkeypatch
 ) -> None:
-    """The StreamReader's GetRecords are read by orjson (binary stays base64 text, the creation
-    time epoch seconds); the change rows are those of botocore's own parse, value for value."""
+    """The StreamReader's GetRecords are read by the C reader (change-row columns) or, with it
+    off, by orjson (binary stays base64 text, the creation time epoch seconds); the change rows
+    are those of botocore's own parse, value for value."""
     table = make_table(range_key=True)
     db = clients.dynamodb
     for i in range(40):
@@ -147,31 +149,38 @@ def test_get_records_read_by_orjson_give_the_change_rows_botocore_gives(
             db.delete_item(TableName=table, Key={"pk": item["pk"], "sk": item["sk"]})
     arn = db.describe_table(TableName=table)["Table"]["LatestStreamArn"]
     fast = clients.streams
-    fast.meta.events.register(GET_RECORDS_EVENT, read_records_with_orjson, unique_id="t")
+    fast.meta.events.register(GET_RECORDS_EVENT, read_records, unique_id="t")
     plain = clients.session.client(
         "dynamodbstreams", region_name=clients.region, endpoint_url=clients.settings.endpoint_url
     )
 
-    def read_all(client) -> list[dict]:
-        records = []
+    def read_all(client) -> list[tuple[str, object]]:
+        pages = []
         for shard in client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
             iterator = client.get_shard_iterator(
                 StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
             )["ShardIterator"]
             while iterator:
                 response = client.get_records(ShardIterator=iterator)
-                records += response["Records"]
                 if not response["Records"]:
                     break
+                pages.append((shard["ShardId"], response["Records"]))
                 iterator = response.get("NextShardIterator")
-        return records
+        return pages
 
-    by_orjson, by_botocore = read_all(fast), read_all(plain)
-    assert len(by_orjson) == len(by_botocore) > 40
-    first = next(r for r in by_orjson if "b" in r["dynamodb"].get("NewImage", {}))
+    by_c_reader = read_all(fast)
+    monkeypatch.setattr(native, "ENABLED", False)
+    by_orjson = read_all(fast)
+    by_botocore = read_all(plain)
+    assert all(isinstance(page, RecordPage) for _, page in by_c_reader)
+    records = [r for _, page in by_orjson for r in page]
+    assert len(records) == sum(len(p) for _, p in by_botocore) > 40
+    first = next(r for r in records if "b" in r["dynamodb"].get("NewImage", {}))
     assert isinstance(first["dynamodb"]["NewImage"]["b"]["B"], str)  # base64, not bytes
     assert isinstance(first["dynamodb"]["ApproximateCreationDateTime"], int | float)
     keys = [("pk", "S"), ("sk", "N")]
-    fast_rows = records_to_table(by_orjson, keys, shard_ids="s")
-    plain_rows = records_to_table(by_botocore, keys, shard_ids="s")
-    assert fast_rows.equals(plain_rows)
+    c_rows = pages_to_table(by_c_reader, keys)
+    orjson_rows = pages_to_table(by_orjson, keys)
+    botocore_rows = pages_to_table(by_botocore, keys)
+    assert c_rows.equals(botocore_rows)
+    assert orjson_rows.equals(botocore_rows)

@@ -17,10 +17,11 @@ from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, large_item
 from cases.tables import first_difference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import as_aws_writes
 from strategies import items as random_items
 
 from bench.generate import generate_items
-from dynamo_cdc import arrowconvert, codec, schema, snapshot
+from dynamo_cdc import arrowconvert, schema, snapshot
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.export import DataFile
 
@@ -182,26 +183,6 @@ def test_random_items_sharing_attributes_of_changing_types_give_the_reference_ta
     _assert_same(items, ["pk"], chunk=chunk, must_take=False, native=native)
 
 
-def _as_aws_writes(av: dict) -> dict:
-    """The value with its numbers as DynamoDB stores them (canonical); exponent forms, which the
-    C reader leaves to pyarrow.json inside maps, made plain."""
-
-    def plain(text: str) -> str:
-        canonical = codec.canonical_number_text(text)
-        return "7" if "E" in canonical else canonical
-
-    ((tag, value),) = av.items()
-    if tag == "N":
-        return {"N": plain(value)}
-    if tag == "NS":
-        return {"NS": [plain(v) for v in value]}
-    if tag == "M":
-        return {"M": {k: _as_aws_writes(v) for k, v in value.items()}}
-    if tag == "L":
-        return {"L": [_as_aws_writes(v) for v in value]}
-    return av
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(random_items(max_depth=4, names=st.sampled_from("abcdef")), min_size=1, max_size=12),
@@ -210,7 +191,7 @@ def _as_aws_writes(av: dict) -> dict:
 def test_random_items_as_aws_writes_them_take_the_native_reader(
     items: list[dict], chunk: int
 ) -> None:
-    items = [{k: _as_aws_writes(v) for k, v in item.items()} for item in items]
+    items = [{k: as_aws_writes(v) for k, v in item.items()} for item in items]
     _assert_same(items, ["pk"], chunk=chunk, native=True)
 
 

@@ -185,7 +185,7 @@ def test_bench_run_tiny_prints_table_and_writes_results(tmp_path):
         assert f"| {name} | " in proc.stdout
     assert results["export"]["items"] == 2000
     assert "2,000 stream records, one core" in proc.stdout
-    assert "| orjson (the StreamReader's handler), then ours |" in proc.stdout
+    assert "| the C reader (the StreamReader's handler), then ours |" in proc.stdout
     assert "ratio:" in proc.stdout  # the mirror refresh's bytes rewritten
 
 

@@ -18,6 +18,7 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
+from dynamo_cdc import native
 from dynamo_cdc.changes import capture_once, records_to_table, write_change_batch
 from dynamo_cdc.checkpoint import CheckpointStore, ShardCheckpoint, StreamCheckpoint
 from dynamo_cdc.errors import StreamGapError, StreamNotEnabledError, TableNotFoundError
@@ -27,11 +28,12 @@ from dynamo_cdc.local.streams import TTL_IDENTITY, ManualClock, StreamSimulator
 from dynamo_cdc.stream import (
     GET_RECORDS_EVENT,
     ReadBudget,
+    RecordPage,
     StreamInfo,
     StreamReader,
     discover,
     list_shards,
-    read_records_with_orjson,
+    read_records,
     shard_children,
     shard_roots,
 )
@@ -565,10 +567,17 @@ def _get_records_body() -> bytes:
             "SizeBytes": 12,
         },
     }
-    return json.dumps({"NextShardIterator": "it-2", "Records": [record]}).encode()
+    # Compact, as AWS sends it (the C reader refuses whitespace).
+    return json.dumps(
+        {"NextShardIterator": "it-2", "Records": [record]}, separators=(",", ":")
+    ).encode()
 
 
-def test_the_reader_reads_get_records_with_orjson_not_botocores_parse() -> None:
+@pytest.mark.parametrize("c_reader", [True, False], ids=["C reader", "orjson"])
+def test_the_reader_reads_get_records_with_its_handler_not_botocores_parse(
+    c_reader: bool, monkeypatch
+) -> None:
+    monkeypatch.setattr(native, "ENABLED", c_reader)
     client = boto3.client(
         "dynamodbstreams", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
     )
@@ -578,12 +587,14 @@ def test_the_reader_reads_get_records_with_orjson_not_botocores_parse() -> None:
     client.meta.events.emit(
         GET_RECORDS_EVENT, response_dict=response, customized_response_dict=custom
     )
+    assert isinstance(custom["Records"], RecordPage if c_reader else list)
     record = custom["Records"][0]
     assert record["dynamodb"]["Keys"] == {
         "pk": {"B": "AAE="}
     }  # base64 text, as records_to_table takes
     assert record["dynamodb"]["ApproximateCreationDateTime"] == 1764243345
-    assert json.loads(response["body"]) == {"NextShardIterator": "it-2"}  # botocore parses the rest
+    rest = json.loads(response["body"])  # botocore parses the rest
+    assert rest["NextShardIterator"] == "it-2" and not rest.get("Records")
 
 
 @pytest.mark.parametrize(
@@ -600,6 +611,6 @@ def test_the_reader_reads_get_records_with_orjson_not_botocores_parse() -> None:
 def test_errors_and_odd_get_records_bodies_are_left_to_botocore(response: dict) -> None:
     before = dict(response)
     custom: dict = {}
-    read_records_with_orjson(response_dict=response, customized_response_dict=custom)
+    read_records(response_dict=response, customized_response_dict=custom)
     assert custom == {}
     assert response == before
