@@ -447,3 +447,20 @@ def test_any_value_as_an_image_is_refused_or_read_exactly(value: dict) -> None:
     actual = records_to_table(page, KEYS, shard_ids="s")
     expected = records_to_table(orjson.loads(body)["Records"], KEYS, shard_ids="s")
     assert actual.equals(expected), first_difference(actual, expected)
+
+
+def test_threads_reading_responses_at_once_each_get_their_own_columns() -> None:
+    """The C reader keeps its buffers per thread between calls: threads never share them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = _response_bodies(generate_records(1200, seed=11), per=100)
+    alone = [records_to_table(_page(b), KEYS, shard_ids="s") for b in bodies]
+
+    def read_all(offset: int) -> list:
+        order = bodies[offset:] + bodies[:offset]
+        tables = [records_to_table(_page(b), KEYS, shard_ids="s") for b in order]
+        return tables[len(bodies) - offset :] + tables[: len(bodies) - offset]
+
+    with ThreadPoolExecutor(4) as pool:
+        for tables in pool.map(read_all, range(0, 12, 3)):
+            assert all(t.equals(a) for t, a in zip(tables, alone, strict=True))
