@@ -23,7 +23,13 @@ from pydantic import Field
 from dagster_project.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files
 from dagster_project.resources import DynamoDBResource, LakeResource
 from dynamo_cdc import codec
-from dynamo_cdc.changes import capture_once, image_text, partition_path
+from dynamo_cdc.changes import (
+    CAPTURE_LOCK_WAIT_SECONDS,
+    capture_lock,
+    capture_once,
+    image_text,
+    partition_path,
+)
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.config import TableSpec
 from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
@@ -397,18 +403,28 @@ def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
             )
             if captured.lag_seconds is not None:
                 metadata["lag_seconds"] = round(captured.lag_seconds, 3)
+            if captured.locked_between is not None:
+                metadata["capture_locked_between"] = dg.MetadataValue.json(
+                    list(captured.locked_between)
+                )
         if config.heal:
             metadata.update(heal_gap_view(config, dynamodb, the_lake, spec.name, context.log))
         if config.compact:
-            checkpoint = CheckpointStore(the_lake, spec.name).load()
-            outcome = compact_hour(
-                the_lake,
-                spec.name,
-                hour,
-                checkpoint,
-                caught_up_at=config.caught_up_at,
-                grace_seconds=config.grace_seconds,
-            )
+            # Under the capture lock: the checkpoint it trusts is the one captures commit.
+            with the_lake.exclusive(
+                capture_lock(the_lake, spec.name),
+                wait_seconds=CAPTURE_LOCK_WAIT_SECONDS,
+                what=f"compacting an hour of table {spec.name!r}",
+            ):
+                checkpoint = CheckpointStore(the_lake, spec.name).load()
+                outcome = compact_hour(
+                    the_lake,
+                    spec.name,
+                    hour,
+                    checkpoint,
+                    caught_up_at=config.caught_up_at,
+                    grace_seconds=config.grace_seconds,
+                )
             context.log.info(
                 f"compaction: {len(outcome.files_before)} -> {len(outcome.files_after)} files"
                 + (f" (not compacted: {outcome.reason})" if not outcome.compacted else "")

@@ -6,7 +6,8 @@ A tick (see :func:`stream_tick`):
    (records, bytes, seconds, calls; the seconds stay well inside Dagster's 60 s sensor timeout
    even with thousands of shards, whose DescribeStream pages are not part of the budget but
    cost one call per 100 shards). The library writes the Parquet files of the batch into the
-   hour partitions and commits the stream checkpoint only after they are durable;
+   hour partitions and commits the stream checkpoint only after they are durable. While
+   another capture of the table holds its lock (a manual run), the tick skips;
 2. requests one run of the ``changes`` partition of each hour the batch touched, with a run key
    derived from the files of the batch (a batch is recorded once: Dagster never launches two
    runs with the same run key for a sensor);
@@ -42,7 +43,7 @@ from dagster_project.compaction import DEFAULT_GRACE_SECONDS
 from dagster_project.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.changes import capture_once
 from dynamo_cdc.config import TableSpec
-from dynamo_cdc.errors import StreamGapError
+from dynamo_cdc.errors import LakeBusyError, StreamGapError
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.stream import ReadBudget
 
@@ -52,6 +53,8 @@ CURSOR_VERSION = 1
 MAX_PENDING_HOURS = 72
 DEFAULT_INTERVAL_SECONDS = 30
 DEFAULT_BUDGET_SECONDS = 20.0
+# How long a tick waits for another capture of its table (a manual run) before it skips.
+LOCK_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -177,11 +180,15 @@ def stream_tick(
     cursor = StreamSensorCursor.from_json(cursor_text)
     started = clock()
     try:
-        result = capture_once(clients, lake, spec.name, budget, clock=clock)
+        result = capture_once(
+            clients, lake, spec.name, budget, clock=clock, lock_wait_seconds=LOCK_WAIT_SECONDS
+        )
     except StreamGapError as gap:
         if spec.on_gap != "heal":
             raise
         return heal_request(spec, gap, op_name, cursor_text, clock)
+    except LakeBusyError as busy:  # a manual capture run of this table: the next tick goes on
+        return dg.SensorResult(skip_reason=str(busy), cursor=cursor_text)
     by_hour: dict[str, list[str]] = {}
     for path in result.files:
         hour = hour_of_path(path)

@@ -359,9 +359,7 @@ def pages_to_table(
     tables = [records_to_table(records, key_attributes, shard_ids=sid) for sid, records in pages]
     if not tables:
         return change_schema(key_attributes).empty_table()
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables).combine_chunks()
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)  # a chunk per page
 
 
 @dataclass
@@ -1038,6 +1036,8 @@ class CaptureResult:
             stream holds more); 0 when it caught up; None when nothing was read.
         stopped_by: why the poll ended (see :class:`dynamo_cdc.stream.StreamBatch`).
         checkpoint: the committed checkpoint.
+        locked_between: epoch seconds (wall clock) when this capture took the table's capture
+            lock and when it released it: no other capture of the table ran in between.
     """
 
     table: str
@@ -1049,6 +1049,16 @@ class CaptureResult:
     lag_seconds: float | None = None
     stopped_by: str = "caught_up"
     checkpoint: StreamCheckpoint | None = None
+    locked_between: tuple[float, float] | None = None
+
+
+# How long a capture (or a checkpoint reset, or a compaction) waits for another to finish.
+CAPTURE_LOCK_WAIT_SECONDS = 300.0
+
+
+def capture_lock(lake: Any, table: str) -> str:
+    """The lake path of ``table``'s capture lock (see :func:`capture_once`)."""
+    return str(lake.table_path(table, "_state", "stream", "capture.lock"))
 
 
 def read_batch(
@@ -1087,9 +1097,16 @@ def capture_once(
     *,
     info: StreamInfo | None = None,
     after_write: Callable[[list[str]], None] | None = None,
+    lock_wait_seconds: float = CAPTURE_LOCK_WAIT_SECONDS,
     **reader_options: Any,
 ) -> CaptureResult:
     """Load the checkpoint, poll the stream, write Parquet, then commit the checkpoint.
+
+    All of it holds the table's capture lock (:func:`capture_lock`, :meth:`Lake.exclusive
+    <dynamo_cdc.lake.Lake.exclusive>`): two captures of one table (a sensor tick and a manual
+    run, or two runs that Dagster's pool let start together: its slot claim on SQLite storage
+    is not atomic across processes) would read the same checkpoint and could write the same
+    records twice. The second waits for the first.
 
     Args:
         clients: a :class:`dynamo_cdc.aws.Clients` (or anything with ``.dynamodb`` and
@@ -1100,17 +1117,24 @@ def capture_once(
         info: the stream and key (default: :func:`dynamo_cdc.stream.discover`).
         after_write: called with the written paths between the write and the commit (tests use
             it to crash there).
+        lock_wait_seconds: how long to wait for another capture of the table to finish.
         **reader_options: passed to :class:`dynamo_cdc.stream.StreamReader` (clock, sleep, ...).
 
     Raises:
         StreamGapError: changes may have been lost; nothing is written or committed.
+        LakeBusyError: another capture of the table held the lock past ``lock_wait_seconds``.
     """
-    with fastconvert.cyclic_gc_paused():  # the batch's records: many small acyclic objects
-        info, batch = read_batch(clients, lake, table, budget, info=info, **reader_options)
-        files = write_batch(lake, table, info, batch)
-    if after_write is not None:
-        after_write(files)
-    commit_batch(lake, table, batch)
+    info = info or discover(clients, table)  # a missing table or stream: nothing in the lake
+    what = f"capturing the stream of table {table!r}"
+    with lake.exclusive(capture_lock(lake, table), wait_seconds=lock_wait_seconds, what=what):
+        locked_at = time.time()
+        with fastconvert.cyclic_gc_paused():  # the batch's records: many small acyclic objects
+            info, batch = read_batch(clients, lake, table, budget, info=info, **reader_options)
+            files = write_batch(lake, table, info, batch)
+        if after_write is not None:
+            after_write(files)
+        commit_batch(lake, table, batch)
+        released_at = time.time()
     newest_micros = max(map(_newest_micros, (records for _, records in batch.pages)), default=None)
     newest = None
     if newest_micros is not None:
@@ -1139,4 +1163,5 @@ def capture_once(
         lag_seconds=lag,
         stopped_by=batch.stopped_by,
         checkpoint=batch.checkpoint,
+        locked_between=(locked_at, released_at),
     )

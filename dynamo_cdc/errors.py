@@ -69,6 +69,10 @@ class LakeError(DynamoCdcError):
     """The lake root cannot be written (missing permission, full disk, bad URI)."""
 
 
+class LakeBusyError(LakeError):
+    """Another process holds a lake lock (:meth:`dynamo_cdc.lake.Lake.exclusive`) past the wait."""
+
+
 class StreamGapError(DynamoCdcError):
     """Changes may have been lost between the checkpoint and what the stream still holds.
 

@@ -55,7 +55,9 @@ import pyarrow.compute as pc
 from dynamo_cdc import codec
 from dynamo_cdc import export as export_api
 from dynamo_cdc.changes import (
+    CAPTURE_LOCK_WAIT_SECONDS,
     SEQUENCE_DIGITS,
+    capture_lock,
     partition_path,
     records_to_table,
     write_change_batch,
@@ -312,8 +314,13 @@ def export_window_to_changes(
 
 def reset_checkpoint(lake: Lake, table: str) -> None:
     """Reset the stream checkpoint: capture resumes at TRIM_HORIZON of every current shard (of
-    whichever stream the table has now)."""
-    CheckpointStore(lake, table).commit(StreamCheckpoint(table=table))
+    whichever stream the table has now). Holds the capture lock: never between a capture's read
+    of the checkpoint and its commit."""
+    what = f"resetting the stream checkpoint of table {table!r}"
+    with lake.exclusive(
+        capture_lock(lake, table), wait_seconds=CAPTURE_LOCK_WAIT_SECONDS, what=what
+    ):
+        CheckpointStore(lake, table).commit(StreamCheckpoint(table=table))
 
 
 def heal_gap(

@@ -18,18 +18,31 @@ from __future__ import annotations
 
 import builtins
 import errno
+import fcntl
+import functools
+import logging
 import os
+import random
 import shutil
+import socket
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import orjson
+
 from dynamo_cdc.config import validate_table_name
-from dynamo_cdc.errors import LakeError
+from dynamo_cdc.errors import LakeBusyError, LakeError
+
+log = logging.getLogger(__name__)
+
+# S3 codes of a conditional write that lost to another writer.
+_LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 
 
 class _Missing(Exception):
@@ -299,6 +312,121 @@ class Lake:
             kwargs.update(endpoint_override=host, scheme=scheme)
         fs = pafs.S3FileSystem(**kwargs)
         return fs, "/".join(p for p in (self.bucket, self.prefix) if p)
+
+    # -- locks -------------------------------------------------------------------------------
+
+    @contextmanager
+    def exclusive(
+        self, rel: str, *, wait_seconds: float, stale_seconds: float = 900.0, what: str = ""
+    ) -> Iterator[None]:
+        """Hold the lock ``rel`` while the block runs: one holder at a time, across processes
+        (and, on S3, machines).
+
+        Locally it is an ``flock`` on the file ``rel`` (never deleted), which the OS releases
+        when its process dies. On S3 it is a lease object created with ``If-None-Match: *`` and
+        deleted with ``If-Match`` its ETag; a lease older than ``stale_seconds`` (its holder
+        died) is taken over with ``If-Match``, so no two holders ever both succeed.
+
+        Args:
+            rel: the lock's path in the lake.
+            wait_seconds: how long to wait for another holder to finish.
+            stale_seconds: S3 only: when a lease counts as abandoned.
+            what: what the lock guards, for the error.
+
+        Raises:
+            LakeBusyError: another holder kept it longer than ``wait_seconds``.
+        """
+        release = self._s3_lock(rel, wait_seconds, stale_seconds, what) if self.is_s3 else None
+        if release is not None:
+            try:
+                yield
+            finally:
+                release()
+            return
+        deadline = time.monotonic() + wait_seconds
+        path = self._local(rel)
+        with self._local_errors("lock", rel):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise self._busy(rel, what, wait_seconds) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _busy(self, rel: str, what: str, wait_seconds: float, holder: str = "") -> LakeBusyError:
+        return LakeBusyError(
+            f"Another process is {what or 'holding ' + repr(rel)} (lock {self.uri(rel)}"
+            f"{', held by ' + holder if holder else ''}); waited {wait_seconds:g} s.",
+            fix="let it finish, or check that no other deployment writes the same lake root.",
+        )
+
+    def _s3_lock(
+        self, rel: str, wait_seconds: float, stale_seconds: float, what: str
+    ) -> Callable[[], None]:
+        from botocore.exceptions import ClientError
+
+        deadline = time.monotonic() + wait_seconds
+        key = self._key(rel)
+        token = uuid.uuid4().hex
+        lease = {"owner": token, "host": socket.gethostname(), "pid": os.getpid()}
+        client = self.s3_client
+
+        def attempt(**condition: str) -> str | None:
+            body = orjson.dumps({**lease, "expires": time.time() + stale_seconds})
+            try:
+                put = client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _LOST_RACE:
+                    return None
+                raise
+            return str(put["ETag"])
+
+        holder = ""
+        while True:
+            etag = self._s3_call("lock", rel, lambda: attempt(IfNoneMatch="*"))
+            if etag is None:
+                try:
+                    current = self._s3_call(
+                        "read",
+                        rel,
+                        lambda: client.get_object(Bucket=self.bucket, Key=key),
+                        missing_ok=True,
+                    )
+                except _Missing:
+                    continue  # released meanwhile
+                try:
+                    info = orjson.loads(current["Body"].read())
+                    expires, holder = float(info["expires"]), f"{info['host']} pid {info['pid']}"
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    expires, holder = 0.0, "an unreadable lease"
+                if expires < time.time():  # abandoned: take it over, unless another does first
+                    old = str(current["ETag"])
+                    etag = self._s3_call("lock", rel, functools.partial(attempt, IfMatch=old))
+            if etag is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise self._busy(rel, what, wait_seconds, holder)
+            time.sleep(0.2 + random.random() * 0.3)
+        held = etag
+
+        def release() -> None:
+            try:
+                client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held)
+            except ClientError as exc:  # taken over after we overran stale_seconds
+                log.warning("lock %s was not ours any more at release: %s", self.uri(rel), exc)
+
+        return release
 
     # -- errors ------------------------------------------------------------------------------
 

@@ -72,18 +72,15 @@ and it costs one full rewrite.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -636,8 +633,14 @@ def refresh_current(
 
     Raises:
         FileNotFoundError: no snapshot partition of ``table`` exists yet.
+        LakeBusyError: another refresh of the table held its lock past an hour.
     """
-    with _refresh_lock(lake, table):
+    with lake.exclusive(
+        lake.table_path(table, "_state", "mirror.lock"),
+        wait_seconds=REFRESH_LOCK_WAIT_SECONDS,
+        stale_seconds=REFRESH_STALE_SECONDS,
+        what=f"refreshing the mirror of table {table!r}",
+    ):
         return _refresh_current(
             lake,
             table,
@@ -654,23 +657,12 @@ def refresh_current(
         )
 
 
-@contextmanager
-def _refresh_lock(lake: Lake, table: str) -> Iterator[None]:
-    """One refresh of a table at a time. Two refreshes would build the same next version folder
-    and replace each other's files. Locally an exclusive ``flock`` on ``_state/mirror.lock``
-    serialises them across processes; on S3 there is no lock, so deployments rely on the Dagster
-    pool that the ``current`` asset shares with the table's other writers."""
-    if lake.is_s3:
-        yield
-        return
-    path = Path(lake.uri(lake.table_path(table, "_state", "mirror.lock")))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+# One refresh of a table at a time: two would build the same next version folder and replace
+# each other's files. The lock (Lake.exclusive) is an flock locally and a lease object on S3; a
+# refresh waits this long for another, and an S3 lease older than REFRESH_STALE_SECONDS counts
+# as abandoned by a refresh that died (a bootstrap of a very large table must finish within it).
+REFRESH_LOCK_WAIT_SECONDS = 3600.0
+REFRESH_STALE_SECONDS = 6 * 3600.0
 
 
 def _refresh_current(

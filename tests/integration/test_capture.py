@@ -70,6 +70,32 @@ def test_2000_writes_land_as_exactly_one_row_per_stream_record(
         last[pk] = seq
 
 
+def test_captures_of_one_table_started_at_once_take_turns_and_land_each_record_once(
+    clients, make_table, tmp_path
+) -> None:
+    """Four captures of one table at once (as a sensor tick beside manual runs, or runs that
+    Dagster's pool let start together): each holds the table's capture lock in turn, and every
+    stream record lands once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = make_table()
+    run_workload(clients, table, 600, seed=3)
+    lake = Lake(str(tmp_path))
+
+    def capture(_: int):
+        return capture_once(clients, lake, table, ReadBudget(max_records=200))
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(capture, range(4)))
+    windows = sorted(r.locked_between for r in results if r.locked_between)
+    assert len(windows) == 4
+    for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
+        assert end <= start, f"two captures held the lock at once: {windows}"
+    capture_until_caught_up(clients, lake, table)
+    landed = landed_event_ids(str(tmp_path), table)
+    assert Counter(landed) == Counter(all_stream_event_ids(clients, table))
+
+
 CHILD = textwrap.dedent(
     """
     import os, signal, sys

@@ -82,3 +82,112 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch) ->
     with pytest.raises(LakeError, match="disk is full"):
         lake.write_bytes("t1/x", b"x")
     assert lake.list("t1") == []
+
+
+# -- locks ---------------------------------------------------------------------------------------
+
+_HOLD = """
+import sys, time
+from dynamo_cdc.lake import Lake
+with Lake(sys.argv[1]).exclusive("t/_state/x.lock", wait_seconds=0):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _holder(tmp_path, seconds: float):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_local_lock_held_by_another_process_makes_the_next_holder_wait_then_fail(
+    tmp_path,
+) -> None:
+    from dynamo_cdc.errors import LakeBusyError
+
+    lake = Lake(str(tmp_path))
+    proc = _holder(tmp_path, 30)
+    try:
+        with pytest.raises(LakeBusyError, match="capturing t"):
+            with lake.exclusive("t/_state/x.lock", wait_seconds=0.3, what="capturing t"):
+                pytest.fail("two holders at once")
+    finally:
+        proc.kill()
+        proc.wait()
+    # The OS released the dead holder's lock: the next holder gets it at once.
+    with lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        pass
+
+
+def test_a_local_lock_is_taken_as_soon_as_its_holder_releases_it(tmp_path) -> None:
+    import time
+
+    lake = Lake(str(tmp_path))
+    proc = _holder(tmp_path, 1.0)
+    started = time.monotonic()
+    with lake.exclusive("t/_state/x.lock", wait_seconds=60):
+        waited = time.monotonic() - started
+    proc.wait()
+    assert waited > 0.5  # it waited for the holder (which slept 1 s after saying it held it)
+
+
+def test_a_local_lock_excludes_another_holder_in_the_same_process(tmp_path) -> None:
+    from dynamo_cdc.errors import LakeBusyError
+
+    lake = Lake(str(tmp_path))
+    with lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        with pytest.raises(LakeBusyError):
+            with lake.exclusive("t/_state/x.lock", wait_seconds=0.1):
+                pass
+    with lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        pass
+
+
+@pytest.fixture
+def s3_lake():
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lake")
+        yield Lake("s3://lake/root", s3_client=s3)
+
+
+def test_an_s3_lock_is_a_lease_object_that_excludes_a_second_holder(s3_lake) -> None:
+    from dynamo_cdc.errors import LakeBusyError
+
+    key = "root/t/_state/x.lock"
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0, what="capturing t"):
+        lease = s3_lake.s3_client.get_object(Bucket="lake", Key=key)["Body"].read()
+        assert b'"owner"' in lease and b'"expires"' in lease
+        with pytest.raises(LakeBusyError, match="capturing t.*held by"):
+            with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0.5, what="capturing t"):
+                pytest.fail("two holders at once")
+    assert s3_lake.s3_client.list_objects_v2(Bucket="lake").get("KeyCount") == 0  # released
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        pass
+
+
+def test_an_abandoned_s3_lease_is_taken_over_and_its_late_release_changes_nothing(
+    s3_lake,
+) -> None:
+    key = "root/t/_state/x.lock"
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0, stale_seconds=-1):
+        # Its holder overran stale_seconds (here: at once): another takes the lease over.
+        with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0):
+            taken = s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"]
+        # The second released; a third holds it when the first finally releases.
+        s3_lake.s3_client.put_object(Bucket="lake", Key=key, Body=b'{"expires": 1e20}')
+        third = s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"]
+        assert third != taken
+    # The first's release was conditional on its own lease: the third's is still there.
+    assert s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"] == third

@@ -224,3 +224,18 @@ def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(
     assert result.run_requests == []
     assert len(StreamSensorCursor.from_json(result.cursor).pending_hours) == 1
     assert len(data_files(lake, f"{TABLE}/changes")) == 1  # landed all the same
+
+
+def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp_path, monkeypatch):
+    from dagster_project import sensors
+    from dynamo_cdc.changes import capture_lock
+
+    monkeypatch.setattr(sensors, "LOCK_WAIT_SECONDS", 0.2)
+    lake = Lake(str(tmp_path / "lake"))
+    put(aws, "a")
+    with lake.exclusive(capture_lock(lake, TABLE), wait_seconds=0):  # a manual run, say
+        busy = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
+    assert not busy.run_requests and busy.skip_reason is not None
+    assert "capturing the stream" in busy.skip_reason.skip_message
+    after = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
+    assert len(after.run_requests) == 1  # the next tick lands the batch
