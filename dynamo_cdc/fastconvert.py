@@ -331,3 +331,26 @@ def items_to_table(
 ) -> pa.Table:
     """Same result as :func:`dynamo_cdc.schema.items_to_table` (given item texts), faster."""
     return ChunkColumns(items, item_texts).table(target_schema)
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_heap(megabytes: int = 32) -> bool:
+    """Make this process's malloc keep freed memory for reuse instead of handing it back to the
+    OS (glibc only; returns whether it could). For the conversion's own worker processes: each
+    block's buffers are megabytes, and memory handed back is faulted in again page by page for
+    the next block. Never called in a process the package does not own."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return False
+    size = megabytes << 20
+    return bool(mallopt(_M_MMAP_THRESHOLD, size)) and bool(mallopt(_M_TRIM_THRESHOLD, 16 * size))

@@ -408,7 +408,9 @@ def convert_manifest(
             )
     else:
         ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=fastconvert.keep_heap
+        ) as pool:
             in_flight: dict[Future[FileResult], Any] = {}
             for index, data_file in enumerate(manifest.files):
                 while len(in_flight) >= workers + 1:

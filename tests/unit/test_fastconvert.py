@@ -182,3 +182,14 @@ def test_data_file_in_aws_shape_and_in_another_shape_convert_to_equal_typed_colu
     assert fast[0].column("_item").to_pylist() == [orjson.dumps(i).decode() for i in items]
     decoded = [codec.item_from_json_text(t) for t in ref[0].column("_item").to_pylist()]
     assert decoded == [codec.canonical_item(i) for i in items]
+
+
+def test_conversion_workers_can_keep_their_heap_on_glibc() -> None:
+    """The snapshot's worker processes call keep_heap (malloc keeps freed blocks for the next
+    one): on this Linux/glibc machine kind it must take effect, in a process of its own."""
+    import subprocess
+    import sys
+
+    code = "from dynamo_cdc.fastconvert import keep_heap; print(keep_heap())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
