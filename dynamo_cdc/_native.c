@@ -55,6 +55,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <locale.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -1438,6 +1439,15 @@ static const char *read_image(state_t *st, records_t *r, int which, const char *
     return q;
 }
 
+static locale_t c_locale_value;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static void make_c_locale(void) { c_locale_value = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0); }
+
+static locale_t c_locale(void) {
+    (void)pthread_once(&c_locale_once, make_c_locale);
+    return c_locale_value;
+}
+
 /* ApproximateCreationDateTime (epoch seconds) -> microseconds, as changes._micros computes them
  * from the number orjson reads: round(float(seconds) * 1e6), halves to even. */
 static const char *read_time(state_t *st, records_t *r, const char *p, const char *end) {
@@ -1448,7 +1458,9 @@ static const char *read_time(state_t *st, records_t *r, const char *p, const cha
     if (n >= sizeof text) return FAIL(st, "a creation time the native path does not take");
     memcpy(text, p, n);
     text[n] = 0;
-    double seconds = strtod(text, NULL);
+    locale_t c = c_locale();
+    if (!c) return FAIL(st, "no C locale to read a creation time with");
+    double seconds = strtod_l(text, NULL, c); /* '.' whatever LC_NUMERIC says */
     if (!(seconds > -1e11 && seconds < 1e11)) return FAIL(st, "a creation time the native path does not take");
     int64_t micros = (int64_t)nearbyint(seconds * 1e6);
     if (buf_put(&r->micros, &micros, sizeof micros)) return NOMEM(st);
@@ -1492,165 +1504,169 @@ static const char *read_size(state_t *st, records_t *r, const char *p, const cha
     return q;
 }
 
-/* The record's "dynamodb" object. */
-static const char *read_stream_record(state_t *st, records_t *r, const char *p, const char *end) {
-    if (p >= end || *p != '{') return FAIL(st, "a dynamodb value that is not an object");
-    p++;
-    int seen_time = 0, seen_seq = 0, seen_size = 0;
-    if (p < end && *p == '}') return FAIL(st, "a record without SequenceNumber");
-    for (;;) {
-        const char *name;
-        size_t n;
-        p = read_key(st, p, end, &name, &n);
-        if (!p) return NULL;
-        if (key_is(name, n, "ApproximateCreationDateTime")) {
-            if (seen_time++) return FAIL(st, "a key given twice in a record");
-            p = read_time(st, r, p, end);
-        } else if (key_is(name, n, "SequenceNumber")) {
-            if (seen_seq++) return FAIL(st, "a key given twice in a record");
-            p = read_sequence(st, r, p, end);
-        } else if (key_is(name, n, "SizeBytes")) {
-            if (seen_size++) return FAIL(st, "a key given twice in a record");
-            p = read_size(st, r, p, end);
-        } else if (key_is(name, n, "Keys")) {
-            p = read_image(st, r, 0, p, end);
-        } else if (key_is(name, n, "NewImage")) {
-            p = read_image(st, r, 1, p, end);
-        } else if (key_is(name, n, "OldImage")) {
-            p = read_image(st, r, 2, p, end);
-        } else {
-            p = skip_value(st, p, end, 2);
-        }
-        if (!p) return NULL;
-        if (p >= end) return FAIL(st, "unexpected end of the response");
-        if (*p == '}') break;
-        if (*p != ',') return FAIL(st, "expected ',' or '}' in a record");
-        p++;
-    }
-    if (!seen_time || !seen_seq) return FAIL(st, "a record without ApproximateCreationDateTime or SequenceNumber");
-    return p + 1;
-}
+/* Reads one member's value of an object being walked (the member is named name/n); returns the
+ * position after the value, or NULL (st->error set). */
+typedef const char *(*member_fn)(state_t *st, void *ctx, const char *name, size_t n, const char *p,
+                                 const char *end);
 
-/* userIdentity: 1 for a TTL delete (Type "Service", PrincipalId "dynamodb.amazonaws.com"). */
-static const char *read_identity(state_t *st, const char *p, const char *end, int *ttl) {
-    *ttl = 0;
-    if (is_null(p, end)) return p + 4;
-    if (p >= end || *p != '{') return FAIL(st, "a userIdentity that is not an object");
+/* Walks the object at p, {"name":value,...}, calling `member` for each member; returns the
+ * position after its closing brace. `what` names it in the errors. */
+static const char *walk_object(state_t *st, const char *p, const char *end, member_fn member,
+                               void *ctx, const char *what) {
+    if (p >= end || *p != '{') return FAIL(st, what);
     p++;
     if (p < end && *p == '}') return p + 1;
-    int service = 0, principal = 0;
     for (;;) {
         const char *name;
         size_t n;
         p = read_key(st, p, end, &name, &n);
         if (!p) return NULL;
-        int is_type = key_is(name, n, "Type"), is_principal = key_is(name, n, "PrincipalId");
-        if ((is_type || is_principal) && p < end && *p == '"') {
-            const char *raw;
-            size_t len;
-            int escaped;
-            p = scan_string(st, p, end, &raw, &len, &escaped);
-            if (!p) return NULL;
-            if (escaped) return FAIL(st, "an escaped userIdentity");
-            if (is_type) service = key_is(raw, len, "Service");
-            else principal = key_is(raw, len, "dynamodb.amazonaws.com");
-        } else if (is_type || is_principal) {
-            return FAIL(st, "a userIdentity the native path does not take");
-        } else {
-            p = skip_value(st, p, end, 3);
-            if (!p) return NULL;
-        }
+        p = member(st, ctx, name, n, p, end);
+        if (!p) return NULL;
         if (p >= end) return FAIL(st, "unexpected end of the response");
-        if (*p == '}') break;
-        if (*p != ',') return FAIL(st, "expected ',' or '}' in userIdentity");
+        if (*p == '}') return p + 1;
+        if (*p != ',') return FAIL(st, "expected ',' or '}' in an object");
         p++;
     }
-    *ttl = service && principal;
-    return p + 1;
+}
+
+/* Marks a member seen; 0 the first time, -1 (st->error set) if it was given twice. */
+static int first_time(state_t *st, int *seen) {
+    if ((*seen)++) {
+        st->error = "a key given twice in a record";
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    records_t *r;
+    int time, seq, size;
+} stream_record_t;
+
+/* A member of the record's "dynamodb" object. */
+static const char *stream_record_member(state_t *st, void *ctx, const char *name, size_t n,
+                                        const char *p, const char *end) {
+    stream_record_t *c = ctx;
+    if (key_is(name, n, "ApproximateCreationDateTime"))
+        return first_time(st, &c->time) ? NULL : read_time(st, c->r, p, end);
+    if (key_is(name, n, "SequenceNumber"))
+        return first_time(st, &c->seq) ? NULL : read_sequence(st, c->r, p, end);
+    if (key_is(name, n, "SizeBytes"))
+        return first_time(st, &c->size) ? NULL : read_size(st, c->r, p, end);
+    if (key_is(name, n, "Keys")) return read_image(st, c->r, 0, p, end);
+    if (key_is(name, n, "NewImage")) return read_image(st, c->r, 1, p, end);
+    if (key_is(name, n, "OldImage")) return read_image(st, c->r, 2, p, end);
+    return skip_value(st, p, end, 2);
+}
+
+typedef struct {
+    int service, principal;
+} identity_t;
+
+/* A member of userIdentity: Type and PrincipalId are read, the rest skipped. */
+static const char *identity_member(state_t *st, void *ctx, const char *name, size_t n,
+                                   const char *p, const char *end) {
+    identity_t *c = ctx;
+    int is_type = key_is(name, n, "Type"), is_principal = key_is(name, n, "PrincipalId");
+    if (!is_type && !is_principal) return skip_value(st, p, end, 3);
+    const char *raw;
+    size_t len;
+    int escaped;
+    if (p >= end || *p != '"') return FAIL(st, "a userIdentity the native path does not take");
+    p = scan_string(st, p, end, &raw, &len, &escaped);
+    if (!p) return NULL;
+    if (escaped) return FAIL(st, "an escaped userIdentity");
+    if (is_type)
+        c->service = key_is(raw, len, "Service");
+    else
+        c->principal = key_is(raw, len, "dynamodb.amazonaws.com");
+    return p;
+}
+
+typedef struct {
+    records_t *r;
+    int id, name, ddb, identity, ttl;
+} record_t;
+
+/* A member of a record. */
+static const char *record_member(state_t *st, void *ctx, const char *name, size_t n,
+                                 const char *p, const char *end) {
+    record_t *c = ctx;
+    if (key_is(name, n, "eventID"))
+        return first_time(st, &c->id) ? NULL : read_text(st, p, end, c->r->event_id);
+    if (key_is(name, n, "eventName"))
+        return first_time(st, &c->name) ? NULL : read_text(st, p, end, c->r->event_name);
+    if (key_is(name, n, "dynamodb")) {
+        if (first_time(st, &c->ddb)) return NULL;
+        stream_record_t sr = {c->r, 0, 0, 0};
+        p = walk_object(st, p, end, stream_record_member, &sr, "a dynamodb value that is not an object");
+        if (p && (!sr.time || !sr.seq))
+            return FAIL(st, "a record without ApproximateCreationDateTime or SequenceNumber");
+        return p;
+    }
+    if (key_is(name, n, "userIdentity")) {
+        if (first_time(st, &c->identity)) return NULL;
+        if (is_null(p, end)) return p + 4; /* userIdentity null: not a TTL delete */
+        identity_t id = {0, 0};
+        p = walk_object(st, p, end, identity_member, &id, "a userIdentity that is not an object");
+        c->ttl = id.service && id.principal;
+        return p;
+    }
+    return skip_value(st, p, end, 2);
 }
 
 static const char *read_record(state_t *st, records_t *r, const char *p, const char *end) {
-    if (p >= end || *p != '{') return FAIL(st, "a record that is not an object");
-    p++;
-    int seen_id = 0, seen_name = 0, seen_ddb = 0, seen_identity = 0, ttl = 0;
-    if (p < end && *p == '}') return FAIL(st, "an empty record");
-    for (;;) {
-        const char *name;
-        size_t n;
-        p = read_key(st, p, end, &name, &n);
-        if (!p) return NULL;
-        if (key_is(name, n, "eventID")) {
-            if (seen_id++) return FAIL(st, "a key given twice in a record");
-            p = read_text(st, p, end, r->event_id);
-        } else if (key_is(name, n, "eventName")) {
-            if (seen_name++) return FAIL(st, "a key given twice in a record");
-            p = read_text(st, p, end, r->event_name);
-        } else if (key_is(name, n, "dynamodb")) {
-            if (seen_ddb++) return FAIL(st, "a key given twice in a record");
-            p = read_stream_record(st, r, p, end);
-        } else if (key_is(name, n, "userIdentity")) {
-            if (seen_identity++) return FAIL(st, "a key given twice in a record");
-            p = read_identity(st, p, end, &ttl);
-        } else {
-            p = skip_value(st, p, end, 2);
-        }
-        if (!p) return NULL;
-        if (p >= end) return FAIL(st, "unexpected end of the response");
-        if (*p == '}') break;
-        if (*p != ',') return FAIL(st, "expected ',' or '}' in a record");
-        p++;
-    }
-    if (!seen_id || !seen_name || !seen_ddb) return FAIL(st, "a record without eventID, eventName or dynamodb");
-    if (buf_byte(&r->ttl, (char)ttl)) return NOMEM(st);
+    record_t c = {r, 0, 0, 0, 0, 0};
+    p = walk_object(st, p, end, record_member, &c, "a record that is not an object");
+    if (!p) return NULL;
+    if (!c.id || !c.name || !c.ddb) return FAIL(st, "a record without eventID, eventName or dynamodb");
+    if (buf_byte(&r->ttl, (char)c.ttl)) return NOMEM(st);
     r->rows++;
     for (int i = 0; i < 3; i++)
         if (pad(r->images[i], r->rows)) return NOMEM(st);
-    return p + 1;
+    return p;
+}
+
+typedef struct {
+    records_t *r;
+    const char *records_at, *records_end;
+} response_t;
+
+/* A member of the response: Records is read, the rest (NextShardIterator) skipped. */
+static const char *response_member(state_t *st, void *ctx, const char *name, size_t n,
+                                   const char *p, const char *end) {
+    response_t *c = ctx;
+    if (!key_is(name, n, "Records")) return skip_value(st, p, end, 1);
+    if (c->records_at) return FAIL(st, "Records given twice");
+    if (p >= end || *p != '[') return FAIL(st, "Records that is not an array");
+    c->records_at = p++;
+    if (p < end && *p == ']') {
+        c->records_end = p + 1;
+        return c->records_end;
+    }
+    for (;;) {
+        p = read_record(st, c->r, p, end);
+        if (!p) return NULL;
+        if (p >= end) return FAIL(st, "unexpected end of the response");
+        if (*p == ']') break;
+        if (*p != ',') return FAIL(st, "expected ',' or ']' between records");
+        p++;
+    }
+    c->records_end = p + 1;
+    return c->records_end;
 }
 
 /* The response object; sets records_at and records_end to the span of its Records array. */
 static int read_response(state_t *st, records_t *r, const char *p, const char *end,
                          const char **records_at, const char **records_end) {
-    *records_at = NULL;
-    if (p >= end || *p != '{') return st->error = "a response that is not an object", -1;
-    p++;
-    if (p < end && *p == '}') return st->error = "a response without Records", -1;
-    for (;;) {
-        const char *name;
-        size_t n;
-        p = read_key(st, p, end, &name, &n);
-        if (!p) return -1;
-        if (key_is(name, n, "Records")) {
-            if (*records_at) return st->error = "Records given twice", -1;
-            if (p >= end || *p != '[') return st->error = "Records that is not an array", -1;
-            *records_at = p++;
-            if (p < end && *p == ']') {
-                p++;
-            } else {
-                for (;;) {
-                    p = read_record(st, r, p, end);
-                    if (!p) return -1;
-                    if (p >= end) return st->error = "unexpected end of the response", -1;
-                    if (*p == ']') {
-                        p++;
-                        break;
-                    }
-                    if (*p != ',') return st->error = "expected ',' or ']' between records", -1;
-                    p++;
-                }
-            }
-            *records_end = p;
-        } else {
-            p = skip_value(st, p, end, 1);
-            if (!p) return -1;
-        }
-        if (p >= end) return st->error = "unexpected end of the response", -1;
-        if (*p == '}') break;
-        if (*p != ',') return st->error = "expected ',' or '}' in the response", -1;
-        p++;
-    }
-    if (p + 1 != end) return st->error = "text after the response", -1;
-    if (!*records_at) return st->error = "a response without Records", -1;
+    response_t c = {r, NULL, NULL};
+    p = walk_object(st, p, end, response_member, &c, "a response that is not an object");
+    if (!p) return -1;
+    if (p != end) return st->error = "text after the response", -1;
+    if (!c.records_at) return st->error = "a response without Records", -1;
+    *records_at = c.records_at;
+    *records_end = c.records_end;
     return 0;
 }
 
@@ -1733,6 +1749,11 @@ static PyObject *scan_records(PyObject *self, PyObject *arg) {
         r.ttl = spare->ttl;
         st.key = spare->key;
         memcpy(st.levels, spare->levels, sizeof st.levels);
+        /* now owned by r and st: the spare must not free them too */
+        memset(&spare->micros, 0, sizeof spare->micros);
+        memset(&spare->ttl, 0, sizeof spare->ttl);
+        memset(&spare->key, 0, sizeof spare->key);
+        memset(spare->levels, 0, sizeof spare->levels);
         for (int d = 0; d <= MAX_DEPTH; d++) {
             st.levels[d].scratch.len = 0;
             st.levels[d].n_entries = 0;

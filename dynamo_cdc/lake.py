@@ -41,8 +41,11 @@ from dynamo_cdc.errors import LakeBusyError, LakeError
 
 log = logging.getLogger(__name__)
 
-# S3 codes of a conditional write that lost to another writer.
-_LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+# S3 codes of a conditional write that lost to another writer (NoSuchKey: the lease an If-Match
+# takeover aimed at was released meanwhile).
+_LOST_RACE = frozenset(
+    {"PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"}
+)
 
 
 class _Missing(Exception):
@@ -325,7 +328,9 @@ class Lake:
         Locally it is an ``flock`` on the file ``rel`` (never deleted), which the OS releases
         when its process dies. On S3 it is a lease object created with ``If-None-Match: *`` and
         deleted with ``If-Match`` its ETag; a lease older than ``stale_seconds`` (its holder
-        died) is taken over with ``If-Match``, so no two holders ever both succeed.
+        died) is taken over with ``If-Match``, so two takers never both succeed. The lease is
+        not renewed: a holder must finish within ``stale_seconds`` (a capture holds it for its
+        budget's seconds plus the write), or another may take it over while it still works.
 
         Args:
             rel: the lock's path in the lake.
@@ -374,7 +379,7 @@ class Lake:
     def _s3_lock(
         self, rel: str, wait_seconds: float, stale_seconds: float, what: str
     ) -> Callable[[], None]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         deadline = time.monotonic() + wait_seconds
         key = self._key(rel)
@@ -407,10 +412,13 @@ class Lake:
                     continue  # released meanwhile
                 try:
                     info = orjson.loads(current["Body"].read())
-                    expires, holder = float(info["expires"]), f"{info['host']} pid {info['pid']}"
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    expires, holder = 0.0, "an unreadable lease"
-                if expires < time.time():  # abandoned: take it over, unless another does first
+                    expires = float(info["expires"])
+                    holder = f"{info.get('host', '?')} pid {info.get('pid', '?')}"
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                    info, expires, holder = {}, 0.0, "an unreadable lease"
+                if info.get("owner") == token:  # ours: a retried PUT whose first try landed
+                    etag = str(current["ETag"])
+                elif expires < time.time():  # abandoned: take it over, unless another does first
                     old = str(current["ETag"])
                     etag = self._s3_call("lock", rel, functools.partial(attempt, IfMatch=old))
             if etag is not None:
@@ -423,8 +431,10 @@ class Lake:
         def release() -> None:
             try:
                 client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held)
-            except ClientError as exc:  # taken over after we overran stale_seconds
-                log.warning("lock %s was not ours any more at release: %s", self.uri(rel), exc)
+            except (ClientError, BotoCoreError) as exc:
+                # Taken over after we overran stale_seconds, or S3 unreachable: the lease then
+                # stays until it is stale. Never hides what the guarded block raised or did.
+                log.warning("lock %s not released: %s", self.uri(rel), exc)
 
         return release
 

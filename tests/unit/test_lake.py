@@ -191,3 +191,45 @@ def test_an_abandoned_s3_lease_is_taken_over_and_its_late_release_changes_nothin
         assert third != taken
     # The first's release was conditional on its own lease: the third's is still there.
     assert s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"] == third
+
+
+def test_an_s3_lease_released_while_being_taken_over_is_simply_taken_again(
+    s3_lake, monkeypatch
+) -> None:
+    """The abandoned lease disappears between our read and our If-Match takeover (its late
+    holder released it): S3 answers NoSuchKey, and the lock is taken on the next try."""
+    key = "root/t/_state/x.lock"
+    s3 = s3_lake.s3_client
+    s3.put_object(Bucket="lake", Key=key, Body=b'{"expires": 0, "host": "h", "pid": 1}')
+    real_get = s3.get_object
+
+    def get_then_release(**kwargs):
+        answer = real_get(**kwargs)
+        s3.delete_object(Bucket="lake", Key=key)
+        monkeypatch.setattr(s3, "get_object", real_get)
+        return answer
+
+    monkeypatch.setattr(s3, "get_object", get_then_release)
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=2):
+        assert b'"owner"' in real_get(Bucket="lake", Key=key)["Body"].read()
+
+
+def test_an_s3_lease_whose_first_put_landed_unseen_is_recognised_as_ours(
+    s3_lake, monkeypatch
+) -> None:
+    """botocore retried a PUT whose first try landed but whose answer was lost: the retry gets
+    412, and the lease it finds is our own (same owner token), not another holder's."""
+    from botocore.exceptions import ClientError
+
+    s3 = s3_lake.s3_client
+    real_put = s3.put_object
+
+    def landed_then_lost(**kwargs):
+        real_put(**kwargs)
+        monkeypatch.setattr(s3, "put_object", real_put)
+        raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "PutObject")
+
+    monkeypatch.setattr(s3, "put_object", landed_then_lost)
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        pass
+    assert s3.list_objects_v2(Bucket="lake").get("KeyCount") == 0  # and released
