@@ -26,6 +26,7 @@ import random
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -328,9 +329,10 @@ class Lake:
         Locally it is an ``flock`` on the file ``rel`` (never deleted), which the OS releases
         when its process dies. On S3 it is a lease object created with ``If-None-Match: *`` and
         deleted with ``If-Match`` its ETag; a lease older than ``stale_seconds`` (its holder
-        died) is taken over with ``If-Match``, so two takers never both succeed. The lease is
-        not renewed: a holder must finish within ``stale_seconds`` (a capture holds it for its
-        budget's seconds plus the write), or another may take it over while it still works.
+        died) is taken over with ``If-Match``, so two takers never both succeed. While the
+        block runs, a thread renews the lease every third of ``stale_seconds``; only a holder
+        that cannot renew for that long (stopped, or cut off from S3) can be taken over while it
+        still works.
 
         Args:
             rel: the lock's path in the lake.
@@ -426,14 +428,35 @@ class Lake:
             if time.monotonic() >= deadline:
                 raise self._busy(rel, what, wait_seconds, holder)
             time.sleep(0.2 + random.random() * 0.3)
-        held = etag
+        held = [etag]  # the lease's current ETag: the renewals replace it
+        stop = threading.Event()
+
+        def renew() -> None:
+            # Push the expiry forward every third of stale_seconds while the block runs, so a
+            # long holder is never taken for a dead one.
+            while not stop.wait(stale_seconds / 3):
+                try:
+                    renewed = attempt(IfMatch=held[0])
+                except (ClientError, BotoCoreError) as exc:
+                    renewed, reason = None, str(exc)
+                else:
+                    reason = "it was taken over"
+                if renewed is None:
+                    log.warning("lock %s not renewed: %s", self.uri(rel), reason)
+                    return
+                held[0] = renewed
+
+        renewer = threading.Thread(target=renew, name=f"lease {rel}", daemon=True)
+        renewer.start()
 
         def release() -> None:
+            stop.set()
+            renewer.join()
             try:
-                client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held)
+                client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held[0])
             except (ClientError, BotoCoreError) as exc:
-                # Taken over after we overran stale_seconds, or S3 unreachable: the lease then
-                # stays until it is stale. Never hides what the guarded block raised or did.
+                # Taken over (we were stopped past stale_seconds), or S3 unreachable: the lease
+                # then stays until it is stale. Never hides what the guarded block raised or did.
                 log.warning("lock %s not released: %s", self.uri(rel), exc)
 
         return release

@@ -177,20 +177,36 @@ def test_an_s3_lock_is_a_lease_object_that_excludes_a_second_holder(s3_lake) -> 
         pass
 
 
-def test_an_abandoned_s3_lease_is_taken_over_and_its_late_release_changes_nothing(
-    s3_lake,
-) -> None:
+def test_an_abandoned_s3_lease_is_taken_over(s3_lake) -> None:
     key = "root/t/_state/x.lock"
-    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0, stale_seconds=-1):
-        # Its holder overran stale_seconds (here: at once): another takes the lease over.
-        with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0):
-            taken = s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"]
-        # The second released; a third holds it when the first finally releases.
-        s3_lake.s3_client.put_object(Bucket="lake", Key=key, Body=b'{"expires": 1e20}')
-        third = s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"]
-        assert third != taken
-    # The first's release was conditional on its own lease: the third's is still there.
-    assert s3_lake.s3_client.get_object(Bucket="lake", Key=key)["ETag"] == third
+    dead = b'{"owner": "x", "expires": 0, "host": "h", "pid": 1}'  # its holder died long ago
+    s3_lake.s3_client.put_object(Bucket="lake", Key=key, Body=dead)
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        assert s3_lake.s3_client.get_object(Bucket="lake", Key=key)["Body"].read() != dead
+    assert s3_lake.s3_client.list_objects_v2(Bucket="lake").get("KeyCount") == 0
+
+
+def test_a_live_s3_holder_renews_its_lease_past_its_stale_time(s3_lake) -> None:
+    import time
+
+    from dynamo_cdc.errors import LakeBusyError
+
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0, stale_seconds=0.6):
+        time.sleep(1.5)  # well past 0.6 s: only the renewals keep it
+        with pytest.raises(LakeBusyError):
+            with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0, stale_seconds=0.6):
+                pytest.fail("a live holder's lease was taken over")
+
+
+def test_a_taken_over_s3_lease_is_not_deleted_by_its_late_release(s3_lake) -> None:
+    key = "root/t/_state/x.lock"
+    s3 = s3_lake.s3_client
+    with s3_lake.exclusive("t/_state/x.lock", wait_seconds=0):
+        # Another took it over (as if this holder had been stopped past its stale time).
+        s3.put_object(Bucket="lake", Key=key, Body=b'{"owner": "other", "expires": 1e20}')
+        theirs = s3.get_object(Bucket="lake", Key=key)["ETag"]
+    # The release was conditional on this holder's own lease: theirs is still there.
+    assert s3.get_object(Bucket="lake", Key=key)["ETag"] == theirs
 
 
 def test_an_s3_lease_released_while_being_taken_over_is_simply_taken_again(
