@@ -125,3 +125,33 @@ def as_aws_writes(av: dict[str, Any]) -> dict[str, Any]:
     if tag == "L":
         return {"L": [as_aws_writes(v) for v in value]}
     return av
+
+
+# Byte edits for fuzz tests: (position, operation, byte); 0 replaces, 1 drops, 2 inserts, 3 cuts.
+byte_edits = st.lists(
+    st.tuples(
+        st.integers(0, 10**6),
+        st.integers(0, 3),
+        st.sampled_from(
+            list(b'{}[]":,\\/0123456789.-+eEuSNBLMTRUEnull\x00\x1f\x7f\xc3\xa9\xff\n ')
+        ),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def damaged(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
+    """``data`` with bytes flipped, dropped, inserted or cut (see ``byte_edits``)."""
+    out = bytearray(data)
+    for at, op, byte in edits:
+        at %= len(out) + 1
+        if op == 0 and at < len(out):
+            out[at] = byte
+        elif op == 1 and at < len(out):
+            del out[at]
+        elif op == 2:
+            out.insert(at, byte)
+        else:
+            del out[at:]
+    return bytes(out)

@@ -17,7 +17,7 @@ from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, large_item
 from cases.tables import first_difference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import as_aws_writes
+from strategies import as_aws_writes, byte_edits, damaged
 from strategies import items as random_items
 
 from bench.generate import generate_items
@@ -231,37 +231,21 @@ _FUZZ_LINES = [
     b'{"Item":' + orjson.dumps(item) + b"}"
     for item in [*generate_items(3, seed=8), *ALL_TYPES_ITEMS]
 ]
-_FUZZ_BYTES = list(b'{}[]":,\\/0123456789.-+eEuSNBLMTRUEnull\x00\x1f\x7f\xc3\xa9\xff\n ')
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.sampled_from(range(len(_FUZZ_LINES))), min_size=1, max_size=3),
-    st.lists(
-        st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.sampled_from(_FUZZ_BYTES)),
-        min_size=1,
-        max_size=4,
-    ),
+    byte_edits,
 )
 def test_damaged_lines_are_refused_or_read_exactly_like_the_reference(
     picks: list[int], edits: list[tuple[int, int, int]]
 ) -> None:
     """Bytes flipped, dropped, inserted or cut anywhere: the C reader refuses the block, or reads
     it exactly as orjson and the reference path do (and never crashes)."""
-    block = bytearray(b"\n".join(_FUZZ_LINES[i] for i in picks))
-    for at, op, byte in edits:
-        at %= len(block) + 1
-        if op == 0 and at < len(block):
-            block[at] = byte
-        elif op == 1 and at < len(block):
-            del block[at]
-        elif op == 2:
-            block.insert(at, byte)
-        else:
-            del block[at:]
-        if not block:
-            return
-    data = bytes(block)
+    data = damaged(b"\n".join(_FUZZ_LINES[i] for i in picks), edits)
+    if not data:
+        return
     try:
         chunk = arrowconvert.read_native(data)
     except arrowconvert.Unsupported:

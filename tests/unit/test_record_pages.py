@@ -20,7 +20,15 @@ import pytest
 from cases.tables import first_difference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import as_aws_writes, attribute_values, items, number_texts, text
+from strategies import (
+    as_aws_writes,
+    attribute_values,
+    byte_edits,
+    damaged,
+    items,
+    number_texts,
+    text,
+)
 
 from dynamo_cdc import (
     _native,  # type: ignore[attr-defined]  # make test needs it built
@@ -376,34 +384,16 @@ _FUZZ_BODY = _body(
         ),
     ]
 )
-_FUZZ_BYTES = list(b'{}[]":,\\/0123456789.-+eEuSNBLMTRUEnull\x00\x1f\x7f\xc3\xa9\xff ')
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.sampled_from(_FUZZ_BYTES)),
-        min_size=1,
-        max_size=4,
-    )
-)
+@given(byte_edits)
 def test_damaged_responses_are_refused_or_read_exactly_like_orjson(
     edits: list[tuple[int, int, int]],
 ) -> None:
     """Bytes flipped, dropped, inserted or cut anywhere: the C reader refuses the response, or
     reads it exactly as orjson and records_to_table do (and never crashes)."""
-    body = bytearray(_FUZZ_BODY)
-    for at, op, byte in edits:
-        at %= len(body) + 1
-        if op == 0 and at < len(body):
-            body[at] = byte
-        elif op == 1 and at < len(body):
-            del body[at]
-        elif op == 2:
-            body.insert(at, byte)
-        else:
-            del body[at:]
-    data = bytes(body)
+    data = damaged(_FUZZ_BODY, edits)
     try:
         page = _page(data)
     except ValueError:
