@@ -80,7 +80,7 @@ _CANONICAL_PLAIN = r"^(?:0|-?(?:[1-9]\d{0,38}(?:\.\d*[1-9])?|0\.0{0,6}[1-9](?:\d
 _STRING_TAGS = (STRING, NUMBER, BINARY)
 _BOOL_TAGS = (BOOLEAN, NULL)
 _SET_TAGS = (STRING_SET, NUMBER_SET, BINARY_SET)
-_NULL_TEXT = pa.scalar(None, pa.string())
+_NULL_TEXT = pa.nulls(1, pa.string())[0]
 # How orjson writes control characters in strings.
 _CONTROL_ESCAPES = {chr(i): orjson.dumps(chr(i)).decode("ascii")[1:-1] for i in range(32)}
 
@@ -323,8 +323,16 @@ def _number_stats(texts: pa.Array, name: str) -> tuple[bool, int, int]:
     canonical plain texts (no leading zeros, no trailing fraction zeros) the digits before and
     after the point are positions, and one fraction makes the column not all int64.
     """
-    if not pc.all(pc.match_substring_regex(texts, _CANONICAL_PLAIN)).as_py():
-        return schema._number_stats(texts, name)  # exponents and other shapes
+    canonical = pc.match_substring_regex(texts, _CANONICAL_PLAIN)
+    if not pc.all(canonical).as_py():
+        # Exponents, trailing zeros and other shapes by the reference; the statistics of a
+        # union are those of its parts joined (all integers: and; digits, scale: max).
+        odd = schema._number_stats(texts.filter(pc.invert(canonical)), name)
+        plain = texts.filter(canonical)
+        if not len(plain):
+            return odd
+        even = _number_stats(plain, name)
+        return odd[0] and even[0], max(odd[1], even[1]), max(odd[2], even[2])
     point = pc.find_substring(texts, ".")
     length = pc.binary_length(texts)
     has_point = pc.greater_equal(point, 0)

@@ -273,8 +273,10 @@ def _number_stats(texts: Sequence[str] | pa.Array, name: str) -> tuple[bool, int
     if parts.null_count == 0 and len(parts):
         int_digits = pc.max(pc.utf8_length(parts.field("i"))).as_py()
         scale = pc.max(pc.utf8_length(parts.field("f"))).as_py()
-        if scale or int_digits > 18:
-            # Not all integers, or some too big for the int64 cast that failed above.
+        if scale or int_digits > 19:
+            # Not all integers, or some too big for any int64. Nineteen digits may or may not
+            # fit: those go value by value below, so that the statistics of a column are those
+            # of its values, however they are split into chunks.
             return False, int_digits, scale
     # Exponents, signs Arrow refuses, malformed texts: one Decimal per value.
     all_int64, int_digits, scale = True, 0, 0

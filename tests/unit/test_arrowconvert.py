@@ -11,13 +11,14 @@ import gzip
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, large_item
 from cases.tables import first_difference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import as_aws_writes, byte_edits, damaged
+from strategies import as_aws_writes, byte_edits, damaged, number_texts
 from strategies import items as random_items
 
 from bench.generate import generate_items
@@ -452,11 +453,35 @@ def test_numbers_that_are_not_canonical_are_rendered_like_the_reference(native: 
         ["12345678901234567890", "0"],
         ["0.5", "-0.05", "12.25", "0"],
         ["1E+3", "2"],
+        ["722.50", "3", "720.00", "-0.050"],
+        ["100.000", "9223372036854775807"],
+        ["5.0", "9223372036854775808"],
+        ["1.10", "12345678901234567890"],
     ],
-    ids=["int64", "int64 limits", "just past int64", "20 digits", "fractions", "exponent"],
+    ids=[
+        "int64",
+        "int64 limits",
+        "just past int64",
+        "20 digits",
+        "fractions",
+        "exponent",
+        "trailing zeros among canonical",
+        "integral with zeros and int64 max",
+        "integral with a zero past int64",
+        "trailing zero and 20 digits",
+    ],
 )
 @READERS
 def test_number_statistics_equal_the_reference(numbers: list[str], native: bool) -> None:
     items = [{"pk": {"S": str(i)}, "n": {"N": v}} for i, v in enumerate(numbers)]
     items.append({"pk": {"S": "set"}, "ns": {"NS": numbers}})
     _assert_same(items, ["pk"], native=native)
+
+
+@given(st.lists(number_texts(), min_size=1, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_number_statistics_of_any_mix_of_number_forms_equal_the_reference(
+    numbers: list[str],
+) -> None:
+    texts = pa.array(numbers, pa.string())
+    assert arrowconvert._number_stats(texts, "n") == schema._number_stats(numbers, "n")

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cases.all_types import ALL_TYPES_ITEMS, KEY_ATTRIBUTES, KEY_TYPES, large_item
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import decimals, number_texts
 from strategies import items as random_items
@@ -48,6 +48,25 @@ def test_n_integers_in_int64_become_int64() -> None:
     f, values = _column([{"N": "1"}, {"N": "-9223372036854775808"}, {"N": "1E+2"}, {"N": "5.0"}])
     assert f.type == pa.int64()
     assert values == [1, -(2**63), 100, 5]
+
+
+def test_n_integers_of_nineteen_digits_in_int64_become_int64_whatever_their_form() -> None:
+    f, values = _column([{"N": "9223372036854775807"}, {"N": "100.000"}, {"N": "-7.0"}])
+    assert f.type == pa.int64()
+    assert values == [2**63 - 1, 100, -7]
+
+
+@given(st.lists(number_texts(), min_size=2, max_size=30), st.integers(1, 29))
+@example(["9223372036854775807", "100.000"], 1).via("19 digits next to trailing zeros")
+@settings(max_examples=200, deadline=None)
+def test_number_statistics_do_not_depend_on_how_a_column_is_split_into_chunks(
+    numbers: list[str], cut: int
+) -> None:
+    cut = min(cut, len(numbers) - 1)
+    items = [{"pk": {"S": str(i)}, "n": {"N": v}} for i, v in enumerate(numbers)]
+    whole = SchemaStats.of(items)
+    parts = SchemaStats.of(items[:cut]).merge(SchemaStats.of(items[cut:]))
+    assert parts == whole
 
 
 def test_n_decimals_become_decimal128_with_room_for_every_value() -> None:
