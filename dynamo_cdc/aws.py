@@ -7,14 +7,15 @@ region, explicit credentials and retry settings are applied the same way everywh
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from dynamo_cdc.config import Settings
 from dynamo_cdc.errors import CredentialsError
+
+if TYPE_CHECKING:
+    import boto3
 
 DEFAULT_REGION = "us-east-1"
 CREDENTIAL_ERROR_CODES = {
@@ -51,6 +52,8 @@ class Clients:
             elif s.endpoint_url and not _has_default_credentials():
                 # The local AWS accepts any credentials; don't make newcomers configure any.
                 kwargs.update(aws_access_key_id="local", aws_secret_access_key="local")
+            import boto3  # here: a conversion worker imports this module and needs no client
+
             self._session = boto3.session.Session(**kwargs)
         return self._session
 
@@ -61,6 +64,8 @@ class Clients:
     def client(self, service: str) -> Any:
         """A client for ``service`` ("dynamodb", "dynamodbstreams", "s3", "sts")."""
         if service not in self._clients:
+            from botocore.config import Config
+
             config = Config(
                 retries={"total_max_attempts": self._max_attempts, "mode": "standard"},
                 account_id_endpoint_mode="disabled",
