@@ -1842,9 +1842,61 @@ done:
     return result;
 }
 
+/* decode_base64(n, offsets, data) -> (offsets, data): the bytes of n canonical base64 texts (an
+ * Arrow string array's int32 offsets and data: B values as the readers give them) as the
+ * buffers of a binary array. ValueError if a text is not canonical padded base64 (the caller
+ * decodes those with binascii, which words the error or takes what it may). */
+static PyObject *decode_base64(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    Py_buffer offsets, data;
+    if (!PyArg_ParseTuple(args, "ny*y*", &n, &offsets, &data)) return NULL;
+    PyObject *result = NULL;
+    buf_t out_offsets = {0}, out_data = {0};
+    const char *error = NULL;
+    int nomem = 0;
+    if (n < 0 || offsets.len / (Py_ssize_t)sizeof(int32_t) <= n) {
+        PyErr_SetString(PyExc_ValueError, "offsets buffer too short");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    const int32_t *at = (const int32_t *)offsets.buf;
+    const char *text = (const char *)data.buf;
+    size_t size = at[n] > at[0] ? (size_t)(at[n] - at[0]) : 0;
+    nomem = buf_grow(&out_offsets, (size_t)(n + 1) * sizeof(int32_t)) ||
+            buf_grow(&out_data, size / 4 * 3) || buf_i32(&out_offsets, 0);
+    for (Py_ssize_t i = 0; !nomem && !error && i < n; i++) {
+        int32_t start = at[i], end = at[i + 1];
+        if (start < 0 || end < start || end > data.len)
+            error = "offsets out of range";
+        else if (decode_b64(text + start, (size_t)(end - start), &out_data))
+            error = "a binary value that is not canonical base64";
+        else if (buf_i32(&out_offsets, out_data.len))
+            nomem = 1; /* cannot be past 2 GB: the texts are longer than their bytes */
+    }
+    Py_END_ALLOW_THREADS;
+    if (nomem) {
+        PyErr_NoMemory();
+    } else if (error) {
+        PyErr_SetString(PyExc_ValueError, error);
+    } else {
+        PyObject *o = bytes_of(&out_offsets), *d = o ? bytes_of(&out_data) : NULL;
+        if (o && d) result = PyTuple_Pack(2, o, d);
+        Py_XDECREF(o);
+        Py_XDECREF(d);
+    }
+done:
+    buf_free(&out_offsets);
+    buf_free(&out_data);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef METHODS[] = {
     {"scan_block", scan_block, METH_O,
      "scan_block(block) -> (rows, item_offsets, item_data, attributes): see the module source."},
+    {"decode_base64", decode_base64, METH_VARARGS,
+     "decode_base64(n, offsets, data) -> (offsets, data): canonical base64 texts decoded."},
     {"scan_records", scan_records, METH_O,
      "scan_records(body) -> dict of a GetRecords response's change-row columns: see the source."},
     {NULL, NULL, 0, NULL},

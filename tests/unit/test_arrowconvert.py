@@ -7,6 +7,7 @@ not a fallback."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def _reference(items: list[dict], keys: list[str], chunk: int):
     return stats, parts
 
 
+NATIVE = arrowconvert.NATIVE
 READERS = pytest.mark.parametrize("native", [True, False], ids=["native", "arrow"])
 
 
@@ -485,3 +487,43 @@ def test_number_statistics_of_any_mix_of_number_forms_equal_the_reference(
 ) -> None:
     texts = pa.array(numbers, pa.string())
     assert arrowconvert._number_stats(texts, "n") == schema._number_stats(numbers, "n")
+
+
+_LAX_BASE64 = ["QQ", "QR==", "QUI", "Q\nUJD", "QUJD=", "=QUJD", "QU=D", "Q", "QUJ-", "QUJ_"]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode("ascii")),
+            st.sampled_from(_LAX_BASE64),
+        ),
+        max_size=30,
+    ),
+    st.integers(0, 3),
+)
+@settings(max_examples=300, deadline=None)
+def test_binary_columns_decode_the_same_by_the_c_decoder_and_binascii(
+    texts: list[str | None], offset: int
+) -> None:
+    c = pa.array(["QUJD"] * offset + texts, pa.string()).slice(offset)
+    results = []
+    for native in (True, False):
+        arrowconvert.NATIVE = native
+        try:
+            results.append(arrowconvert._binary(c))
+        except arrowconvert.Unsupported as exc:
+            results.append(str(exc))
+        finally:
+            arrowconvert.NATIVE = NATIVE
+    assert results[0] == results[1]
+    canonical = all(t is None or t not in _LAX_BASE64 for t in texts)
+    if canonical:
+        assert results[0].to_pylist() == [None if t is None else base64.b64decode(t) for t in texts]
+
+
+def test_binary_columns_of_canonical_base64_take_the_c_decoder(monkeypatch) -> None:
+    c = pa.array([base64.b64encode(bytes([i] * i)).decode() for i in range(50)] + [None])
+    monkeypatch.setattr(arrowconvert.binascii, "a2b_base64", None)  # would fail if called
+    assert arrowconvert._binary(c).to_pylist() == [bytes([i] * i) for i in range(50)] + [None]
