@@ -233,6 +233,7 @@ def _fast_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
     lines_read = 0
     try:
         for block in arrowconvert.iter_blocks(path):
+            lines = None  # the block's lines, counted here unless the C reader counted them
             try:
                 chunk = reader.read(block)
                 stats = chunk.stats()
@@ -241,8 +242,10 @@ def _fast_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
                 yield from _item_chunks(block)
             else:
                 yield chunk.n, stats, _arrow_builder(chunk, block)
+                if chunk.native:  # it takes a block only if every line is an item
+                    lines = chunk.n
                 del chunk
-            lines_read += block.count(b"\n") + 1
+            lines_read += block.count(b"\n") + 1 if lines is None else lines
             del block
     except (EOFError, zlib.error, OSError) as exc:
         raise ExportVerificationError(
