@@ -995,9 +995,18 @@ def write_change_batch(
                         continue
             name = f"{shard}_{seq[idx[0]]}_{seq[idx[-1]]}.parquet"
         target = f"{part}/{name}"
-        lake.write_bytes(target, parquet_bytes(rows.take(pa.array(idx))))
+        lake.write_bytes(target, parquet_bytes(_rows_at(rows, idx)))
         holding.add(target)
     return sorted(holding)
+
+
+def _rows_at(rows: pa.Table, idx: np.ndarray) -> pa.Table:
+    """``rows.take(idx)``; a slice (no copy) when ``idx`` is a run of consecutive rows, as it is
+    when a poll's records arrive in order (one shard, one hour: the whole table)."""
+    first, n = int(idx[0]), len(idx)
+    if int(idx[-1]) - first == n - 1 and (n < 2 or bool(np.all(np.diff(idx) == 1))):
+        return rows.slice(first, n)
+    return rows.take(pa.array(idx))
 
 
 # Columns whose values are mostly distinct: no dictionary encoding (trying one costs a hash of

@@ -404,3 +404,19 @@ def test_a_crashed_runs_files_are_kept_and_the_rerun_adds_only_the_rest(tmp_path
 
     assert _landed_ids(tmp_path) == sorted(r["eventID"] for r in recs)
     assert set(crashed) <= set(lake.list("orders/changes"))
+
+
+@given(st.lists(st.integers(0, 19), min_size=1, max_size=20), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_a_file_s_rows_are_the_rows_picked_whether_taken_or_sliced(
+    picks: list[int], run: bool
+) -> None:
+    import numpy as np
+
+    from dynamo_cdc.changes import _rows_at
+
+    rows = pa.Table.from_batches(  # two chunks, as a poll of two pages gives
+        [pa.record_batch({"i": list(range(lo, lo + 10))}) for lo in (0, 10)]
+    )
+    idx = np.arange(picks[0], min(20, picks[0] + len(picks))) if run else np.array(picks)
+    assert _rows_at(rows, idx).column("i").to_pylist() == idx.tolist()
