@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec, fastconvert
+from dynamo_cdc import codec, fastconvert, native
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.stream import (
     ReadBudget,
@@ -252,7 +252,11 @@ def records_to_table(
     implementation and compares).
 
     A :class:`~dynamo_cdc.stream.RecordPage` (one response read by the C reader) is built from
-    its columns (:func:`_page_table`), with no Python object per record.
+    its columns (:func:`_columns_table`), with no Python object per record. A list of record
+    dicts is read into the same columns by the C extension (``scan_record_dicts``, which walks
+    the objects) where it is built; what that refuses (a value of an unexpected type, a number
+    that needs the codec, a datetime in another kind of tzinfo, ...) takes the Python path
+    below. Both give the same rows (``tests/unit/test_record_dicts_native.py``).
 
     Args:
         records: GetRecords records as boto3 returns them (binary as bytes) or with binary as
@@ -268,12 +272,20 @@ def records_to_table(
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-    if isinstance(records, RecordPage) and (shard_ids is None or isinstance(shard_ids, str)):
-        return _page_table(records, key_attributes, shard_ids, source)
-    records = records if isinstance(records, list) else list(records)
+    if not isinstance(records, RecordPage | list):
+        records = list(records)
     n = len(records)
     if not (shard_ids is None or isinstance(shard_ids, str)) and len(shard_ids) != n:
         raise ValueError("shard_ids must have one entry per record")
+    if isinstance(records, RecordPage):
+        return _columns_table(records.columns, key_attributes, shard_ids, source)
+    if n and native.ENABLED and native.module is not None:
+        try:
+            columns = native.module.scan_record_dicts(records)
+        except ValueError as exc:
+            log.debug("records converted by the Python path, not the C extension: %s", exc)
+        else:
+            return _columns_table(columns, key_attributes, shard_ids, source)
     schema = change_schema(key_attributes)
     # Chunk by chunk: a chunk's records are still in the CPU cache for each column after the
     # first. The columns are joined at the end (a table of chunks would write other Parquet).
@@ -290,14 +302,18 @@ def records_to_table(
     return pa.Table.from_arrays(columns + _join_images([c.images for c in chunks]), schema=schema)
 
 
-def _page_table(
-    page: RecordPage, key_attributes: Sequence[tuple[str, str]], shard_id: str | None, source: str
+def _columns_table(
+    c: Mapping[str, Any],
+    key_attributes: Sequence[tuple[str, str]],
+    shard_ids: Sequence[str | None] | str | None,
+    source: str,
 ) -> pa.Table:
-    """The change rows of a page the C reader read: its buffers as Arrow arrays. The key columns
+    """The change rows of records the C extension read (``scan_records`` for a response's
+    bytes, ``scan_record_dicts`` for record dicts): its buffers as Arrow arrays. The key columns
     come from the Keys' attributes as the C reader gives them (S unescaped, N and B as
     written): N made canonical and B decoded as :func:`_key_value` does."""
-    c = page.columns
-    n = len(page)
+    schema = change_schema(key_attributes)  # first: it checks the key types
+    n = int(c["count"])
     attributes = {name: {tag: parts for tag, *parts in tags} for name, tags in c["key_attributes"]}
     key_columns = []
     for name, kind in key_attributes:
@@ -323,7 +339,7 @@ def _page_table(
         _texts(n, c["event_id"]),
         _texts(n, c["event_name"]),
         _texts(n, c["sequence_number"]),
-        pa.array([shard_id] * n, pa.string()),
+        _shard_column(shard_ids, 0, n),
         pa.Array.from_buffers(TIMESTAMP_TYPE, n, [None, pa.py_buffer(c["micros"])]),
         pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(c["ttl_delete"])]),
         pa.array([source] * n, pa.string()),
@@ -332,7 +348,7 @@ def _page_table(
         _texts(n, c["_new_image"]),
         _texts(n, c["_old_image"]),
     ]
-    return pa.Table.from_arrays(columns, schema=change_schema(key_attributes))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 _CANONICAL_NUMBER_FULL = "^" + _CANONICAL_NUMBER_RE.decode("ascii") + "$"
@@ -391,21 +407,24 @@ def _chunk_columns(
     if images is None:  # something orjson refuses: image by image
         images = [pa.array(list(map(image_text, column)), pa.string()) for column in texts]
     key_columns = [_key_array(keys, name, kind) for name, kind in key_attributes]
-    if shard_ids is None or isinstance(shard_ids, str):
-        shard_col = pa.array([shard_ids] * n, pa.string())
-    else:
-        shard_col = pa.array(shard_ids[offset : offset + n], pa.string())
     columns = [
         pa.array(event_id, pa.string()),
         pa.array(event_name, pa.string()),
         pa.array(seq, pa.string()),
-        shard_col,
+        _shard_column(shard_ids, offset, n),
         micros.cast(TIMESTAMP_TYPE),
         ttl,
         pa.array([source] * n, pa.string()),
         *key_columns,
     ]
     return _Chunk(columns, images)
+
+
+def _shard_column(shard_ids: Sequence[str | None] | str | None, offset: int, n: int) -> pa.Array:
+    """The shard_id column of records ``offset`` to ``offset + n``."""
+    if shard_ids is None or isinstance(shard_ids, str):
+        return pa.array([shard_ids] * n, pa.string())
+    return pa.array(shard_ids[offset : offset + n], pa.string())
 
 
 _DYNAMODB = operator.itemgetter("dynamodb")
