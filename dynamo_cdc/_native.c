@@ -208,11 +208,11 @@ static void buf_free(buf_t *b) {
  * unescaped key and of the value's rendered plain JSON. */
 typedef struct {
     size_t key_at, key_len, value_at, value_len;
-    int escaped; /* the key had an escape: re-escape it when written */
     /* the dict front end (scan_record_dicts): the value, rendered once the keys are sorted, and
      * the entry's position in its dict */
     PyObject *value;
-    size_t pos;
+    uint32_t pos;
+    int escaped; /* the key had an escape: re-escape it when written */
 } entry_t;
 
 struct orders;
@@ -699,7 +699,7 @@ static int put_b64_text(state_t *st, const char *raw, size_t n, buf_t *out) {
 }
 
 /* The tag named by the n bytes at p (T_NONE: no tag). */
-static int tag_named(const char *p, size_t n) {
+static inline int tag_named(const char *p, size_t n) {
     switch (n) {
     case 1:
         return p[0] == 'S' ? T_S : p[0] == 'N' ? T_N : p[0] == 'B' ? T_B : p[0] == 'M' ? T_M : p[0] == 'L' ? T_L : T_NONE;
@@ -801,8 +801,22 @@ static int finish_map(state_t *st, level_t *lv, size_t first, size_t scratch_sta
     if (buf_byte(out, '{')) goto nomem;
     for (size_t i = 0; i < k; i++) {
         const entry_t *e = &ents[i];
-        if (put_key(out, base, e, i > 0) || buf_put(out, base + e->value_at, e->value_len))
-            goto nomem;
+        if (e->escaped) {
+            if (put_key(out, base, e, i > 0) || buf_put(out, base + e->value_at, e->value_len))
+                goto nomem;
+            continue;
+        }
+        /* put_key's unescaped key, and the value, in one go (most keys) */
+        if (buf_grow(out, e->key_len + e->value_len + 4)) goto nomem;
+        char *w = out->p + out->len;
+        if (i) *w++ = ',';
+        *w++ = '"';
+        memcpy(w, base + e->key_at, e->key_len);
+        w += e->key_len;
+        *w++ = '"';
+        *w++ = ':';
+        memcpy(w, base + e->value_at, e->value_len);
+        out->len = (size_t)(w + e->value_len - out->p);
     }
     if (buf_byte(out, '}')) goto nomem;
     lv->scratch.len = scratch_start;
@@ -2414,7 +2428,7 @@ static int obj_map(state_t *st, PyObject *map, buf_t *out, int depth) {
         e->key_len = len;
         e->escaped = 1; /* the text itself: put_key escapes it as orjson does */
         e->value = value;
-        e->pos = (size_t)n++;
+        e->pos = (uint32_t)n++;
         if (buf_put(&lv->scratch, s, len)) return refuse(st, "out of memory");
     }
     entry_t *ents = lv->entries + first;
