@@ -557,13 +557,13 @@ def run_probe(
     """Write the markers (appended to ``markers``) and watch ``changes`` until all are seen or
     ``timeout`` after the last write. Returns facts about the run."""
     from dynamo_cdc.aws import Clients
-    from dynamo_cdc.config import Settings
+    from dynamo_cdc.demo import demo_settings
 
     assert demo.endpoint_url is not None
     if range_key_of(table) is None:
         raise ValueError(f"{table}: the probe needs a table with a range key")
     probe_id = f"{PROBE_PREFIX}{uuid.uuid4().hex[:8]}"
-    clients = Clients(Settings(endpoint_url=demo.endpoint_url))
+    clients = Clients(demo_settings(demo.endpoint_url))  # the only key the demo's AWS takes
     poller = ChangesPoller(demo.lake_root, table, probe_id)
     poller.poll()  # files landed before the probe started are not the probe's
     stop = threading.Event()

@@ -2,11 +2,26 @@
 
 Clients are made here and nowhere else, so that the endpoint (real AWS or the local AWS), the
 region, explicit credentials and retry settings are applied the same way everywhere.
+
+Credentials never reach a log, at any level. With DEBUG logging on (``dynamo-cdc --debug``, or a
+user's own ``logging.basicConfig(level=logging.DEBUG)``), botocore logs every request's headers
+(``Authorization`` holds the access key id, ``X-Amz-Security-Token`` the session token), its
+canonical request and the response bodies (STS answers hold whole credentials), and urllib3 logs
+URLs (a presigned one holds ``X-Amz-Credential`` and the token). :func:`protect_logs` puts a
+filter on every logger of botocore, boto3, s3transfer and urllib3 that rewrites such records
+before any handler sees them: the values of those headers, query parameters and response fields,
+anything shaped like an AWS access key id, and every credential value a :class:`Clients`
+resolved (explicit, or from the default chain: environment, shared credentials file, role)
+become ``***``. It is installed whenever a client is made here or a lake is given an S3 client.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import threading
+import urllib.parse
 from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError, NoCredentialsError
@@ -55,6 +70,7 @@ class Clients:
             import boto3  # here: a conversion worker imports this module and needs no client
 
             self._session = boto3.session.Session(**kwargs)
+            _remember_credentials(self._session)
         return self._session
 
     @property
@@ -77,6 +93,7 @@ class Clients:
                 endpoint_url=self.settings.endpoint_url,
                 config=config,
             )
+            protect_logs()  # after the client's modules (and their loggers) are imported
         return self._clients[service]
 
     @property
@@ -90,6 +107,102 @@ class Clients:
     @property
     def s3(self) -> Any:
         return self.client("s3")
+
+
+#: The top-level loggers whose records can hold request headers, signed URLs or credentials.
+REDACTED_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+REDACTED = "***"
+#: Credential values shorter than this are not redacted by value: no AWS credential is (key
+#: ids are 20 characters, secrets 40), and the local AWS's placeholders ("local", "testing")
+#: would otherwise blank out table names in debug logs.
+MIN_SECRET_LENGTH = 16
+_SECRET_PATTERNS = (
+    # header values, as botocore prints them (a dict repr) or as a canonical request lists them
+    re.compile(
+        r"(?i)((?:authorization|x-amz-security-token)['\"]?\s*[:=]\s*b?(['\"]))(?:(?!\2).)*"
+    ),
+    re.compile(r"(?im)^((?:authorization|x-amz-security-token)\s*:\s*).*$"),
+    # query parameters of presigned URLs, and the Credential= of an Authorization header
+    re.compile(
+        r"(?i)((?:x-amz-)?(?:credential|security-token|signature|awsaccesskeyid)=)[^&\s,'\"]+"
+    ),
+    # credentials in response bodies (STS, container and instance metadata): JSON and XML
+    re.compile(
+        r"(?i)((?:\"|\b)(?:access_?key_?id|secret_?access_?key|session_?token|token)\"?\s*:\s*\")"
+        r"[^\"]*"
+    ),
+    re.compile(r"(?i)(<(AccessKeyId|SecretAccessKey|SessionToken)>)[^<]*"),
+    # anything shaped like an access key id
+    re.compile(r"()\b(?:AKIA|ASIA|AROA|AIDA|ABIA|ACCA)[A-Z0-9]{16}\b"),
+)
+#: Every credential value seen, longest first (replaced whole, never changed in place).
+_known_secrets: tuple[str, ...] = ()
+_known_lock = threading.Lock()
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every credential it holds replaced by ``***`` (see the module docstring)."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def remember_secret(value: str | None) -> None:
+    """Redact ``value`` (and its URL-encoded form) wherever a protected logger prints it."""
+    if not value or len(value) < MIN_SECRET_LENGTH:
+        return
+    global _known_secrets
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote(value)}
+    with _known_lock:
+        _known_secrets = tuple(sorted(forms.union(_known_secrets), key=len, reverse=True))
+
+
+def _remember_credentials(session: Any) -> None:
+    """Remember the credentials a session resolved (explicit or from the default chain)."""
+    try:
+        credentials = session.get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    except Exception:  # no credentials yet: the first call will say so, as it always did
+        return
+    if frozen is not None:
+        for value in (frozen.access_key, frozen.secret_key, frozen.token):
+            remember_secret(value)
+
+
+class _CredentialRedactor(logging.Filter):
+    """Rewrites a log record's message with :func:`redact_credentials` before handlers see it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record: logging reports it as it would have
+            return True
+        redacted = redact_credentials(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACTOR = _CredentialRedactor()
+
+
+def protect_logs() -> None:
+    """Put the credential filter on every existing logger of :data:`REDACTED_LOGGERS`.
+
+    A logger's filter sees only the records logged on that logger (not those propagated from
+    its children), so each logger gets it; idempotent and cheap, it runs again whenever a
+    client is made, when the libraries have imported their modules.
+    """
+    names = [
+        n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in REDACTED_LOGGERS
+    ]
+    for name in {*REDACTED_LOGGERS, *names}:
+        logger = logging.getLogger(name)
+        if _REDACTOR not in logger.filters:
+            logger.addFilter(_REDACTOR)
 
 
 def _has_default_credentials() -> bool:

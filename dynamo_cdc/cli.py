@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dynamo-cdc", description="Change data capture from DynamoDB into Parquet."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="debug logging, AWS requests included (credentials are redacted)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="preflight: tables, streams, PITR and the export bucket")
@@ -215,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dynamo-cdc`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose or args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except DynamoCdcError as exc:

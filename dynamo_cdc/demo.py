@@ -9,6 +9,13 @@
 
 Everything lives under ``.demo/`` (Dagster home, table list, logs) and the lake under
 ``./lake`` unless told otherwise.
+
+The demo never hands the user's AWS credentials to anything: its processes sign their requests
+to the local AWS (plain HTTP) with the demo's own key (:data:`DEMO_ACCESS_KEY_ID`), every
+``AWS_*`` and ``DYNAMO_CDC_AWS_*`` variable of the user's environment (keys, session token,
+profile, credential and config files, container and web-identity credentials, endpoint
+overrides) is left out of theirs, and the local AWS refuses any other access key id, so a
+process that found real credentials somewhere would fail loudly instead of sending them.
 """
 
 from __future__ import annotations
@@ -53,8 +60,42 @@ def _workloads(clients: Clients) -> list[Workload]:
     return out
 
 
+#: The demo's own credentials: the only ones its local AWS accepts.
+DEMO_ACCESS_KEY_ID = "dynamo-cdc-demo"
+DEMO_SECRET_ACCESS_KEY = "dynamo-cdc-demo-secret"
+DEMO_REGION = "us-east-1"
+#: Variables of the user's environment the demo's processes never see: every AWS setting
+#: (credentials, profile, credential and config files, container and web-identity credentials,
+#: endpoint overrides) and the credentials of dynamo-cdc's own settings.
+USER_CREDENTIAL_PREFIXES = ("AWS_", "DYNAMO_CDC_AWS_")
+
+
+def demo_base_env() -> dict[str, str]:
+    """This process's environment without the user's AWS settings, with the demo's key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(USER_CREDENTIAL_PREFIXES)}
+    env.update(
+        AWS_ACCESS_KEY_ID=DEMO_ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=DEMO_SECRET_ACCESS_KEY,
+        AWS_DEFAULT_REGION=DEMO_REGION,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+def demo_settings(endpoint_url: str) -> Settings:
+    """Settings of the demo's own clients (its workload): the demo's key, never the user's."""
+    return Settings(
+        endpoint_url=endpoint_url,
+        region=DEMO_REGION,
+        access_key_id=DEMO_ACCESS_KEY_ID,
+        secret_access_key=DEMO_SECRET_ACCESS_KEY,
+    )
+
+
 def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
-    """The environment of every process of the demo."""
+    """The environment of every process of the demo (see :func:`demo_base_env`)."""
     tables = home / "tables.csv"
     tables.write_text("".join(f"{name}\n" for name in DEMO_TABLES))
     dagster_home = home / "dagster_home"
@@ -64,15 +105,12 @@ def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
     if instance_yaml.exists():
         (dagster_home / "dagster.yaml").write_text(instance_yaml.read_text())
     return dict(
-        os.environ,
+        demo_base_env(),
         DYNAMO_CDC_ENDPOINT_URL=endpoint_url,
         DYNAMO_CDC_TABLES=str(tables),
         DYNAMO_CDC_LAKE_ROOT=str(Path(lake_root).resolve()),
         DYNAMO_CDC_EXPORT_BUCKET=DEMO_BUCKET,
         DAGSTER_HOME=str(dagster_home.resolve()),
-        AWS_ACCESS_KEY_ID=os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-        AWS_SECRET_ACCESS_KEY=os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-        AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     )
 
 
@@ -171,14 +209,23 @@ def run_demo(
     home_path.mkdir(parents=True, exist_ok=True)
     print("Starting the local AWS on 127.0.0.1 ...", flush=True)
     server = launch_local_aws(
-        0, demo=True, stderr_path=str(home_path / "local-aws.log"), export_delay_seconds=1.0
+        0,
+        demo=True,
+        stderr_path=str(home_path / "local-aws.log"),
+        export_delay_seconds=1.0,
+        access_key_id=DEMO_ACCESS_KEY_ID,
+        env=demo_base_env(),
     )
     workloads: list[Workload] = []
     procs: list[subprocess.Popen[Any]] = []
     try:
         env = demo_env(server.endpoint_url, lake_root, home_path)
-        clients = Clients(Settings(endpoint_url=server.endpoint_url))
-        print(f"Local AWS: {server.endpoint_url} (tables: {', '.join(DEMO_TABLES)})", flush=True)
+        clients = Clients(demo_settings(server.endpoint_url))
+        print(
+            f"Local AWS: {server.endpoint_url} (tables: {', '.join(DEMO_TABLES)}; access key id "
+            f"{DEMO_ACCESS_KEY_ID}, secret {DEMO_SECRET_ACCESS_KEY})",
+            flush=True,
+        )
         workloads = _workloads(clients)
         for w in workloads:
             w.run(warmup_operations // len(workloads))

@@ -83,6 +83,10 @@ class Lake:
                 raise LakeError(
                     f"Lake root {self.root!r} names no bucket.", fix="use s3://bucket/prefix."
                 )
+            if self.s3_client is not None:  # made elsewhere (dagster-aws's S3Resource, say)
+                from dynamo_cdc.aws import protect_logs
+
+                protect_logs()
         else:
             self.root = str(Path(self.root).expanduser().resolve())
 

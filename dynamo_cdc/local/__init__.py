@@ -15,7 +15,10 @@ Three ways to run it, all bound to 127.0.0.1:
 
 The control API (clock, forced export failures, TTL sweep, stream rotation and faults,
 credentials, reset) is served on the same port under ``/_dynamo_cdc/``; :class:`LocalAwsControl`
-calls it. See :data:`dynamo_cdc.local.server.CONTROL_API`.
+calls it. See :data:`dynamo_cdc.local.server.CONTROL_API`. It answers only requests that carry
+the server's control token (``.control`` of what :func:`start_local_aws` and
+:func:`launch_local_aws` return holds it; a launched server gets it from its parent through
+the environment) and name a loopback host: see :mod:`dynamo_cdc.local.server`.
 
 Any credentials are accepted unless one access key id is required (``--access-key-id ID``,
 ``access_key_id=`` or :meth:`LocalAwsControl.require_access_key_id`): then requests signed with
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -49,19 +53,30 @@ LISTENING_PREFIX = "Local AWS listening on "
 
 
 class LocalAwsControl:
-    """A client of the control API of a running local AWS (in this process or another)."""
+    """A client of the control API of a running local AWS (in this process or another).
 
-    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+    Args:
+        endpoint_url: the server's endpoint.
+        token: the server's control token (default: ``$DYNAMO_CDC_LOCAL_AWS_TOKEN``).
+        timeout: seconds per call.
+    """
+
+    def __init__(self, endpoint_url: str, token: str | None = None, timeout: float = 10.0) -> None:
+        from dynamo_cdc.local.server import CONTROL_TOKEN_ENV
+
         self.endpoint_url = endpoint_url.rstrip("/")
+        self.token = token or os.environ.get(CONTROL_TOKEN_ENV, "")
         self.timeout = timeout
 
     def _call(self, method: str, route: str, payload: dict[str, Any] | None = None) -> Any:
+        from dynamo_cdc.local.server import CONTROL_TOKEN_HEADER
+
         data = json.dumps(payload or {}).encode() if method == "POST" else None
         req = urllib.request.Request(
             f"{self.endpoint_url}/_dynamo_cdc/{route}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", CONTROL_TOKEN_HEADER: self.token},
         )
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             return json.loads(resp.read() or b"{}")
@@ -207,7 +222,7 @@ class LocalAws:
         self.server = server
         self.endpoint_url = server.endpoint_url
         self.port = server.port
-        self.control = LocalAwsControl(self.endpoint_url)
+        self.control = LocalAwsControl(self.endpoint_url, server.app.control_token)
 
     @property
     def app(self) -> LocalAwsApp:
@@ -276,12 +291,12 @@ def start_local_aws(
 class LocalAwsProcess:
     """A local AWS running as a child process (see :func:`launch_local_aws`)."""
 
-    def __init__(self, proc: subprocess.Popen[str], endpoint_url: str) -> None:
+    def __init__(self, proc: subprocess.Popen[str], endpoint_url: str, token: str) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.endpoint_url = endpoint_url
         self.port = int(endpoint_url.rsplit(":", 1)[1])
-        self.control = LocalAwsControl(endpoint_url)
+        self.control = LocalAwsControl(endpoint_url, token)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child by its pid: SIGTERM, then SIGKILL if it has not exited in time."""
@@ -322,7 +337,8 @@ def launch_local_aws(
         moto_streams: pass ``--moto-streams`` (moto's DynamoDB Streams, not the simulator).
         access_key_id: pass ``--access-key-id`` (requests signed with another key id are
             refused as AWS refuses an unknown key).
-        env: the child's environment (default: this one).
+        env: the child's environment (default: this one); the control token is added to it
+            (:data:`~dynamo_cdc.local.server.CONTROL_TOKEN_ENV`, read ``.control.token``).
         stderr_path: where the child's log goes (default: discarded).
         timeout: seconds to wait for the endpoint line and the health check.
 
@@ -338,10 +354,14 @@ def launch_local_aws(
         cmd.append("--moto-streams")
     if access_key_id is not None:
         cmd += ["--access-key-id", access_key_id]
+    from dynamo_cdc.local.server import CONTROL_TOKEN_ENV
+
+    token = secrets.token_urlsafe(32)  # through the environment: argv is visible to every user
+    child_env = dict(os.environ if env is None else env, **{CONTROL_TOKEN_ENV: token})
     stderr: Any = open(stderr_path, "ab") if stderr_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, bufsize=1
+            cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env, bufsize=1
         )
     finally:
         if stderr_path:
@@ -356,7 +376,7 @@ def launch_local_aws(
         if line.startswith(LISTENING_PREFIX):
             endpoint = line[len(LISTENING_PREFIX) :].strip()
             break
-    handle = LocalAwsProcess(proc, endpoint or "http://127.0.0.1:0")
+    handle = LocalAwsProcess(proc, endpoint or "http://127.0.0.1:0", token)
     if endpoint is None:
         handle.stop(timeout=5)
         raise RuntimeError(f"the local AWS did not start (exit code {proc.returncode}): {cmd}")

@@ -1,9 +1,12 @@
 """``python -m dynamo_cdc.local [--port N] [--demo] [--moto-streams] [--access-key-id ID]``: run
 the local AWS.
 
-Binds 127.0.0.1 only, prints ``Local AWS listening on http://127.0.0.1:N`` (then nothing else on
-stdout, so a parent can read that one line) and serves in the foreground until SIGINT or
-SIGTERM, then exits 0 within a fraction of a second.
+Binds 127.0.0.1 (another address only with ``--host H --allow-remote``), prints ``Local AWS
+listening on http://127.0.0.1:N`` (then nothing else on stdout, so a parent can read that one
+line) and serves in the foreground until SIGINT or SIGTERM, then exits 0 within a fraction of a
+second. The control API's token comes from ``$DYNAMO_CDC_LOCAL_AWS_TOKEN`` (how
+:func:`~dynamo_cdc.local.launch_local_aws` hands it over); without it a new one is made and
+logged on stderr.
 """
 
 from __future__ import annotations
@@ -53,6 +56,24 @@ def main(argv: list[str] | None = None) -> int:
         help="accept only requests signed with this access key id; others get AWS's answer to "
         "an unknown key (DynamoDB UnrecognizedClientException, S3 InvalidAccessKeyId)",
     )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; any other needs --allow-remote)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="bind a non-loopback --host all the same: no signature is checked, so whoever "
+        "reaches the port can read and change everything",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accept requests whose Host header names NAME (besides loopback names); repeatable",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
@@ -67,15 +88,33 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    from dynamo_cdc.local.server import LocalAwsApp, LocalAwsServer
+    from dynamo_cdc.local.server import CONTROL_TOKEN_ENV, LocalAwsApp, LocalAwsServer
 
+    token = os.environ.get(CONTROL_TOKEN_ENV)
     app = LocalAwsApp(
         export_delay_seconds=args.export_delay,
         streams="moto" if args.moto_streams else "simulator",
         streams_options={"seed": args.streams_seed},
+        control_token=token,
+        allowed_hosts=args.allow_host,
     )
-    server = LocalAwsServer(args.port, app, log_requests=args.verbose)
+    try:
+        server = LocalAwsServer(
+            args.port,
+            app,
+            args.host,
+            log_requests=args.verbose,
+            allow_remote=args.allow_remote,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     server.start()
+    if not token:
+        logging.getLogger(__name__).info(
+            "control API token (send it as X-Dynamo-Cdc-Token, or set %s for LocalAwsControl): %s",
+            CONTROL_TOKEN_ENV,
+            app.control_token,
+        )
     if args.demo:
         from dynamo_cdc.local.demo import create_demo_tables
 

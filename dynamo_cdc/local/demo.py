@@ -85,7 +85,12 @@ def _clients(clients_or_endpoint: Any) -> tuple[Any, Any]:
         from dynamo_cdc.aws import Clients
         from dynamo_cdc.config import Settings
 
-        clients_or_endpoint = Clients(Settings(endpoint_url=clients_or_endpoint))
+        # placeholder credentials: whatever real ones this process has are never sent here
+        clients_or_endpoint = Clients(
+            Settings(
+                endpoint_url=clients_or_endpoint, access_key_id="local", secret_access_key="local"
+            )
+        )
     return clients_or_endpoint.dynamodb, clients_or_endpoint.s3
 
 

@@ -12,6 +12,17 @@ Every request goes to moto (DynamoDB, DynamoDB Streams, S3, STS, ...) except:
 * paths under ``/_dynamo_cdc/``: the control API (clock, forced export failures, TTL sweep,
   stream rotation and faults, credentials, reset), described in :data:`CONTROL_API`.
 
+The control API and moto's own ``/moto-api/`` (reset, seeds, its dashboard) can switch checks
+off and wipe state, so they are guarded, before anything else is looked at: a request must carry
+the server's control token (header ``X-Dynamo-Cdc-Token``, see :data:`CONTROL_TOKEN_HEADER`;
+``LocalAwsControl`` sends it) and a POST must say ``Content-Type: application/json`` (a web page
+cannot send either to another origin without the browser asking first, which this server never
+allows). Only ``GET /_dynamo_cdc/health`` is open. Every request, AWS APIs included, must name a
+loopback host in its ``Host`` header (``127.0.0.1``, ``localhost``, ``*.localhost``, ``[::1]``,
+or a name the server was told to accept), which defeats DNS rebinding: a page of
+``evil.example`` whose name is made to point at 127.0.0.1 still sends ``Host: evil.example``.
+:class:`LocalAwsServer` binds loopback addresses only unless told ``allow_remote=True``.
+
 Credentials are not checked unless asked for (``--access-key-id``, ``access_key_id=`` or the
 ``credentials`` control route): then a request signed with another access key id is answered as
 AWS answers an unknown key (see :func:`credentials_error`), so that code under test meets the
@@ -37,11 +48,14 @@ at a time (moto's models are not thread-safe, and before/after must see no other
 from __future__ import annotations
 
 import base64
+import hmac
 import io
+import ipaddress
 import json
 import logging
 import os
 import re
+import secrets
 import threading
 import uuid
 import zlib
@@ -72,6 +86,12 @@ log = logging.getLogger(__name__)
 DYNAMODB_PREFIX = "DynamoDB_20120810."
 STREAMS_PREFIX = "DynamoDBStreams_20120810."
 CONTROL_PREFIX = "/_dynamo_cdc/"
+MOTO_API_PREFIX = "/moto-api"
+#: The header carrying the control token (see the module docstring).
+CONTROL_TOKEN_HEADER = "X-Dynamo-Cdc-Token"
+#: The environment variable a launched local AWS reads its control token from.
+CONTROL_TOKEN_ENV = "DYNAMO_CDC_LOCAL_AWS_TOKEN"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
 EXPORT_OPS = {"ExportTableToPointInTime", "DescribeExport", "ListExports"}
 KEYED_WRITE_OPS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
@@ -142,7 +162,14 @@ def _json_response(
     start_response: Callable[..., Any], status: int, payload: Any, content_type: str
 ) -> list[bytes]:
     body = orjson.dumps(payload)
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        415: "Unsupported Media Type",
+        500: "Internal Server Error",
+    }
     start_response(
         f"{status} {reason.get(status, 'Error')}",
         [("Content-Type", content_type), ("Content-Length", str(len(body)))],
@@ -192,6 +219,27 @@ def _account_and_region(environ: dict[str, Any]) -> tuple[str, str]:
     from moto.iam.models import get_account_id_from
 
     return get_account_id_from(access_key), region
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback name or address (``localhost``, ``*.localhost``, 127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(environ: dict[str, Any]) -> str | None:
+    """The host named by the request's Host header, without its port (None when absent)."""
+    host = environ.get("HTTP_HOST")
+    if not host:
+        return None
+    if host.startswith("["):  # [::1]:4566
+        return host[1:].partition("]")[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def request_credential(environ: dict[str, Any]) -> tuple[str | None, str]:
@@ -629,6 +677,10 @@ class LocalAwsApp:
             :meth:`attach_streams_simulator` (instead of the default one).
         access_key_id: answer requests signed with any other access key id as AWS answers
             an unknown key (see :func:`credentials_error`); None (default) accepts any.
+        control_token: the token the control API and ``/moto-api/`` require (default: a new
+            random one, read it from :attr:`control_token`).
+        allowed_hosts: Host header names accepted besides loopback ones (for a server bound
+            to another address on purpose).
     """
 
     def __init__(
@@ -640,6 +692,8 @@ class LocalAwsApp:
         streams_options: dict[str, Any] | None = None,
         streams_simulator: Any = None,
         access_key_id: str | None = None,
+        control_token: str | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -661,6 +715,9 @@ class LocalAwsApp:
         self._lock = threading.RLock()
         #: The access key id every AWS request must be signed with, or None to accept any.
         self.required_access_key_id: str | None = access_key_id
+        #: What the control API and moto's /moto-api/ require in :data:`CONTROL_TOKEN_HEADER`.
+        self.control_token = control_token or secrets.token_urlsafe(32)
+        self.allowed_hosts = frozenset(h.strip("[]").lower() for h in allowed_hosts)
         self._streams_handler: StreamsHandler | None = None
         self._subscriber: Any = None
         #: The stream simulators driving the table lifecycle, or None when moto's streams (or
@@ -729,8 +786,15 @@ class LocalAwsApp:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        refusal = self._refusal(environ, path)
+        if refusal is not None:
+            _read_body(environ)  # drain it, so the connection stays usable
+            status, message = refusal
+            return _json_response(start_response, status, {"error": message}, "application/json")
         if path.startswith(CONTROL_PREFIX):
             return self._control(environ, start_response, path[len(CONTROL_PREFIX) :])
+        if path.startswith(MOTO_API_PREFIX):
+            return self._moto(environ, start_response)
         if self.required_access_key_id is not None:
             access_key_id, _ = request_credential(environ)
             if access_key_id != self.required_access_key_id:
@@ -742,6 +806,30 @@ class LocalAwsApp:
         if target.startswith(DYNAMODB_PREFIX):
             return self._dynamodb(environ, start_response, target[len(DYNAMODB_PREFIX) :])
         return self._moto(environ, start_response)
+
+    def _refusal(self, environ: dict[str, Any], path: str) -> tuple[int, str] | None:
+        """Why this request is refused (status, message), or None (see the module docstring)."""
+        host = _host_name(environ)
+        if host is not None and not (
+            is_loopback_host(host) or host.strip("[]").lower() in self.allowed_hosts
+        ):
+            return 403, f"the local AWS answers loopback hosts only, not Host {host!r}"
+        if not path.startswith((CONTROL_PREFIX, MOTO_API_PREFIX)):
+            return None
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == CONTROL_PREFIX + "health" and method == "GET":
+            return None
+        token = environ.get("HTTP_" + CONTROL_TOKEN_HEADER.upper().replace("-", "_"), "")
+        if not hmac.compare_digest(token.encode(), self.control_token.encode()):
+            return 403, (
+                f"the control API needs the server's token in the {CONTROL_TOKEN_HEADER} header "
+                "(LocalAwsControl sends it; a launched server reads it from "
+                f"{CONTROL_TOKEN_ENV}, one started by hand prints it)"
+            )
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if method not in ("GET", "HEAD", "OPTIONS") and content_type != "application/json":
+            return 415, "the control API takes Content-Type: application/json only"
+        return None
 
     def _call_moto(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         captured: dict[str, Any] = {}
@@ -1305,6 +1393,12 @@ class LocalAwsServer:
     Args:
         port: the port, 0 for a free one (read :attr:`port` after construction).
         app: the application (a new :class:`LocalAwsApp` by default).
+        host: the address to bind; a loopback one unless ``allow_remote``.
+        allow_remote: bind a non-loopback address all the same (the local AWS checks no
+            signature: anyone who reaches it can read and change everything in it).
+
+    Raises:
+        ValueError: ``host`` is not a loopback address and ``allow_remote`` is False.
     """
 
     def __init__(
@@ -1314,8 +1408,16 @@ class LocalAwsServer:
         host: str = "127.0.0.1",
         *,
         log_requests: bool = False,
+        allow_remote: bool = False,
     ) -> None:
         from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+        if not is_loopback_host(host) and not allow_remote:
+            raise ValueError(
+                f"Refusing to serve the local AWS on {host!r}: it checks no signature, so anyone "
+                "who can reach it could read and change everything in it. Bind 127.0.0.1, or "
+                "force it (--allow-remote, allow_remote=True) on a network you trust."
+            )
 
         class Handler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:

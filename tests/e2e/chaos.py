@@ -327,7 +327,7 @@ class ChaosRun:
 
     # -- set-up --------------------------------------------------------------------------
 
-    def _setup(self, endpoint: str) -> None:
+    def _setup(self, endpoint: str, control_token: str) -> None:
         import dagster as dg
 
         from dagster_project.assets import asset_key
@@ -357,7 +357,7 @@ class ChaosRun:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         os.environ.update(self.env_overrides)
-        self.control = LocalAwsControl(endpoint)
+        self.control = LocalAwsControl(endpoint, control_token)
         self.endpoint = endpoint
         self.clients = Clients(Settings(endpoint_url=endpoint))
         self.lake = Lake(self.root)
@@ -712,7 +712,7 @@ class ChaosRun:
         )
         saved_env = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "AWS_ACCESS_KEY_ID")}
         try:
-            self._setup(server.endpoint_url)
+            self._setup(server.endpoint_url, server.control.token)
             try:
                 self._rounds(started)
                 self._verify()

@@ -1,23 +1,65 @@
-"""A recognisable secret, given as the credentials, reaches nothing Dagster stores: not the
-event log, not the run's captured logs, not materialization metadata, not the lake."""
+"""Recognisable credentials (key id, secret and session token) reach nothing Dagster stores or
+prints: not the event log, not the runs' captured logs, not materialization metadata, not the
+daemon's and webserver's output, not the lake; with botocore's DEBUG logs captured into the
+event log, with a run that fails, and with the lake on S3."""
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import REPO, VENV_BIN, wait_until
+from tests.e2e.test_ui import _serve
+
 pytestmark = pytest.mark.e2e
 
+KEY_ID = "AKIASENTINEL00000001"
 SECRET = "SECRET-sentinel-dagster-4e2a9c"
+TOKEN = "TOKEN-sentinel-dagster-IQoJb3JpZ2lu/X2Vj+EHYaCXVz=="
+CREDENTIALS = (KEY_ID, SECRET, TOKEN)
+# A user who wants AWS requests in the event log: botocore and urllib3 at DEBUG, captured.
+DEBUG_PYTHON_LOGS = """
+python_logs:
+  python_log_level: DEBUG
+  managed_python_loggers:
+    - botocore
+    - urllib3
+"""
 
 
-def test_secret_appears_in_no_dagster_event_log_run_log_or_lake_file(dagster_env, tmp_path):
-    env = dict(
+def _secret_env(dagster_env: dict[str, str]) -> dict[str, str]:
+    home = Path(dagster_env["DAGSTER_HOME"])
+    with open(home / "dagster.yaml", "a") as f:
+        f.write(DEBUG_PYTHON_LOGS)
+    return dict(
         dagster_env,
-        DYNAMO_CDC_AWS_ACCESS_KEY_ID="AKIASENTINEL00000001",
+        DYNAMO_CDC_AWS_ACCESS_KEY_ID=KEY_ID,
         DYNAMO_CDC_AWS_SECRET_ACCESS_KEY=SECRET,
+        DYNAMO_CDC_AWS_SESSION_TOKEN=TOKEN,
     )
+
+
+def _leaks(paths: list[Path], texts: dict[str, str]) -> list[tuple[str, str]]:
+    found = [(where, c) for where, text in texts.items() for c in CREDENTIALS if c in text]
+    for path in paths:
+        data = path.read_bytes()
+        found += [(str(path), c) for c in CREDENTIALS if c.encode() in data]
+    return found
+
+
+def _files(*roots: Path) -> list[Path]:
+    return [p for root in roots for p in root.rglob("*") if p.is_file()]
+
+
+def test_no_credential_in_the_event_log_run_logs_or_lake_of_a_good_and_a_failed_sync(
+    dagster_env, tmp_path
+):
+    env = _secret_env(dagster_env)
+    tables = tmp_path / "tables.csv"
+    tables.write_text("orders\nno-such-table-4e2a9c\n")  # the second one's runs fail
+    env["DYNAMO_CDC_TABLES"] = str(tables)
     run = subprocess.run(
         [sys.executable, "-m", "dagster_project.sync", "--once"],
         env=env,
@@ -26,13 +68,49 @@ def test_secret_appears_in_no_dagster_event_log_run_log_or_lake_file(dagster_env
         timeout=600,
         check=False,
     )
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    scanned = []
-    for root in (Path(env["DAGSTER_HOME"]), Path(env["DYNAMO_CDC_LAKE_ROOT"])):
-        for path in root.rglob("*"):
-            if path.is_file():
-                scanned.append(path)
-                assert SECRET.encode() not in path.read_bytes(), path
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output[-3000:]
+    assert "no-such-table-4e2a9c: FAILED" in output and "orders: ok" in output
+    scanned = _files(Path(env["DAGSTER_HOME"]), Path(env["DYNAMO_CDC_LAKE_ROOT"]))
     assert any(p.name.endswith(".db") for p in scanned)  # the event log was really there
     assert any(p.suffix == ".parquet" for p in scanned)
-    assert SECRET not in run.stdout + run.stderr
+    event_log = b"".join(p.read_bytes() for p in scanned if p.name.endswith(".db"))
+    assert b"X-Amz-Security-Token" in event_log  # botocore's DEBUG records were captured
+    assert _leaks(scanned, {"output": output}) == []
+
+
+def test_no_credential_in_the_daemons_webservers_or_runs_logs_with_an_s3_lake(
+    dagster_env, clients, tmp_path
+):
+    env = _secret_env(dagster_env)
+    lake_bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    clients.s3.create_bucket(Bucket=lake_bucket)
+    env.update(
+        DYNAMO_CDC_LAKE_ROOT=f"s3://{lake_bucket}/lake",
+        DYNAMO_CDC_SENSOR_INTERVAL_SECONDS="5",
+        DYNAMO_CDC_SENSOR_BUDGET_SECONDS="5",
+    )
+    log = tmp_path / "dagster-dev.log"
+    command = [str(VENV_BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml")]
+    with _serve(command, env, log) as ui:
+        clients.dynamodb.put_item(
+            TableName="orders", Item={"customer_id": {"S": "c-9"}, "order_id": {"S": "o-9"}}
+        )
+
+        def a_sensor_run_succeeded() -> bool:
+            runs = ui.graphql(
+                "{ runsOrError(filter: {statuses: [SUCCESS]}) { ... on Runs { results { runId } } } }"
+            )["runsOrError"]["results"]
+            return bool(runs)
+
+        wait_until(a_sensor_run_succeeded, timeout=300, interval=3, what="a sensor-launched run")
+    keys = [
+        o["Key"]
+        for o in clients.s3.list_objects_v2(Bucket=lake_bucket, Prefix="lake/").get("Contents", [])
+    ]
+    assert any(k.endswith(".parquet") for k in keys)  # the lake really was the S3 one
+    lake_texts = {
+        k: clients.s3.get_object(Bucket=lake_bucket, Key=k)["Body"].read().decode("latin-1")
+        for k in keys
+    }
+    assert _leaks(_files(Path(env["DAGSTER_HOME"]), tmp_path), lake_texts) == []

@@ -254,10 +254,16 @@ def test_control_api_rejects_unknown_routes_and_time_travel_backwards(aws):
     import urllib.error
     import urllib.request
 
+    headers = {"X-Dynamo-Cdc-Token": aws.control.token, "Content-Type": "application/json"}
     with pytest.raises(urllib.error.HTTPError) as missing:
-        urllib.request.urlopen(f"{aws.endpoint_url}/_dynamo_cdc/nope")
+        urllib.request.urlopen(
+            urllib.request.Request(f"{aws.endpoint_url}/_dynamo_cdc/nope", headers=headers)
+        )
     req = urllib.request.Request(
-        f"{aws.endpoint_url}/_dynamo_cdc/clock", data=b'{"advance_seconds": -5}', method="POST"
+        f"{aws.endpoint_url}/_dynamo_cdc/clock",
+        data=b'{"advance_seconds": -5}',
+        method="POST",
+        headers=headers,
     )
     with pytest.raises(urllib.error.HTTPError) as backwards:
         urllib.request.urlopen(req)
@@ -325,3 +331,115 @@ def test_cli_demo_creates_tables_with_streams_pitr_and_the_bucket_then_stops_on_
     assert "dynamo-cdc-exports" in buckets
     assert code == 0
     assert stop_seconds < 1.0
+
+
+# -- the control API and moto's /moto-api/ are guarded ---------------------------------------
+
+
+def _http(aws, method, path, body=None, headers=None):
+    """(status, body) of a raw HTTP request to the local AWS, as a web page could send it."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", aws.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _token(aws) -> dict[str, str]:
+    return {"X-Dynamo-Cdc-Token": aws.control.token, "Content-Type": "application/json"}
+
+
+def test_control_api_refuses_a_request_without_the_servers_token(aws):
+    body = b'{"access_key_id": "AKIAATTACKER0000000"}'
+    for headers in (
+        {"Content-Type": "application/json"},
+        {**_token(aws), "X-Dynamo-Cdc-Token": "guess"},
+    ):
+        status, answer = _http(aws, "POST", "/_dynamo_cdc/credentials", body, headers)
+        assert status == 403 and b"X-Dynamo-Cdc-Token" in answer
+    assert aws.control.required_access_key_id() is None  # nothing was switched
+    assert _http(aws, "POST", "/_dynamo_cdc/reset", b"{}", {})[0] == 403
+    assert _http(aws, "GET", "/_dynamo_cdc/clock")[0] == 403
+    assert _http(aws, "GET", "/_dynamo_cdc/health")[0] == 200  # the one open route
+    assert _http(aws, "GET", "/_dynamo_cdc/clock", headers=_token(aws))[0] == 200
+
+
+def test_control_api_takes_json_only_so_a_web_form_cannot_post_to_it(aws):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        headers = {**_token(aws), "Content-Type": content_type}
+        status, _ = _http(aws, "POST", "/_dynamo_cdc/clock", b'{"advance_seconds": 9e9}', headers)
+        assert status == 415, content_type
+    assert abs(aws.control.clock()["offset_seconds"]) < 9e9
+
+
+def test_moto_api_refuses_a_request_without_the_token_and_keeps_the_state(aws, ddb):
+    name = f"kept-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    assert _http(aws, "POST", "/moto-api/reset", b"", {})[0] == 403
+    assert _http(aws, "GET", "/moto-api/data.json")[0] == 403
+    assert name in ddb.list_tables()["TableNames"]
+    assert _http(aws, "GET", "/moto-api/data.json", headers=_token(aws))[0] == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:4566", "10.0.0.5", "[fe80::1]:80"])
+def test_a_non_loopback_host_header_is_refused_everywhere_against_dns_rebinding(aws, host):
+    headers = {**_token(aws), "Host": host}
+    assert _http(aws, "GET", "/_dynamo_cdc/clock", headers=headers)[0] == 403
+    assert _http(aws, "POST", "/moto-api/reset", b"{}", headers)[0] == 403
+    list_tables = {
+        **headers,
+        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+        "Content-Type": "application/x-amz-json-1.0",
+    }
+    status, answer = _http(aws, "POST", "/", b"{}", list_tables)
+    assert status == 403 and b"loopback" in answer
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "[::1]", "bucket.localhost", "127.0.0.2"]
+)
+def test_loopback_host_headers_are_served(aws, host):
+    headers = {**_token(aws), "Host": f"{host}:{aws.port}"}
+    assert _http(aws, "GET", "/_dynamo_cdc/clock", headers=headers)[0] == 200
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.com"])
+def test_a_non_loopback_bind_is_refused_unless_forced(host):
+    from dynamo_cdc.local.server import LocalAwsServer
+
+    with pytest.raises(ValueError, match="Refusing to serve the local AWS.*allow-remote"):
+        LocalAwsServer(0, host=host)
+
+
+def test_the_command_refuses_a_non_loopback_bind_unless_forced():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynamo_cdc.local", "--port", "0", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--allow-remote" in proc.stderr
+    assert "listening" not in proc.stdout
+
+
+def test_a_launched_server_takes_its_token_from_the_parent_only(tmp_path):
+    server = launch_local_aws(0, stderr_path=str(tmp_path / "log"))
+    try:
+        assert server.control.clock()["now_micros"] > 0  # the parent's token works
+        assert _http(server, "GET", "/_dynamo_cdc/clock")[0] == 403
+        assert server.control.token not in (tmp_path / "log").read_text()
+    finally:
+        server.stop()
