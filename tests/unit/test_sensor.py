@@ -1,14 +1,20 @@
-"""The stream sensor, called with build_sensor_context on an in-process moto DynamoDB, and the
-compaction of a closed hour it requests."""
+"""The stream sensor, called with build_sensor_context, and the compaction of a closed hour it
+requests.
+
+The table and its stream are the local AWS's (serving in a thread of this process on
+127.0.0.1): DynamoDB Streams come from the stream simulator, as on AWS, with shards that close,
+split and rotate (moto's stream has one shard that never does).
+"""
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import pyarrow.dataset as ds
 import pytest
 from dagster_aws.s3 import S3Resource
-from moto import mock_aws
 
 from dagster_project.assets import hour_of_path, hour_partition_key
 from dagster_project.compaction import compact_hour, data_files
@@ -24,6 +30,7 @@ from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.config import Settings, TableSpec
 from dynamo_cdc.errors import StreamGapError
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.local import LocalAws, start_local_aws
 from dynamo_cdc.stream import ReadBudget
 
 TABLE = "app-events.v1"
@@ -31,18 +38,24 @@ SPEC = TableSpec(TABLE)
 OP = "dynamodb__app_devents_pv1__changes"
 
 
+@pytest.fixture(scope="module")
+def local() -> Iterator[LocalAws]:
+    with start_local_aws() as server:
+        yield server
+
+
 @pytest.fixture
-def aws():
-    with mock_aws():
-        clients = Clients(Settings(), max_attempts=1)
-        clients.dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
-        yield clients
+def aws(local: LocalAws) -> Clients:
+    local.app.reset()
+    clients = Clients(Settings(endpoint_url=local.endpoint_url), max_attempts=1)
+    clients.dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    return clients
 
 
 def put(clients, *keys):
@@ -51,9 +64,9 @@ def put(clients, *keys):
 
 
 @pytest.fixture
-def resources(tmp_path):
+def resources(local, tmp_path):
     return {
-        "dynamodb": DynamoDBResource(max_attempts=1),
+        "dynamodb": DynamoDBResource(max_attempts=1, endpoint_url=local.endpoint_url),
         "lake": LakeResource(root=str(tmp_path / "lake"), s3=S3Resource()),
     }
 
@@ -159,7 +172,9 @@ def test_a_closed_hour_is_compacted_once_and_keeps_exactly_its_rows(aws, tmp_pat
     t0 = datetime.now(UTC).timestamp()
     first = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
     put(aws, "c")
-    put(aws, "a")  # a MODIFY of a key already landed: a different event, kept
+    # a MODIFY of a key already landed: a different event, kept (a write that changes nothing
+    # emits no record on AWS and on the simulator; moto's stream emitted one)
+    aws.dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "v": {"N": "2"}})
     second = stream_tick(
         SPEC, first.cursor, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5)
     )
@@ -239,3 +254,81 @@ def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp
     assert "capturing the stream" in busy.skip_reason.skip_message
     after = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
     assert len(after.run_requests) == 1  # the next tick lands the batch
+
+
+# -- shards that split and rotate ------------------------------------------------------------
+
+
+def _landed(tmp_path) -> list[tuple]:
+    """(event_id, pk, event_name, shard_id, sequence_number) of every change row in the lake."""
+    return duckdb.sql(
+        "select event_id, pk, event_name, shard_id, sequence_number from read_parquet("
+        f"'{tmp_path}/lake/{TABLE}/changes/*/*/*.parquet', hive_partitioning=true)"
+    ).fetchall()
+
+
+def _stream_shards(aws) -> list[dict]:
+    arn = aws.dynamodb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    return aws.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+
+
+def _tick_until_caught_up(resources, cursor=None, limit=20):
+    requests = []
+    for _ in range(limit):
+        result = tick(resources, cursor)
+        cursor = result.cursor
+        if not result.run_requests:
+            return requests, cursor
+        requests += result.run_requests
+    raise AssertionError("the sensor did not catch up")
+
+
+def test_a_split_between_ticks_lands_parent_then_children_once_and_prunes_the_parent(
+    aws, local, resources, tmp_path
+):
+    put(aws, "a", "b")
+    first = tick(resources)
+    put(aws, "c")  # still in the parent, after the first tick
+    (parent,) = [s["ShardId"] for s in _stream_shards(aws)]
+    children = local.control.rotate_shards(TABLE, split=True)
+    keys = [f"k{i:02d}" for i in range(40)]
+    put(aws, *keys)
+    shards = _stream_shards(aws)
+    assert {s.get("ParentShardId") for s in shards if s["ShardId"] in children} == {parent}
+
+    requests, cursor = _tick_until_caught_up(resources, first.cursor)
+
+    rows = _landed(tmp_path)
+    assert len(rows) == len({r[0] for r in rows}) == 43  # every record once
+    by_shard = {}
+    for _, pk, _, shard, _ in rows:
+        by_shard.setdefault(shard, set()).add(pk)
+    assert by_shard[parent] == {"a", "b", "c"}
+    assert set().union(*(by_shard[c] for c in children)) == set(keys)
+    assert all(by_shard.get(c) for c in children)  # the keys really went to both children
+    checkpoint = CheckpointStore(Lake(str(tmp_path / "lake")), TABLE).load()
+    assert parent not in checkpoint.shards  # read to its end, children known: pruned
+    assert set(children) <= set(checkpoint.shards)
+    assert sum(r.run_config["ops"][OP]["config"]["batch_records"] for r in requests) == 41
+
+
+def test_shards_rotating_every_few_records_lose_and_duplicate_nothing_across_ticks(
+    aws, local, resources, tmp_path
+):
+    local.control.configure_streams(rotate_every_records=3)
+    try:
+        cursor, written = None, []
+        for round_ in range(4):
+            batch = [f"r{round_}-{i}" for i in range(7)]
+            put(aws, *batch)
+            written += batch
+            _, cursor = _tick_until_caught_up(resources, cursor)
+    finally:
+        local.control.configure_streams(rotate_every_records=0)
+    rows = _landed(tmp_path)
+    assert sorted(r[1] for r in rows) == sorted(written)
+    assert len({r[0] for r in rows}) == len(written)
+    assert len({r[3] for r in rows}) >= len(written) // 3  # many generations of shards
+    checkpoint = CheckpointStore(Lake(str(tmp_path / "lake")), TABLE).load()
+    assert len(checkpoint.shards) <= 3  # finished generations were pruned
+    assert len(cursor) < 300  # the sensor cursor stays small through every rotation
