@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -44,13 +49,62 @@ def test_relative_paths_cannot_escape_the_root(tmp_path, rel: str) -> None:
         Lake(str(tmp_path)).write_bytes(rel, b"x")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_unwritable_lake_root_is_a_clear_error(tmp_path) -> None:
-    root = tmp_path / "ro"
-    root.mkdir()
-    root.chmod(0o500)
-    with pytest.raises(LakeError, match="permission denied.*Fix:"):
-        Lake(str(root)).write_bytes("t1/x", b"x")
+NOBODY = 65534
+
+
+def _as_a_user_without_root_powers(fn: Callable[[], None]) -> str:
+    """Run ``fn`` as it would run for an ordinary user; the text of what it raised ('' if
+    nothing). Root ignores file permissions (CI runs as root), so as root ``fn`` runs in a
+    forked child that dropped to uid/gid 65534 first; otherwise here."""
+    if os.geteuid() != 0:
+        try:
+            fn()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return ""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                fn()
+                text = ""
+            except Exception as exc:
+                text = f"{type(exc).__name__}: {exc}"
+            os.write(write_end, text.encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        text = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged child failed to run"
+    return text
+
+
+def test_unwritable_lake_root_is_a_clear_error_for_root_too() -> None:
+    Lake(tempfile.mkdtemp()).write_bytes("warm/x", b"x")  # imports done before any fork
+    parent = Path(tempfile.mkdtemp(prefix="dynamo-cdc-ro-"))  # /tmp: reachable by anyone
+    try:
+        parent.chmod(0o755)
+        root = parent / "ro"
+        root.mkdir()
+        root.chmod(0o555)
+        raised = _as_a_user_without_root_powers(lambda: Lake(str(root)).write_bytes("t1/x", b"x"))
+        assert re.match(
+            f"LakeError: .*'t1/x'.*{re.escape(str(root))}.*permission denied.*Fix:", raised
+        )
+        assert list(root.iterdir()) == []
+    finally:
+        root.chmod(0o755)
+        shutil.rmtree(parent)
 
 
 def test_lake_root_that_is_a_file_is_a_clear_error(tmp_path) -> None:
