@@ -13,9 +13,21 @@ from dynamo_cdc import read_table
 pytestmark = pytest.mark.e2e
 
 
+# A user's real AWS settings: the demo must neither use nor pass on any of them (its local AWS
+# takes the demo's own key only, so a child signing with these would fail the run).
+USER_AWS = {
+    "AWS_ACCESS_KEY_ID": "AKIAUSERSENTINEL0002",
+    "AWS_SECRET_ACCESS_KEY": "user-secret-sentinel-demo",
+    "AWS_SESSION_TOKEN": "user-token-sentinel-demo",
+    "DYNAMO_CDC_AWS_ACCESS_KEY_ID": "AKIAUSERSENTINEL0003",
+    "DYNAMO_CDC_AWS_SECRET_ACCESS_KEY": "user-secret-sentinel-demo-2",
+}
+
+
 def test_demo_once_runs_the_pipeline_for_both_demo_tables(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMO_CDC_", "DAGSTER_"))}
+    env.update(USER_AWS)
     proc = subprocess.run(
         [sys.executable, "-m", "dynamo_cdc.cli", "demo", "--once", "--lake-root", str(lake)],
         cwd=tmp_path,
@@ -33,3 +45,6 @@ def test_demo_once_runs_the_pipeline_for_both_demo_tables(tmp_path: Path) -> Non
             assert read_table(str(lake), table, view).num_rows > 0, (table, view, output[-3000:])
     assert "read_parquet" in proc.stdout  # a DuckDB query to copy
     assert not any((tmp_path / ".demo").glob("**/*.tmp"))
+    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
+        assert not [v for v in USER_AWS.values() if v.encode() in path.read_bytes()], path
+    assert not [v for v in USER_AWS.values() if v in output]

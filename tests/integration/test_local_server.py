@@ -376,17 +376,10 @@ def test_control_api_takes_json_only_so_a_web_form_cannot_post_to_it(aws):
     assert abs(aws.control.clock()["offset_seconds"]) < 9e9
 
 
-def test_moto_api_refuses_a_request_without_the_token_and_keeps_the_state(aws, ddb):
-    name = f"kept-{uuid.uuid4().hex[:8]}"
-    ddb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+def test_moto_api_refuses_a_request_without_the_token_and_keeps_the_state(aws, ddb, table):
     assert _http(aws, "POST", "/moto-api/reset", b"", {})[0] == 403
     assert _http(aws, "GET", "/moto-api/data.json")[0] == 403
-    assert name in ddb.list_tables()["TableNames"]
+    assert table in ddb.list_tables()["TableNames"]
     assert _http(aws, "GET", "/moto-api/data.json", headers=_token(aws))[0] == 200
 
 
