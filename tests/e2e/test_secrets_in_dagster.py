@@ -113,4 +113,7 @@ def test_no_credential_in_the_daemons_webservers_or_runs_logs_with_an_s3_lake(
         k: clients.s3.get_object(Bucket=lake_bucket, Key=k)["Body"].read().decode("latin-1")
         for k in keys
     }
-    assert _leaks(_files(Path(env["DAGSTER_HOME"]), tmp_path), lake_texts) == []
+    scanned = _files(tmp_path)  # DAGSTER_HOME (event log, run and compute logs) and the log
+    assert log in scanned and b"dagster-webserver" in log.read_bytes()
+    assert any(p.name.endswith(".db") for p in scanned)
+    assert _leaks(scanned, lake_texts) == []
