@@ -259,25 +259,39 @@ class Lake:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def publish_dir(self, staging: Path, rel: str, marker: str | None = None) -> builtins.list[str]:
-        """Make the files of ``staging`` the whole content of ``rel``.
+    def publish_dir(
+        self,
+        staging: Path,
+        rel: str,
+        marker: str | None = None,
+        carry: dict[str, str] | None = None,
+    ) -> builtins.list[str]:
+        """Make the files of ``staging``, plus the lake files ``carry`` names (new name ->
+        relative path of a file already in the lake, carried over by :meth:`copy` without
+        passing through this process), the whole content of ``rel``.
 
         Locally the folder is renamed into place (an older content is renamed away first and
         deleted after), so readers see either the old or the new set, never a mix. On S3 every
-        file is uploaded, then ``marker`` (a file in ``staging``) is uploaded last, then objects
-        left from an older content are deleted.
+        file is uploaded or copied, then ``marker`` (a file in ``staging``) is uploaded last,
+        then objects left from an older content are deleted.
 
         Returns:
             the relative paths now under ``rel``.
         """
         rel = _check_rel(rel)
+        carry = carry or {}
+        if not self.is_s3:
+            for name, src in carry.items():
+                self._link_or_copy(self._local(src), staging / name)
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         if self.is_s3:
             old = set(self.list(rel))
+            for name, src in sorted(carry.items()):
+                self.copy(src, f"{rel}/{name}")
             ordered = [n for n in names if n != marker] + ([marker] if marker in names else [])
             for name in ordered:
                 self.put_file(f"{rel}/{name}", staging / name)
-            new = {f"{rel}/{n}" for n in names}
+            new = {f"{rel}/{n}" for n in [*names, *carry]}
             for stale in sorted(old - new):
                 self.delete(stale)
             return sorted(new)
@@ -296,6 +310,49 @@ class Lake:
             if trash is not None:
                 shutil.rmtree(trash, ignore_errors=True)
         return [f"{rel}/{n}" for n in names]
+
+    def copy(self, src: str, dst: str) -> None:
+        """Carry the file ``src`` over to ``dst`` without writing its bytes from this process: a
+        hard link locally, a server-side CopyObject on S3 (lake files are immutable, so sharing
+        them is safe)."""
+        if self.is_s3:
+            self._s3_call(
+                "write",
+                dst,
+                lambda: self.s3_client.copy_object(
+                    Bucket=self.bucket,
+                    Key=self._key(dst),
+                    CopySource={"Bucket": self.bucket, "Key": self._key(src)},
+                ),
+            )
+            return
+        target = self._local(dst)
+        with self._local_errors("write", dst):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._link_or_copy(self._local(src), target)
+
+    def _link_or_copy(self, src: Path, target: Path) -> None:
+        target.unlink(missing_ok=True)
+        try:
+            os.link(src, target)
+        except OSError:  # a filesystem without hard links: copy (still correct, costs bytes)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def size(self, rel: str) -> int:
+        """The size in bytes of the file at ``rel``."""
+        if self.is_s3:
+            head = self._s3_call(
+                "read",
+                rel,
+                lambda: self.s3_client.head_object(Bucket=self.bucket, Key=self._key(rel)),
+            )
+            return int(head["ContentLength"])
+        return self._local(rel).stat().st_size
 
     # -- readers ---------------------------------------------------------------------------
 

@@ -76,7 +76,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -490,32 +489,6 @@ def cast_rows(rows: pa.Table, mirror: pa.Schema) -> pa.Table:
 # -- lake helpers ---------------------------------------------------------------------------------
 
 
-def _copy_file(lake: Lake, src: str, dst: str) -> None:
-    """Carry ``src`` over to ``dst`` without writing its bytes: a hard link locally, a
-    server-side CopyObject on S3 (files are immutable, so sharing them is safe)."""
-    if lake.is_s3:
-        lake.s3_client.copy_object(
-            Bucket=lake.bucket,
-            Key=lake._key(dst),
-            CopySource={"Bucket": lake.bucket, "Key": lake._key(src)},
-        )
-        return
-    target = lake._local(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
-    try:
-        os.link(lake._local(src), target)
-    except OSError:  # a filesystem without hard links: copy (still correct, costs bytes)
-        lake.put_file(dst, lake._local(src))
-
-
-def _size(lake: Lake, rel: str) -> int:
-    if lake.is_s3:
-        head = lake.s3_client.head_object(Bucket=lake.bucket, Key=lake._key(rel))
-        return int(head["ContentLength"])
-    return lake._local(rel).stat().st_size
-
-
 def _list_dirs(lake: Lake, rel: str) -> list[str]:
     """Names of the folders directly under ``rel`` (sorted)."""
     if lake.is_s3:
@@ -885,7 +858,7 @@ def _bootstrap(
     O(snapshot file), not O(table).
     """
     files = [f"{snap_rel}/{f}" for f in lineage.get("files", [])]
-    snapshot_bytes = sum(_size(lake, f) for f in files)
+    snapshot_bytes = sum(lake.size(f) for f in files)
     buckets = bucket_count or choose_bucket_count(snapshot_bytes, target_bucket_bytes)
     fs, base = lake.arrow_filesystem()
     if files:
@@ -973,12 +946,12 @@ def _carry_over(
     for b_text, rel in state["base_files"].items():
         b = int(b_text)
         new_rel = f"{vdir}/{rel.rsplit('/', 1)[1]}"
-        _copy_file(lake, current_path(lake, table, rel), current_path(lake, table, new_rel))
+        lake.copy(current_path(lake, table, rel), current_path(lake, table, new_rel))
         plan.base_files[b] = new_rel
         plan.base_rows[b] = int(state["base_rows"][b_text])
     for rel in state.get("deltas", []):
         new_rel = f"{vdir}/{rel.rsplit('/', 1)[1]}"
-        _copy_file(lake, current_path(lake, table, rel), current_path(lake, table, new_rel))
+        lake.copy(current_path(lake, table, rel), current_path(lake, table, new_rel))
         plan.deltas.append(new_rel)
     plan.delta_rows = int(state.get("delta_rows", 0))
     return plan
@@ -1072,7 +1045,7 @@ def _commit(
 ) -> dict[str, Any]:
     vdir = version_dir(plan.version)
     files = [*(plan.base_files[b] for b in sorted(plan.base_files)), *plan.deltas]
-    total = sum(_size(lake, current_path(lake, table, f)) for f in files)
+    total = sum(lake.size(current_path(lake, table, f)) for f in files)
     state = {
         "version": plan.version,
         "base_files": {str(b): rel for b, rel in sorted(plan.base_files.items())},

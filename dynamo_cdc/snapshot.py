@@ -23,6 +23,8 @@ than re-serialising); for ION exports it is the canonical DynamoDB JSON of the d
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.abc
 import json
 import logging
@@ -32,7 +34,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,15 @@ import pyarrow.parquet as pq
 
 from dynamo_cdc import arrowconvert, codec, fastconvert, schema
 from dynamo_cdc.errors import CodecError, ExportVerificationError
-from dynamo_cdc.export import DataFile, ExportManifest, open_gzip, verified_data_file
+from dynamo_cdc.export import (
+    DataFile,
+    ExportManifest,
+    ExportSource,
+    LocalExportSource,
+    S3ExportSource,
+    open_gzip,
+    verified_data_file,
+)
 from dynamo_cdc.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ FAST_CHUNK_ITEMS = 4_096
 FAST_ROW_GROUP_ROWS = 32_768
 ROW_GROUP_ROWS = 131_072
 LINEAGE_FILE = "_lineage.json"
+GROUP_RESULT = "_group.json"
 LINEAGE_KEY = b"dynamo_cdc.lineage"
 PARQUET_COMPRESSION = "zstd"
 
@@ -355,15 +366,13 @@ def _parquet_writer(path: str, part_schema: pa.Schema) -> pq.ParquetWriter:
     )
 
 
-def _rewrite_part(path: str, final: pa.Schema) -> None:
-    """Cast a part written with a narrower schema to the final one, row group by row group."""
-    tmp = path + ".cast"
-    source = pq.ParquetFile(path)
-    with _parquet_writer(tmp, final) as writer:
+def _rewrite_part(source: pq.ParquetFile, dest: str, final: pa.Schema) -> None:
+    """Write ``source`` (a part written with a narrower schema) to ``dest`` cast to the final
+    schema, row group by row group."""
+    with _parquet_writer(dest, final) as writer:
         for i in range(source.num_row_groups):
             table = source.read_row_group(i)
             writer.write_table(schema.cast_table_to_schema(table, final), ROW_GROUP_ROWS)
-    os.replace(tmp, path)
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
@@ -393,6 +402,95 @@ def default_workers(n_files: int) -> int:
     return max(1, min(n_files, os.cpu_count() or 1))
 
 
+def _convert_files(
+    manifest: ExportManifest,
+    indices: list[int],
+    out_dir: Path,
+    keys: list[str],
+    metadata: dict[bytes, bytes],
+    *,
+    workers: int | None,
+    say: Callable[[str], None],
+) -> list[FileResult]:
+    """Verify and convert the data files ``indices`` of ``manifest`` into parts in ``out_dir``,
+    one worker process a file (bounded by the cores); the results in file order."""
+    fmt = manifest.output_format
+    workers = workers or default_workers(len(indices))
+    results: list[FileResult] = []
+    total = len(indices)
+
+    def collect(res: FileResult) -> None:
+        results.append(res)
+        say(
+            f"{manifest.table_name}: data file {len(results)}/{total} converted "
+            f"({res.items} items in {res.seconds:.1f} s)"
+        )
+
+    def submit_args(index: int, path: Path) -> tuple[Any, ...]:
+        data_file = manifest.files[index]
+        describe = manifest.source.describe(data_file.key)
+        return (index, str(path), data_file, fmt, describe, keys, str(out_dir), metadata)
+
+    if workers == 1 or total <= 1:
+        for index in indices:
+            with verified_data_file(manifest, manifest.files[index]) as path:
+                collect(convert_data_file(*submit_args(index, path)))
+    else:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=conversion_worker_setup
+        ) as pool:
+            in_flight: dict[Future[FileResult], Any] = {}
+            for index in indices:
+                while len(in_flight) >= workers + 1:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        in_flight.pop(fut).__exit__(None, None, None)
+                        collect(fut.result())
+                copy = verified_data_file(manifest, manifest.files[index])
+                path = copy.__enter__()
+                in_flight[pool.submit(convert_data_file, *submit_args(index, path))] = copy
+            try:
+                for fut in list(in_flight):
+                    try:
+                        collect(fut.result())
+                    finally:
+                        in_flight.pop(fut).__exit__(None, None, None)
+            finally:
+                for fut, copy in in_flight.items():
+                    fut.cancel()
+                    copy.__exit__(None, None, None)
+    results.sort(key=lambda r: r.index)
+    return results
+
+
+def _lineage_metadata(manifest: ExportManifest) -> dict[bytes, bytes]:
+    return {LINEAGE_KEY: json.dumps(manifest.lineage(), sort_keys=True).encode()}
+
+
+def _check_total(manifest: ExportManifest, rows: int) -> None:
+    if rows != manifest.item_count:
+        raise ExportVerificationError(
+            f"Export {manifest.export_arn} produced {rows} items but its manifest says "
+            f"{manifest.item_count}.",
+            fix="request a new export; nothing was published.",
+        )
+
+
+def _final_schema(
+    stats: list[schema.SchemaStats], keys: list[str], metadata: dict[bytes, bytes]
+) -> pa.Schema:
+    """The dataset's schema from the statistics of all its parts (merging is order-free)."""
+    merged = stats[0]
+    for more in stats[1:]:
+        merged = merged.merge(more)
+    return schema.decide_schema(merged, keys).with_metadata(metadata)
+
+
+def _same_schema(a: pa.Schema, b: pa.Schema) -> bool:
+    return a.remove_metadata().equals(b.remove_metadata())
+
+
 def convert_manifest(
     manifest: ExportManifest,
     out_dir: Path,
@@ -401,97 +499,284 @@ def convert_manifest(
     workers: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[int, list[str], pa.Schema | None, int]:
-    """Convert every data file of ``manifest`` into Parquet parts in ``out_dir``, unify them.
+    """Convert every data file of ``manifest`` into Parquet parts in the local folder
+    ``out_dir``, unified to one schema (no lake, no publishing: the benchmarks' entry).
 
     Returns:
         (rows, part names, final schema, parts rewritten to the final schema)
     """
-    fmt = manifest.output_format
     keys = key_attributes or []
-    lineage = manifest.lineage()
-    metadata = {LINEAGE_KEY: json.dumps(lineage, sort_keys=True).encode()}
-    workers = workers or default_workers(len(manifest.files))
-    results: list[FileResult] = []
+    metadata = _lineage_metadata(manifest)
     say = progress or (lambda msg: log.info("%s", msg))
-    total = len(manifest.files)
-
-    def collect(fut: Future[FileResult]) -> None:
-        res = fut.result()
-        results.append(res)
-        say(
-            f"{manifest.table_name}: data file {len(results)}/{total} converted "
-            f"({res.items} items in {res.seconds:.1f} s)"
-        )
-
-    if workers == 1 or total <= 1:
-        for index, data_file in enumerate(manifest.files):
-            with verified_data_file(manifest, data_file) as path:
-                describe = manifest.source.describe(data_file.key)
-                res = convert_data_file(
-                    index, str(path), data_file, fmt, describe, keys, str(out_dir), metadata
-                )
-            results.append(res)
-            say(
-                f"{manifest.table_name}: data file {index + 1}/{total} converted ({res.items} items)"
-            )
-    else:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=conversion_worker_setup
-        ) as pool:
-            in_flight: dict[Future[FileResult], Any] = {}
-            for index, data_file in enumerate(manifest.files):
-                while len(in_flight) >= workers + 1:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        in_flight.pop(fut).__exit__(None, None, None)
-                        collect(fut)
-                copy = verified_data_file(manifest, data_file)
-                path = copy.__enter__()
-                fut = pool.submit(
-                    convert_data_file,
-                    index,
-                    str(path),
-                    data_file,
-                    fmt,
-                    manifest.source.describe(data_file.key),
-                    keys,
-                    str(out_dir),
-                    metadata,
-                )
-                in_flight[fut] = copy
-            try:
-                for fut in list(in_flight):
-                    try:
-                        collect(fut)
-                    finally:
-                        in_flight.pop(fut).__exit__(None, None, None)
-            finally:
-                for fut, copy in in_flight.items():
-                    fut.cancel()
-                    copy.__exit__(None, None, None)
-    results.sort(key=lambda r: r.index)
+    indices = list(range(len(manifest.files)))
+    results = _convert_files(manifest, indices, out_dir, keys, metadata, workers=workers, say=say)
     rows = sum(r.items for r in results)
-    if rows != manifest.item_count:
-        raise ExportVerificationError(
-            f"Export {manifest.export_arn} produced {rows} items but its manifest says "
-            f"{manifest.item_count}.",
-            fix="request a new export; nothing was published.",
-        )
-    parts = [p for r in results for p in r.parts]
+    _check_total(manifest, rows)
     if not results:
         return 0, [], None, 0
-    merged = results[0].stats
-    for r in results[1:]:
-        merged = merged.merge(r.stats)
-    final = schema.decide_schema(merged, keys).with_metadata(metadata)
+    final = _final_schema([r.stats for r in results], keys, metadata)
+    parts = [p for r in results for p in r.parts]
     rewritten = 0
     for name in parts:
         part_path = os.path.join(out_dir, name)
-        if not pq.read_schema(part_path).remove_metadata().equals(final.remove_metadata()):
-            _rewrite_part(part_path, final)
+        if not _same_schema(pq.read_schema(part_path), final):
+            _rewrite_part(pq.ParquetFile(part_path), part_path + ".cast", final)
+            os.replace(part_path + ".cast", part_path)
             rewritten += 1
     return rows, parts, final, rewritten
+
+
+# -- a snapshot as steps: plan -> convert groups (independent, anywhere) -> commit ------------
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """What every step of one snapshot needs, JSON-ready: the export's manifest (per data file
+    its key, item count, MD5 and ETag: about 200 bytes a file), where the export lies, the
+    groups of data files that convert steps take, and the partition it publishes.
+
+    A convert step (:func:`convert_group`) and the commit (:func:`commit_snapshot`) may run in
+    other processes or on other machines: they meet only in the lake, under
+    :meth:`staging_rel`, which is named for the export and the plan (a different grouping of the
+    same export never mixes with this one).
+    """
+
+    table: str
+    export_date: str
+    key_attributes: list[str]
+    groups: list[list[int]]
+    source: dict[str, str]
+    summary: dict[str, Any]
+    files: list[dict[str, Any]]
+
+    @property
+    def export_id(self) -> str:
+        arn = str(self.summary.get("exportArn", ""))
+        tail = arn.rsplit("/", 1)[-1]
+        return tail if tail and tail.replace("-", "").isalnum() else "export"
+
+    @property
+    def fingerprint(self) -> str:
+        body = json.dumps([self.groups, self.key_attributes, self.files], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+    def staging_rel(self, lake: Lake) -> str:
+        return lake.table_path(
+            self.table,
+            "_state",
+            "snapshot",
+            f"export_date={self.export_date}",
+            f"{self.export_id}-{self.fingerprint}",
+        )
+
+    def group_rel(self, lake: Lake, index: int) -> str:
+        return f"{self.staging_rel(lake)}/group-{index:05d}"
+
+    def manifest(self, s3_client: Any = None) -> ExportManifest:
+        """The export's manifest (already verified by the planner), with its source."""
+        source: ExportSource
+        if "s3_bucket" in self.source:
+            source = S3ExportSource(s3_client, self.source["s3_bucket"])
+        else:
+            source = LocalExportSource(Path(self.source["local_dir"]))
+        files = [DataFile(**f) for f in self.files]
+        return ExportManifest(source=source, summary=self.summary, files=files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapshotPlan:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """What a convert step left in the lake (its ``_group.json``): the parts, the items, the
+    merged column statistics and each part's schema (so the commit decides which parts to cast
+    without opening them)."""
+
+    index: int
+    items: int
+    parts: list[str]
+    stats: dict[str, Any]
+    part_schemas: dict[str, str]
+    seconds: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> GroupResult:
+        return cls(**json.loads(data))
+
+    def part_schema(self, name: str) -> pa.Schema:
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.part_schemas[name])))
+
+
+def plan_snapshot(
+    manifest: ExportManifest,
+    table: str,
+    export_date: str,
+    key_attributes: list[str] | None = None,
+    *,
+    groups: int = 1,
+) -> SnapshotPlan:
+    """Split ``manifest``'s data files into at most ``groups`` groups of about equal item
+    counts (largest file first to the lightest group), for as many convert steps."""
+    files = manifest.files
+    n = max(1, min(groups, len(files)))
+    buckets: list[list[int]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for index in sorted(range(len(files)), key=lambda i: (-files[i].item_count, i)):
+        lightest = loads.index(min(loads))
+        buckets[lightest].append(index)
+        loads[lightest] += max(1, files[index].item_count)
+    source = manifest.source
+    where = (
+        {"s3_bucket": source.bucket}
+        if isinstance(source, S3ExportSource)
+        else {"local_dir": str(getattr(source, "export_dir", ""))}
+    )
+    return SnapshotPlan(
+        table=table,
+        export_date=export_date,
+        key_attributes=list(key_attributes or []),
+        groups=[sorted(b) for b in buckets if b] or [[]],
+        source=where,
+        summary=manifest.summary,
+        files=[asdict(f) for f in files],
+    )
+
+
+def convert_group(
+    plan: SnapshotPlan,
+    index: int,
+    lake: Lake,
+    *,
+    s3_client: Any = None,
+    manifest: ExportManifest | None = None,
+    workers: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> GroupResult:
+    """Verify and convert group ``index`` of ``plan`` into parts under the plan's staging
+    folder in the lake, ``_group.json`` last. Idempotent: a group already converted is not
+    converted again, and a step killed mid-way leaves no ``_group.json``, so its retry converts
+    the group again (replacing what it left); nothing is published here.
+
+    Args:
+        s3_client: reads the export when it lies on S3 (not needed with ``manifest``).
+        manifest: the export's manifest, when the caller holds it already.
+        workers: conversion processes for this group's files (default: one per core).
+    """
+    rel = plan.group_rel(lake, index)
+    done = lake.read_bytes(f"{rel}/{GROUP_RESULT}")
+    if done is not None:
+        return GroupResult.from_json(done)
+    started = time.perf_counter()
+    manifest = manifest or plan.manifest(s3_client)
+    say = progress or (lambda msg: log.info("%s", msg))
+    metadata = _lineage_metadata(manifest)
+    with lake.staging(plan.table) as out:
+        results = _convert_files(
+            manifest,
+            plan.groups[index],
+            out,
+            plan.key_attributes,
+            metadata,
+            workers=workers,
+            say=say,
+        )
+        parts = [p for r in results for p in r.parts]
+        stats = schema.SchemaStats()
+        for r in results:
+            stats = stats.merge(r.stats)
+        result = GroupResult(
+            index=index,
+            items=sum(r.items for r in results),
+            parts=parts,
+            stats=stats.to_dict(),
+            part_schemas={
+                p: base64.b64encode(pq.read_schema(out / p).serialize().to_pybytes()).decode()
+                for p in parts
+            },
+            seconds=time.perf_counter() - started,
+        )
+        (out / GROUP_RESULT).write_bytes(result.to_json())
+        lake.publish_dir(out, rel, marker=GROUP_RESULT)
+    return result
+
+
+def commit_snapshot(
+    plan: SnapshotPlan,
+    lake: Lake,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> SnapshotResult:
+    """Publish the snapshot partition of ``plan`` from its converted groups: merge their
+    statistics into the final schema, cast only the parts written narrower (the others are
+    carried over without reading them: a link locally, a server-side copy on S3), then publish
+    at once with ``_lineage.json`` and remove the plan's staging folder.
+
+    Raises:
+        ExportVerificationError: a group was not converted, or the item counts disagree with the
+            manifest; nothing is published.
+    """
+    started = time.perf_counter()
+    say = progress or (lambda msg: log.info("%s", msg))
+    manifest = plan.manifest()
+    results: list[GroupResult] = []
+    for index in range(len(plan.groups)):
+        data = lake.read_bytes(f"{plan.group_rel(lake, index)}/{GROUP_RESULT}")
+        if data is None:
+            raise ExportVerificationError(
+                f"Group {index} of {len(plan.groups)} of the snapshot of {plan.table!r} "
+                f"({manifest.export_arn}) was not converted.",
+                fix="run its convert step again (it is idempotent); nothing was published.",
+            )
+        results.append(GroupResult.from_json(data))
+    rows = sum(r.items for r in results)
+    _check_total(manifest, rows)
+    metadata = _lineage_metadata(manifest)
+    stats = [schema.SchemaStats.from_dict(r.stats) for r in results]
+    final = _final_schema(stats, plan.key_attributes, metadata) if results else None
+    rel = snapshot_path(lake, plan.table, plan.export_date)
+    carry: dict[str, str] = {}
+    rewritten = 0
+    fs, base = lake.arrow_filesystem()
+    with lake.staging(plan.table) as staging:
+        for r in results:
+            group = plan.group_rel(lake, r.index)
+            for name in r.parts:
+                if final is not None and not _same_schema(r.part_schema(name), final):
+                    with fs.open_input_file(f"{base}/{group}/{name}") as fh:
+                        _rewrite_part(pq.ParquetFile(fh), str(staging / name), final)
+                    rewritten += 1
+                else:
+                    carry[name] = f"{group}/{name}"
+        parts = sorted([*carry, *(p.name for p in staging.iterdir())])
+        lineage = manifest.lineage() | {
+            "rows": rows,
+            "files": parts,
+            "key_attributes": plan.key_attributes,
+            "export_date": plan.export_date,
+        }
+        (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+        published = lake.publish_dir(staging, rel, marker=LINEAGE_FILE, carry=carry)
+    size = sum(lake.size(p) for p in published if p.endswith(".parquet"))
+    lake.delete(plan.staging_rel(lake))
+    say(f"{plan.table}: snapshot {plan.export_date} published ({rows} items, {len(parts)} parts)")
+    return SnapshotResult(
+        table=plan.table,
+        uri=lake.uri(rel),
+        files=[p for p in published if p.endswith(".parquet")],
+        rows=rows,
+        bytes=size,
+        lineage=lineage,
+        seconds=time.perf_counter() - started + sum(r.seconds for r in results),
+        rewritten_parts=rewritten,
+        schema=final,
+    )
 
 
 def snapshot_path(lake: Lake, table: str, export_date: str) -> str:
@@ -509,36 +794,14 @@ def write_snapshot(
     workers: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SnapshotResult:
-    """Convert ``manifest``'s export and publish it as the snapshot partition ``export_date``.
+    """Convert ``manifest``'s export and publish it as the snapshot partition ``export_date``,
+    in this process: the plan's one group converted by ``workers`` processes, then the commit.
 
     Nothing is published unless every data file verified and converted.
     """
-    started = time.perf_counter()
-    rel = snapshot_path(lake, table, export_date)
-    with lake.staging(table) as staging:
-        rows, parts, final, rewritten = convert_manifest(
-            manifest, staging, key_attributes, workers=workers, progress=progress
-        )
-        lineage = manifest.lineage() | {
-            "rows": rows,
-            "files": parts,
-            "key_attributes": key_attributes or [],
-            "export_date": export_date,
-        }
-        (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
-        size = sum((staging / p).stat().st_size for p in parts)
-        published = lake.publish_dir(staging, rel, marker=LINEAGE_FILE)
-    return SnapshotResult(
-        table=table,
-        uri=lake.uri(rel),
-        files=[p for p in published if p.endswith(".parquet")],
-        rows=rows,
-        bytes=size,
-        lineage=lineage,
-        seconds=time.perf_counter() - started,
-        rewritten_parts=rewritten,
-        schema=final,
-    )
+    plan = plan_snapshot(manifest, table, export_date, key_attributes)
+    convert_group(plan, 0, lake, manifest=manifest, workers=workers, progress=progress)
+    return commit_snapshot(plan, lake, progress=progress)
 
 
 def convert_export_dir(export_dir: str, out_dir: str, workers: int | None = None) -> int:
