@@ -11,6 +11,8 @@ Environment:
     BENCH_OUT         output folder (default bench/out)
     BENCH_STREAM      0 skips the stream records benchmark that follows the table (default 1)
     BENCH_MIRROR      0 skips the mirror refresh benchmark (default 1)
+    BENCH_SCALING     0 skips the snapshot-as-steps scaling benchmark (1 against 2 convert
+                      steps in parallel, bench/scaling.py; default 1)
     BENCH_FRESHNESS   0 skips the demo freshness probe, which runs the demo for 3-8 minutes
                       (default 1; FRESH_* variables as in bench/freshness.py)
 
@@ -235,6 +237,9 @@ def main() -> int:
         # The stream records -> change rows benchmark, in the same output (its own process:
         # it pins itself to one core).
         subprocess.run([sys.executable, "-m", "bench.stream_records"], cwd=_REPO_ROOT, check=False)
+    if os.environ.get("BENCH_SCALING", "1") != "0":
+        # The same export converted by 1 and by 2 convert steps in parallel (bench/scaling.py).
+        subprocess.run([sys.executable, "-m", "bench.scaling"], cwd=_REPO_ROOT, check=False)
     if os.environ.get("BENCH_MIRROR", "1") != "0":
         # Bytes a refresh of current rewrites for 0.1% of keys changed (1,000 of 1,000,000 at
         # the full size; 100 of 100,000 at the quick one).

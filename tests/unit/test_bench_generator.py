@@ -187,6 +187,9 @@ def test_bench_run_tiny_prints_table_and_writes_results(tmp_path):
     assert "2,000 stream records, one core" in proc.stdout
     assert "| the C reader (the StreamReader's handler), then ours |" in proc.stdout
     assert "ratio:" in proc.stdout  # the mirror refresh's bytes rewritten
+    # the snapshot as 1 and as 2 convert steps in parallel, with the scaling efficiency
+    assert "| convert steps in parallel | seconds | items/s |" in proc.stdout
+    assert "scaling efficiency with 2 steps:" in proc.stdout
 
 
 def test_stream_records_are_boto3_shaped_with_binary_as_bytes():
