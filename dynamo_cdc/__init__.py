@@ -1,6 +1,6 @@
 """dynamo-cdc: change data capture from Amazon DynamoDB into Parquet.
 
-The library never imports Dagster; ``dagster_project`` builds the orchestration on top of it.
+The library never imports Dagster; ``dynamo_cdc.dagster`` builds the orchestration on top of it.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import subprocess
 
     # The pipeline runs through Dagster, which this library never imports: a child process.
-    cmd = [sys.executable, "-m", "dagster_project.sync"] + (["--once"] if args.once else [])
+    cmd = [sys.executable, "-m", "dynamo_cdc.dagster.sync"] + (["--once"] if args.once else [])
     return subprocess.run(cmd, check=False).returncode
 
 

@@ -148,10 +148,10 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 
 def _workspace(home: Path) -> Path:
-    """A workspace file loading the installed ``dagster_project`` (works from any folder)."""
+    """A workspace file loading the installed ``dynamo_cdc.dagster`` (works from any folder)."""
     path = home / "workspace.yaml"
     path.write_text(
-        "load_from:\n  - python_module:\n      module_name: dagster_project.definitions\n"
+        "load_from:\n  - python_module:\n      module_name: dynamo_cdc.dagster.definitions\n"
         "      location_name: dynamo_cdc\n"
     )
     return path
@@ -185,7 +185,7 @@ def _snapshot_command() -> list[str]:
         "asset",
         "materialize",
         "-m",
-        "dagster_project.definitions",
+        "dynamo_cdc.dagster.definitions",
         "--select",
         keys,
         "--partition",

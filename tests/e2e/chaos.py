@@ -14,7 +14,7 @@ What it does, all on a local AWS of its own (a child process, 127.0.0.1) and a l
 * a table with a hash and a range key, a NEW_AND_OLD_IMAGES stream, PITR and TTL;
 * rounds of: a random slice of :class:`~dynamo_cdc.local.workload.Workload` (puts, updates,
   deletes, BatchWriteItem, TransactWriteItems, items with a due TTL), maybe one fault, then one
-  stream sensor tick (:func:`dagster_project.sensors.stream_tick`, the sensor's body) whose run
+  stream sensor tick (:func:`dynamo_cdc.dagster.sensors.stream_tick`, the sensor's body) whose run
   requests are executed as real Dagster runs of the ``changes`` asset on the on-disk instance
   (a run key already in the instance is not run again, as the daemon does); every few rounds
   the ``current`` asset is materialized;
@@ -330,11 +330,11 @@ class ChaosRun:
     def _setup(self, endpoint: str, control_token: str) -> None:
         import dagster as dg
 
-        from dagster_project.assets import asset_key
-        from dagster_project.definitions import PipelineOptions, build_table_defs
-        from dagster_project.resources import build_resources
         from dynamo_cdc.aws import Clients
         from dynamo_cdc.config import Settings, TableSpec
+        from dynamo_cdc.dagster.assets import asset_key
+        from dynamo_cdc.dagster.definitions import PipelineOptions, build_table_defs
+        from dynamo_cdc.dagster.resources import build_resources
         from dynamo_cdc.lake import Lake
         from dynamo_cdc.local import LocalAwsControl
         from dynamo_cdc.local.workload import Workload
@@ -435,7 +435,7 @@ class ChaosRun:
         as the sensor daemon does)."""
         import dagster as dg
 
-        from dagster_project.assets import hour_of_partition_key
+        from dynamo_cdc.dagster.assets import hour_of_partition_key
 
         newest_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         for request in result.run_requests or []:
@@ -474,7 +474,7 @@ class ChaosRun:
 
     def _tick(self, max_records: int) -> bool:
         """One stream sensor tick and its runs; True when the poll caught up and read nothing."""
-        from dagster_project.sensors import StreamSensorCursor, stream_tick
+        from dynamo_cdc.dagster.sensors import StreamSensorCursor, stream_tick
         from dynamo_cdc.stream import ReadBudget
 
         clients = self.clients
@@ -606,7 +606,7 @@ class ChaosRun:
             raise ValueError(kind)
 
     def _duplicate_backfill(self) -> None:
-        from dagster_project.assets import hour_partition_key
+        from dynamo_cdc.dagster.assets import hour_partition_key
 
         self.workload.run(100)
         hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
@@ -617,7 +617,7 @@ class ChaosRun:
             "asset",
             "materialize",
             "-m",
-            "dagster_project.definitions",
+            "dynamo_cdc.dagster.definitions",
             "--select",
             "/".join(self.changes_asset.key.path),
             "--partition",
@@ -676,9 +676,9 @@ class ChaosRun:
             self.figures.mismatch_sample += differ[:3]
 
     def _compaction(self) -> None:
-        from dagster_project.assets import hour_of_path
-        from dagster_project.compaction import compact_hour
         from dynamo_cdc.checkpoint import CheckpointStore
+        from dynamo_cdc.dagster.assets import hour_of_path
+        from dynamo_cdc.dagster.compaction import compact_hour
 
         files = Counter(
             h for p in self.lake.list(f"{TABLE}/changes") if (h := hour_of_path(p)) is not None

@@ -7,7 +7,7 @@ clients per tick (as ``DynamoDBResource.get_clients()`` makes them) and the curs
 returned. Why not the real ``dagster-daemon``: its sensors tick at most every
 ``minimum_interval_seconds`` (30 s here), so two minutes would hold three or four ticks per
 table, too few to measure lag; and each tick's run requests would launch 20 run processes per
-round on a 2-core machine. The tick function (:func:`dagster_project.sensors.stream_tick`) is
+round on a 2-core machine. The tick function (:func:`dynamo_cdc.dagster.sensors.stream_tick`) is
 the same one the daemon calls; tests/e2e/test_ui.py runs it under the real daemon.
 
 Measured per tick: its wall time (must stay under Dagster's 60 s sensor timeout) and, per record
@@ -27,9 +27,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from dagster_project.sensors import DEFAULT_BUDGET_SECONDS, stream_tick
 from dynamo_cdc.aws import Clients
 from dynamo_cdc.config import Settings, TableSpec
+from dynamo_cdc.dagster.sensors import DEFAULT_BUDGET_SECONDS, stream_tick
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAwsProcess, launch_local_aws
 from dynamo_cdc.stream import ReadBudget

@@ -10,13 +10,13 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from dagster_project.assets import hour_partition_key
 from dynamo_cdc import codec
+from dynamo_cdc.dagster.assets import hour_partition_key
 from tests.e2e.helpers import REPO, VENV_BIN, run_dagster
 
 pytestmark = pytest.mark.e2e
 
-MODULE = ["-m", "dagster_project.definitions"]
+MODULE = ["-m", "dynamo_cdc.dagster.definitions"]
 
 
 def _scan(clients, table):

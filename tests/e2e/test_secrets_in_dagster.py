@@ -61,7 +61,7 @@ def test_no_credential_in_the_event_log_run_logs_or_lake_of_a_good_and_a_failed_
     tables.write_text("orders\nno-such-table-4e2a9c\n")  # the second one's runs fail
     env["DYNAMO_CDC_TABLES"] = str(tables)
     run = subprocess.run(
-        [sys.executable, "-m", "dagster_project.sync", "--once"],
+        [sys.executable, "-m", "dynamo_cdc.dagster.sync", "--once"],
         env=env,
         capture_output=True,
         text=True,

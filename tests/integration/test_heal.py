@@ -157,10 +157,10 @@ def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
     import dagster as dg
     from dagster_aws.s3 import S3Resource
 
-    from dagster_project.assets import build_changes_asset
-    from dagster_project.resources import DynamoDBResource, LakeResource
-    from dagster_project.sensors import stream_tick
     from dynamo_cdc.config import TableSpec
+    from dynamo_cdc.dagster.assets import build_changes_asset
+    from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
+    from dynamo_cdc.dagster.sensors import stream_tick
     from dynamo_cdc.stream import ReadBudget
 
     table = make_table()

@@ -369,8 +369,8 @@ def test_a_reread_inside_a_committed_file_writes_nothing(tmp_path) -> None:
 def test_a_reread_over_a_compacted_hour_duplicates_nothing(tmp_path) -> None:
     """Compacted files carry no shard range in their names: the re-read must still find the
     records in them (by statistics and event_id), for its own shard only."""
-    from dagster_project.compaction import COMPACTED_PREFIX, compact_hour
     from dynamo_cdc.checkpoint import ShardCheckpoint, StreamCheckpoint
+    from dynamo_cdc.dagster.compaction import COMPACTED_PREFIX, compact_hour
 
     lake = Lake(str(tmp_path))
     start = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)

@@ -5,15 +5,15 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from dagster_project.assets import export_time_of
-from dagster_project.definitions import (
+from dynamo_cdc.config import Settings, TableSpec, dagster_safe_name
+from dynamo_cdc.dagster.assets import export_time_of
+from dynamo_cdc.dagster.definitions import (
     AUTOMATION_SENSOR,
     PipelineOptions,
     build_defs,
     build_defs_from_env,
     configured_tables,
 )
-from dynamo_cdc.config import Settings, TableSpec, dagster_safe_name
 from dynamo_cdc.errors import ConfigError, TableListError
 
 KINDS = ("table", "snapshot", "changes", "current")

@@ -16,18 +16,18 @@ import pyarrow.dataset as ds
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from dagster_project.assets import hour_of_path, hour_partition_key
-from dagster_project.compaction import compact_hour, data_files
-from dagster_project.resources import DynamoDBResource, LakeResource
-from dagster_project.sensors import (
+from dynamo_cdc.aws import Clients
+from dynamo_cdc.checkpoint import CheckpointStore
+from dynamo_cdc.config import Settings, TableSpec
+from dynamo_cdc.dagster.assets import hour_of_path, hour_partition_key
+from dynamo_cdc.dagster.compaction import compact_hour, data_files
+from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
+from dynamo_cdc.dagster.sensors import (
     StreamSensorCursor,
     batch_run_key,
     build_stream_sensor,
     stream_tick,
 )
-from dynamo_cdc.aws import Clients
-from dynamo_cdc.checkpoint import CheckpointStore
-from dynamo_cdc.config import Settings, TableSpec
 from dynamo_cdc.errors import StreamGapError
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAws, start_local_aws
@@ -242,8 +242,8 @@ def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(
 
 
 def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp_path, monkeypatch):
-    from dagster_project import sensors
     from dynamo_cdc.changes import capture_lock
+    from dynamo_cdc.dagster import sensors
 
     monkeypatch.setattr(sensors, "LOCK_WAIT_SECONDS", 0.2)
     lake = Lake(str(tmp_path / "lake"))

@@ -21,14 +21,14 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_project.assets import asset_key, hour_partition_key
-from dagster_project.definitions import (
+from dynamo_cdc.config import Settings, TableSpec
+from dynamo_cdc.dagster.assets import asset_key, hour_partition_key
+from dynamo_cdc.dagster.definitions import (
     PipelineOptions,
     build_table_defs,
     configured_tables,
 )
-from dagster_project.resources import build_resources
-from dynamo_cdc.config import Settings, TableSpec
+from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.errors import DynamoCdcError
 from dynamo_cdc.lake import Lake
 
@@ -172,7 +172,7 @@ def sync_once(
 
     Args:
         tables: the tables (default: the configured ones, see
-            :func:`dagster_project.definitions.configured_tables`).
+            :func:`dynamo_cdc.dagster.definitions.configured_tables`).
         instance: the Dagster instance (default: ``$DAGSTER_HOME``'s, else an ephemeral one).
         out: where the summary lines go.
         snapshot_workers: conversion processes per snapshot (0 = one per core).
@@ -205,7 +205,7 @@ def sync_once(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dagster_project.sync --once`` (what ``dynamo-cdc sync --once`` runs)."""
+    """``python -m dynamo_cdc.dagster.sync --once`` (what ``dynamo-cdc sync --once`` runs)."""
     import argparse
     import logging
     import warnings

@@ -1,7 +1,7 @@
 """The code location: every configured table's assets, checks, sensor and schedule.
 
 ``dagster dev -w workspace.yaml``, ``dg dev`` and ``dagster asset materialize -m
-dagster_project.definitions`` all load :data:`defs`, built by :func:`build_defs` from the table
+dynamo_cdc.dagster.definitions`` all load :data:`defs`, built by :func:`build_defs` from the table
 list (``DYNAMO_CDC_TABLES``, a headerless CSV) with one ``build_*`` factory call per table.
 
 Without a table list, the demo tables ``orders`` and ``app-events.v1`` are used when
@@ -9,7 +9,7 @@ Without a table list, the demo tables ``orders`` and ``app-events.v1`` are used 
 why in the log.
 
 Knobs (environment, read when the location loads; the resources' settings are resolved by
-Dagster when a run starts, see :mod:`dagster_project.resources`):
+Dagster when a run starts, see :mod:`dynamo_cdc.dagster.resources`):
 
 ==================================  =========  ==============================================
 variable                            default    meaning
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from dagster_project.assets import build_table_assets
-from dagster_project.resources import build_resources
-from dagster_project.schedules import build_snapshot_schedule
-from dagster_project.sensors import build_stream_sensor
 from dynamo_cdc.config import Settings, TableSpec, load_table_list
+from dynamo_cdc.dagster.assets import build_table_assets
+from dynamo_cdc.dagster.resources import build_resources
+from dynamo_cdc.dagster.schedules import build_snapshot_schedule
+from dynamo_cdc.dagster.sensors import build_stream_sensor
 from dynamo_cdc.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What runs by itself per table besides the stream sensor: the daily snapshot schedule.
 
 (``current`` refreshes through its automation condition, see
-:func:`dagster_project.assets.current_automation_condition`; closed hours are compacted by
+:func:`dynamo_cdc.dagster.assets.current_automation_condition`; closed hours are compacted by
 runs the stream sensor requests.)
 """
 
@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from dagster_project.assets import asset_key
 from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.assets import asset_key
 
 SNAPSHOT_CRON = "30 0 * * *"
 

@@ -33,16 +33,16 @@ from typing import Any
 
 import dagster as dg
 
-from dagster_project.assets import (
+from dynamo_cdc.changes import capture_once
+from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.assets import (
     asset_key,
     hour_of_partition_key,
     hour_of_path,
     hour_partition_key,
 )
-from dagster_project.compaction import DEFAULT_GRACE_SECONDS
-from dagster_project.resources import DynamoDBResource, LakeResource
-from dynamo_cdc.changes import capture_once
-from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.compaction import DEFAULT_GRACE_SECONDS
+from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import LakeBusyError, StreamGapError
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.stream import ReadBudget

@@ -20,8 +20,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from dagster_project.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files
-from dagster_project.resources import DynamoDBResource, LakeResource
 from dynamo_cdc import codec
 from dynamo_cdc.changes import (
     CAPTURE_LOCK_WAIT_SECONDS,
@@ -32,6 +30,8 @@ from dynamo_cdc.changes import (
 )
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files
+from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
