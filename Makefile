@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint typecheck unit demo bench asan clean
+.PHONY: venv test lint typecheck checkdefs unit demo bench asan clean
 
 $(STAMP): pyproject.toml dynamo_cdc/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-## make test: lint, type check, then every test (unit, integration on the local AWS, e2e)
-test: lint typecheck
+## make checkdefs: `dg check defs` of the example project (dagster_project/defs/*/defs.yaml)
+checkdefs: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs
+
+## make test: lint, type check, the example project's defs, then every test (unit, integration on
+## the local AWS, e2e)
+test: lint typecheck checkdefs
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 unit: venv

@@ -37,3 +37,7 @@ Runs that write a table's changes (batch records, compactions, backfills) share 
 ``dynamo_cdc_<safe>``; ``dagster_project/dagster.yaml`` limits every pool to one at a time.
 Closed hours are compacted by runs the sensor requests (see :mod:`dynamo_cdc.dagster.compaction`).
 """
+
+from dynamo_cdc.dagster.component import DynamoCdcComponent
+
+__all__ = ["DynamoCdcComponent"]

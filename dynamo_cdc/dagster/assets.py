@@ -8,11 +8,12 @@ bytes, lag); checks that need the materialized partition are reported by the ass
 """
 
 import hashlib
+import importlib.metadata
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -44,6 +45,10 @@ DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
 HOURLY = dg.HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", end_offset=1)
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:00"
 CURRENT_SAMPLE_SIZE = 20
+
+
+#: Every asset's code version: a new release of the package may convert differently.
+CODE_VERSION = f"dynamo-cdc {importlib.metadata.version('dynamo-cdc')}"
 
 
 def asset_key(spec: TableSpec, kind: str) -> dg.AssetKey:
@@ -103,6 +108,32 @@ def _tags(spec: TableSpec) -> dict[str, str]:
     return {"dynamo_cdc/table": spec.safe_name}
 
 
+def column_schema(lake: Lake, files: Sequence[str]) -> dg.TableSchema | None:
+    """The columns of a dataset's Parquet files (read from the first file's footer)."""
+    if not files:
+        return None
+    fs, base = lake.arrow_filesystem()
+    with fs.open_input_file(f"{base}/{files[0]}") as fh:
+        schema = pq.read_schema(fh)
+    return dg.TableSchema(columns=[dg.TableColumn(field.name, str(field.type)) for field in schema])
+
+
+def table_metadata(
+    lake: Lake, table: str, kind: str, files: Sequence[str], rows: int, *, partitioned: bool
+) -> dict[str, Any]:
+    """Dagster's table conventions: ``dagster/table_name`` (the dataset's location),
+    ``dagster/column_schema`` and the row count (of the partition, for a partitioned asset)."""
+    metadata: dict[str, Any] = {
+        "dagster/table_name": lake.uri(lake.table_path(table, kind)),
+        "dagster/partition_row_count" if partitioned else "dagster/row_count": rows,
+        "rows": rows,
+    }
+    schema = column_schema(lake, files)
+    if schema is not None:
+        metadata["dagster/column_schema"] = schema
+    return metadata
+
+
 # -- table (observed) ---------------------------------------------------------------------------
 
 
@@ -117,7 +148,7 @@ def build_table_asset(spec: TableSpec) -> dg.SourceAsset:
         description=f"DynamoDB table `{spec.name}` (observed with DescribeTable).",
         metadata={"dynamodb_table": spec.name},
         required_resource_keys={"dynamodb"},
-        tags=_tags(spec),
+        tags={**_tags(spec), "dagster/kind/dynamodb": ""},
     )
     def table(context: dg.AssetExecutionContext) -> dg.ObserveResult:
         dynamodb: DynamoDBResource = context.resources.dynamodb
@@ -170,6 +201,7 @@ def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
         key=key,
         deps=[asset_key(spec, "table")],
         partitions_def=DAILY,
+        code_version=CODE_VERSION,
         group_name=spec.safe_name,
         kinds={"dynamodb", "parquet"},
         tags=_tags(spec),
@@ -229,8 +261,9 @@ def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
         lineage = result.lineage
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": stats.rows,
-                "rows": stats.rows,
+                **table_metadata(
+                    the_lake, spec.name, "snapshot", result.files, stats.rows, partitioned=True
+                ),
                 "files": len(result.files),
                 "bytes": stats.bytes,
                 "path": dg.MetadataValue.path(result.uri),
@@ -341,7 +374,14 @@ def describe_hour(lake: Lake, files: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
+def _freshness(window: timedelta | None) -> dg.FreshnessPolicy | None:
+    """Dagster's freshness policy: a materialization within ``window`` (None: no policy)."""
+    return None if window is None else dg.FreshnessPolicy.time_window(fail_window=window)
+
+
+def build_changes_asset(
+    spec: TableSpec, fresh_within: timedelta | None = None
+) -> dg.AssetsDefinition:
     """The hourly ``changes`` asset: the stream's change rows of one hour, landed by the sensor."""
     key = asset_key(spec, "changes")
 
@@ -349,6 +389,8 @@ def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
         key=key,
         deps=[asset_key(spec, "table")],
         partitions_def=HOURLY,
+        code_version=CODE_VERSION,
+        freshness_policy=_freshness(fresh_within),
         group_name=spec.safe_name,
         kinds={"dynamodb", "parquet"},
         tags=_tags(spec),
@@ -461,8 +503,9 @@ def build_changes_asset(spec: TableSpec) -> dg.AssetsDefinition:
         uri = the_lake.uri(rel)
         metadata.update(
             {
-                "dagster/row_count": facts["rows"],
-                "rows": facts["rows"],
+                **table_metadata(
+                    the_lake, spec.name, "changes", files, facts["rows"], partitioned=True
+                ),
                 "files": len(files),
                 "bytes": facts["bytes"],
                 "path": dg.MetadataValue.path(uri),
@@ -504,7 +547,8 @@ def build_freshness_check(
         asset=asset_key(spec, "changes"),
         name="capture_freshness",
         description=f"The stream capture committed a poll within {max_age_seconds:.0f} s.",
-        automation_condition=dg.AutomationCondition.cron_tick_passed(cron),
+        # an AutomationCondition[AssetKey] by its type, though it is evaluated for the check
+        automation_condition=cast(Any, dg.AutomationCondition.cron_tick_passed(cron)),
     )
     def capture_freshness(lake: LakeResource) -> dg.AssetCheckResult:
         checkpoint = CheckpointStore(lake.get_lake(), spec.name).load()
@@ -534,13 +578,14 @@ def refresh_current_view(lake: Lake, table: str, clients: Any, log: Any) -> dict
     Returns:
         the metadata to record: rows, files, bytes written and total, version, what was applied.
     """
-    from dynamo_cdc.mirror import refresh_current
+    from dynamo_cdc.mirror import current_path, load_pointer, refresh_current
 
     result = refresh_current(lake, table)
+    pointer = load_pointer(lake, table) or {}
+    files = [current_path(lake, table, f) for f in pointer.get("files", [])]
     metadata: dict[str, Any] = {
+        **table_metadata(lake, table, "current", files, result.rows, partitioned=False),
         "version": result.version,
-        "rows": result.rows,
-        "dagster/row_count": result.rows,
         "files": result.files,
         "files_written": result.files_written,
         "bytes_written": result.bytes_written,
@@ -571,13 +616,17 @@ def current_automation_condition(cron: str) -> dg.AutomationCondition:
     ).with_label(f"refresh on '{cron}' after new snapshot or changes")
 
 
-def build_current_asset(spec: TableSpec, cron: str = "* * * * *") -> dg.AssetsDefinition:
+def build_current_asset(
+    spec: TableSpec, cron: str = "* * * * *", fresh_within: timedelta | None = None
+) -> dg.AssetsDefinition:
     """The ``current`` asset: one row per key, the latest snapshot plus the later changes."""
 
     @dg.asset(
         key=asset_key(spec, "current"),
         deps=[asset_key(spec, "snapshot"), asset_key(spec, "changes")],
         pool=pool_name(spec),  # never beside another refresh or a compaction of this table
+        code_version=CODE_VERSION,
+        freshness_policy=_freshness(fresh_within),
         group_name=spec.safe_name,
         kinds={"parquet"},
         tags=_tags(spec),
@@ -648,6 +697,8 @@ def build_table_assets(
     *,
     current_cron: str = "* * * * *",
     freshness_seconds: float = 900.0,
+    changes_fresh_within: timedelta | None = None,
+    current_fresh_within: timedelta | None = None,
 ) -> tuple[list[Any], list[dg.AssetChecksDefinition]]:
     """The assets and checks of one table.
 
@@ -657,8 +708,8 @@ def build_table_assets(
     assets = [
         build_table_asset(spec),
         build_snapshot_asset(spec),
-        build_changes_asset(spec),
-        build_current_asset(spec, current_cron),
+        build_changes_asset(spec, changes_fresh_within),
+        build_current_asset(spec, current_cron, current_fresh_within),
     ]
     checks = [build_freshness_check(spec, freshness_seconds), build_current_sample_check(spec)]
     return assets, checks

@@ -29,13 +29,15 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
 from dynamo_cdc.config import Settings, TableSpec, load_table_list
 from dynamo_cdc.dagster.assets import build_table_assets
 from dynamo_cdc.dagster.resources import build_resources
-from dynamo_cdc.dagster.schedules import build_snapshot_schedule
+from dynamo_cdc.dagster.schedules import SNAPSHOT_CRON, build_snapshot_schedule
 from dynamo_cdc.dagster.sensors import build_stream_sensor
 from dynamo_cdc.errors import ConfigError
 
@@ -52,6 +54,9 @@ class PipelineOptions:
     current_cron: str = "* * * * *"
     freshness_seconds: float = 900.0
     compaction_grace_seconds: float = 300.0
+    snapshot_cron: str = SNAPSHOT_CRON
+    changes_fresh_within: timedelta | None = timedelta(days=1)
+    current_fresh_within: timedelta | None = timedelta(days=1)
 
     @classmethod
     def from_env(cls) -> PipelineOptions:
@@ -111,7 +116,11 @@ def configured_tables(settings: Settings) -> list[TableSpec]:
 def build_table_defs(spec: TableSpec, options: PipelineOptions) -> dg.Definitions:
     """Assets, checks, stream sensor and snapshot schedule of one table."""
     assets, checks = build_table_assets(
-        spec, current_cron=options.current_cron, freshness_seconds=options.freshness_seconds
+        spec,
+        current_cron=options.current_cron,
+        freshness_seconds=options.freshness_seconds,
+        changes_fresh_within=options.changes_fresh_within,
+        current_fresh_within=options.current_fresh_within,
     )
     changes = assets[2]
     sensor = build_stream_sensor(
@@ -126,19 +135,25 @@ def build_table_defs(spec: TableSpec, options: PipelineOptions) -> dg.Definition
         assets=assets,
         asset_checks=checks,
         sensors=[sensor],
-        schedules=[build_snapshot_schedule(spec)],
+        schedules=[build_snapshot_schedule(spec, options.snapshot_cron)],
     )
 
 
 def build_defs(
-    tables: Sequence[TableSpec], options: PipelineOptions | None = None
+    tables: Sequence[TableSpec],
+    options: PipelineOptions | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dg.Definitions:
-    """The whole code location for ``tables``."""
+    """The whole code location for ``tables`` (``resources``: default :func:`build_resources`,
+    configured from ``DYNAMO_CDC_*`` variables)."""
     options = options or PipelineOptions()
     per_table = [build_table_defs(spec, options) for spec in tables]
     sensors = [build_automation_sensor(options)] if tables else []
     return dg.Definitions.merge(
-        *per_table, dg.Definitions(resources=build_resources(), sensors=sensors)
+        *per_table,
+        dg.Definitions(
+            resources=build_resources() if resources is None else resources, sensors=sensors
+        ),
     )
 
 
@@ -169,4 +184,7 @@ def build_defs_from_env() -> dg.Definitions:
     return build_defs(configured_tables(Settings.from_env()), PipelineOptions.from_env())
 
 
-defs = build_defs_from_env()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Built when Dagster loads the location, not on import (the component imports this module)."""
+    return build_defs_from_env()

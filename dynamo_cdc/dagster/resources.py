@@ -116,23 +116,53 @@ def _env(name: str, default: Any = None) -> Any:
 
 def build_resources() -> dict[str, Any]:
     """The resources of the code location, configured from ``DYNAMO_CDC_*`` variables."""
+    return build_resources_for(
+        lake_root=_env("DYNAMO_CDC_LAKE_ROOT", "./lake"),
+        region_name=_env("DYNAMO_CDC_REGION"),
+        endpoint_url=_env("DYNAMO_CDC_ENDPOINT_URL"),
+        aws_access_key_id=_env("DYNAMO_CDC_AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_env("DYNAMO_CDC_AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_env("DYNAMO_CDC_AWS_SESSION_TOKEN"),
+        export_bucket=_env("DYNAMO_CDC_EXPORT_BUCKET"),
+        export_prefix=_env("DYNAMO_CDC_EXPORT_PREFIX", "dynamo-cdc/exports"),
+        export_sse_algorithm=_env("DYNAMO_CDC_EXPORT_SSE_ALGORITHM"),
+        export_kms_key_id=_env("DYNAMO_CDC_EXPORT_KMS_KEY_ID"),
+        export_bucket_owner=_env("DYNAMO_CDC_EXPORT_BUCKET_OWNER"),
+    )
+
+
+def build_resources_for(
+    *,
+    lake_root: Any = "./lake",
+    region_name: Any = None,
+    endpoint_url: Any = None,
+    aws_access_key_id: Any = None,
+    aws_secret_access_key: Any = None,
+    aws_session_token: Any = None,
+    export_bucket: Any = None,
+    export_prefix: Any = "dynamo-cdc/exports",
+    export_sse_algorithm: Any = None,
+    export_kms_key_id: Any = None,
+    export_bucket_owner: Any = None,
+) -> dict[str, Any]:
+    """The ``dynamodb``, ``s3`` and ``lake`` resources from settings (values or ``EnvVar``)."""
     boto = {
-        "region_name": _env("DYNAMO_CDC_REGION"),
-        "endpoint_url": _env("DYNAMO_CDC_ENDPOINT_URL"),
-        "aws_access_key_id": _env("DYNAMO_CDC_AWS_ACCESS_KEY_ID"),
-        "aws_secret_access_key": _env("DYNAMO_CDC_AWS_SECRET_ACCESS_KEY"),
-        "aws_session_token": _env("DYNAMO_CDC_AWS_SESSION_TOKEN"),
+        "region_name": region_name,
+        "endpoint_url": endpoint_url,
+        "aws_access_key_id": aws_access_key_id,
+        "aws_secret_access_key": aws_secret_access_key,
+        "aws_session_token": aws_session_token,
     }
     s3 = S3Resource(**boto)
     return {
         "dynamodb": DynamoDBResource(
-            export_bucket=_env("DYNAMO_CDC_EXPORT_BUCKET"),
-            export_prefix=_env("DYNAMO_CDC_EXPORT_PREFIX", "dynamo-cdc/exports"),
-            export_sse_algorithm=_env("DYNAMO_CDC_EXPORT_SSE_ALGORITHM"),
-            export_kms_key_id=_env("DYNAMO_CDC_EXPORT_KMS_KEY_ID"),
-            export_bucket_owner=_env("DYNAMO_CDC_EXPORT_BUCKET_OWNER"),
+            export_bucket=export_bucket,
+            export_prefix=export_prefix,
+            export_sse_algorithm=export_sse_algorithm,
+            export_kms_key_id=export_kms_key_id,
+            export_bucket_owner=export_bucket_owner,
             **boto,
         ),
         "s3": s3,
-        "lake": LakeResource(root=_env("DYNAMO_CDC_LAKE_ROOT", "./lake"), s3=s3),
+        "lake": LakeResource(root=lake_root, s3=s3),
     }

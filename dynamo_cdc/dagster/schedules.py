@@ -15,8 +15,9 @@ from dynamo_cdc.dagster.assets import asset_key
 SNAPSHOT_CRON = "30 0 * * *"
 
 
-def build_snapshot_schedule(spec: TableSpec) -> dg.ScheduleDefinition:
-    """``<safe>_daily_snapshot_schedule``: yesterday's snapshot partition at 00:30 UTC.
+def build_snapshot_schedule(spec: TableSpec, cron: str = SNAPSHOT_CRON) -> dg.ScheduleDefinition:
+    """``<safe>_daily_snapshot_schedule``: yesterday's snapshot partition on ``cron`` (UTC;
+    default 00:30).
 
     Off unless the table list says ``snapshot_schedule=daily``: each full export is billed by
     the size of the table. It can always be turned on in the UI.
@@ -29,7 +30,7 @@ def build_snapshot_schedule(spec: TableSpec) -> dg.ScheduleDefinition:
 
     @dg.schedule(
         name=f"{spec.safe_name}_daily_snapshot_schedule",
-        cron_schedule=SNAPSHOT_CRON,
+        cron_schedule=cron,
         execution_timezone="UTC",
         job=job,
         default_status=(

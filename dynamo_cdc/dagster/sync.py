@@ -88,9 +88,9 @@ def _materialize(
     )
     if not result.success:
         failures = [
-            e.event_specific_data.error.message.strip()
+            e.step_failure_data.error.message.strip()
             for e in result.all_events
-            if e.is_step_failure and e.event_specific_data and e.event_specific_data.error
+            if e.is_step_failure and e.step_failure_data.error
         ]
         raise RuntimeError(failures[0] if failures else "the run failed")
     return result
