@@ -137,45 +137,67 @@ def table_metadata(
 # -- table (observed) ---------------------------------------------------------------------------
 
 
-def build_table_asset(spec: TableSpec) -> dg.SourceAsset:
-    """The external ``table`` asset: what DescribeTable says, recorded as an observation."""
-
-    @dg.observable_source_asset(
+def build_table_asset(spec: TableSpec) -> dg.AssetSpec:
+    """The external ``table`` asset: the DynamoDB table itself, observed by
+    :func:`build_table_observation_sensor` (no run is launched to observe it)."""
+    return dg.AssetSpec(
         key=asset_key(spec, "table"),
-        # item count, size, stream and PITR status, every 5 minutes (the automation sensor)
-        automation_condition=dg.AutomationCondition.cron_tick_passed("*/5 * * * *"),
         group_name=spec.safe_name,
+        kinds={"dynamodb"},
         description=f"DynamoDB table `{spec.name}` (observed with DescribeTable).",
         metadata={"dynamodb_table": spec.name},
-        required_resource_keys={"dynamodb"},
-        tags={**_tags(spec), "dagster/kind/dynamodb": ""},
+        tags=_tags(spec),
     )
-    def table(context: dg.AssetExecutionContext) -> dg.ObserveResult:
-        dynamodb: DynamoDBResource = context.resources.dynamodb
-        clients = dynamodb.get_clients()
-        desc = describe_table(clients, spec.name)
-        try:
-            earliest, latest = pitr_window(clients, spec.name)
-            pitr = f"ENABLED ({earliest.isoformat()} .. {latest.isoformat()})"
-        except DynamoCdcError as exc:
-            pitr = f"unavailable: {exc}"
-        stream = desc.get("StreamSpecification") or {}
-        items = int(desc.get("ItemCount", 0))
-        size = int(desc.get("TableSizeBytes", 0))
-        return dg.ObserveResult(
-            data_version=dg.DataVersion(f"{items}:{size}:{desc.get('LatestStreamArn', '')}"),
-            metadata={
-                "dynamodb_table": spec.name,
-                "item_count": items,
-                "size_bytes": size,
-                "table_status": desc.get("TableStatus", ""),
-                "stream": f"{stream.get('StreamViewType', 'off')} "
-                f"{desc.get('LatestStreamArn', '')}".strip(),
-                "pitr": pitr,
-            },
-        )
 
-    return table
+
+TABLE_OBSERVATION_INTERVAL_SECONDS = 300
+
+
+def observe_table(clients: Any, spec: TableSpec) -> dg.AssetObservation:
+    """What DescribeTable says of ``spec``'s table: item count, size, stream and PITR status."""
+    desc = describe_table(clients, spec.name)
+    try:
+        earliest, latest = pitr_window(clients, spec.name)
+        pitr = f"ENABLED ({earliest.isoformat()} .. {latest.isoformat()})"
+    except DynamoCdcError as exc:
+        pitr = f"unavailable: {exc}"
+    stream = desc.get("StreamSpecification") or {}
+    items = int(desc.get("ItemCount", 0))
+    size = int(desc.get("TableSizeBytes", 0))
+    return dg.AssetObservation(
+        asset_key=asset_key(spec, "table"),
+        metadata={
+            "dynamodb_table": spec.name,
+            "dagster/row_count": items,
+            "item_count": items,
+            "size_bytes": size,
+            "table_status": desc.get("TableStatus", ""),
+            "stream": f"{stream.get('StreamViewType', 'off')} "
+            f"{desc.get('LatestStreamArn', '')}".strip(),
+            "pitr": pitr,
+        },
+        tags={"dagster/data_version": f"{items}:{size}:{desc.get('LatestStreamArn', '')}"},
+    )
+
+
+def build_table_observation_sensor(spec: TableSpec, running: bool = True) -> dg.SensorDefinition:
+    """``<safe>_table_sensor``: records an observation of the ``table`` asset every 5 minutes
+    (DescribeTable), as an asset event of the tick, so an idle table launches no run."""
+
+    @dg.sensor(
+        name=f"{spec.safe_name}_table_sensor",
+        minimum_interval_seconds=TABLE_OBSERVATION_INTERVAL_SECONDS,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+        ),
+        description=f"Observes DynamoDB table `{spec.name}` (item count, size, stream, PITR).",
+    )
+    def table_sensor(
+        context: dg.SensorEvaluationContext, dynamodb: DynamoDBResource
+    ) -> dg.SensorResult:
+        return dg.SensorResult(asset_events=[observe_table(dynamodb.get_clients(), spec)])
+
+    return table_sensor
 
 
 # -- snapshot -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dynamo_cdc.config import TableSpec, load_table_list, validate_table_name
 from dynamo_cdc.errors import UnsafeTableNameError
@@ -62,6 +62,7 @@ Secret = Annotated[
     dg.Resolver(
         _secret_from_env,
         model_field_type=str | None,
+        inject_before_resolve=False,
         description="Only '{{ env.NAME }}': resolved by Dagster when a run starts, never shown.",
     ),
 ]
@@ -140,17 +141,29 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
         gt=0,
         description="The capture_freshness check fails when no poll was committed for this long.",
     )
-    changes_fresh_within_seconds: float | None = Field(
+    changes_fresh_within_seconds: Annotated[float, Field(ge=60)] | None = Field(
         default=86400.0,
-        ge=60,
         description="Freshness policy of `changes`: a partition materialized within this "
         "window (an idle table fails it too); null for none.",
     )
-    current_fresh_within_seconds: float | None = Field(
+    current_fresh_within_seconds: Annotated[float, Field(ge=60)] | None = Field(
         default=86400.0,
-        ge=60,
         description="Freshness policy of `current`: refreshed within this window; null for none.",
     )
+
+    @field_validator(
+        "lake_root",
+        "export_bucket",
+        "export_prefix",
+        "export_kms_key_id",
+        "export_bucket_owner",
+        "region",
+        mode="before",
+    )
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # Dagster's templating reads '123456789012' (an account id) as a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _valid(self) -> DynamoCdcComponent:

@@ -35,7 +35,7 @@ from typing import Any
 import dagster as dg
 
 from dynamo_cdc.config import Settings, TableSpec, load_table_list
-from dynamo_cdc.dagster.assets import build_table_assets
+from dynamo_cdc.dagster.assets import build_table_assets, build_table_observation_sensor
 from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.dagster.schedules import SNAPSHOT_CRON, build_snapshot_schedule
 from dynamo_cdc.dagster.sensors import build_stream_sensor
@@ -134,7 +134,7 @@ def build_table_defs(spec: TableSpec, options: PipelineOptions) -> dg.Definition
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        sensors=[sensor],
+        sensors=[sensor, build_table_observation_sensor(spec, options.sensors_running)],
         schedules=[build_snapshot_schedule(spec, options.snapshot_cron)],
     )
 
@@ -168,7 +168,7 @@ def build_automation_sensor(options: PipelineOptions) -> dg.AutomationConditionS
     """
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR,
-        target=dg.AssetSelection.all(include_sources=True),
+        target=dg.AssetSelection.all(),
         default_status=(
             dg.DefaultSensorStatus.RUNNING
             if options.sensors_running

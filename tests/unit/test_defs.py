@@ -50,7 +50,9 @@ def test_table_list_drives_the_asset_keys_sensors_and_schedules(monkeypatch, tmp
     assert keys == expected
     assert len(set(keys)) == len(keys)
     assert sorted(s.name for s in defs.sensors) == sorted(
-        [f"{s}_stream_sensor" for s in safe] + [AUTOMATION_SENSOR]
+        [f"{s}_stream_sensor" for s in safe]
+        + [f"{s}_table_sensor" for s in safe]
+        + [AUTOMATION_SENSOR]
     )
     automation = next(s for s in defs.sensors if s.name == AUTOMATION_SENSOR)
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING  # current follows changes
@@ -107,7 +109,7 @@ def test_sensor_interval_and_status_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DYNAMO_CDC_SENSOR_STATUS", "stopped")
     defs = build_defs_from_env()
     for sensor in defs.sensors:
-        if sensor.name != AUTOMATION_SENSOR:
+        if sensor.name.endswith("_stream_sensor"):
             assert sensor.minimum_interval_seconds == 7
         assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
@@ -184,16 +186,10 @@ def test_current_is_requested_after_new_changes_on_the_next_cron_tick():
         assert result.get_num_requested(current) == 0
 
 
-def test_the_table_is_observed_on_each_five_minute_tick():
-    from datetime import UTC, datetime, timedelta
-
+def test_the_table_is_observed_every_five_minutes_by_a_sensor_not_a_run():
     defs = build_defs([TableSpec("orders")])
-    instance = dg.DagsterInstance.ephemeral()
-    t0 = datetime(2026, 11, 27, 7, 51, tzinfo=UTC)
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=t0)
-    later = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, cursor=first.cursor, evaluation_time=t0 + timedelta(minutes=5)
-    )
-    table = dg.AssetKey(["dynamodb", "orders", "table"])
-    assert [r.key for r in first.results if r.key == table and r.true_subset.size] == []
-    assert [r.key for r in later.results if r.key == table and r.true_subset.size] == [table]
+    sensor = next(s for s in defs.sensors if s.name == "orders_table_sensor")
+    assert sensor.minimum_interval_seconds == 300
+    table = defs.get_repository_def().asset_graph.get(dg.AssetKey(["dynamodb", "orders", "table"]))
+    assert table.is_external and not table.is_executable
+    assert table.automation_condition is None
