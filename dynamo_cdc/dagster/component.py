@@ -83,6 +83,42 @@ class TableEntry(dg.Model):
     )
 
 
+DEFS_YAML_TEMPLATE = """\
+type: {type_name}
+
+attributes:
+  # The DynamoDB tables: names, or {{name, snapshot_schedule, on_gap, export_format}}, or the
+  # path of a headerless CSV (one table a row, relative to this file).
+  tables:
+    - my-table
+  # Where the Parquet goes: a local folder or s3://bucket/prefix.
+  lake_root: ./lake
+  # The S3 bucket PITR exports are written to (same region as the tables).
+  export_bucket: "{{{{ env.DYNAMO_CDC_EXPORT_BUCKET }}}}"
+  region: "{{{{ env.AWS_REGION }}}}"
+  # Credentials: boto3's usual chain, or explicit ones, only ever from the environment:
+  # aws_access_key_id: "{{{{ env.DYNAMO_CDC_AWS_ACCESS_KEY_ID }}}}"
+  # aws_secret_access_key: "{{{{ env.DYNAMO_CDC_AWS_SECRET_ACCESS_KEY }}}}"
+  # Cadences and bounds (defaults shown): sensor_interval_seconds: 30, sensor_budget_seconds: 20,
+  # current_cron: "* * * * *", snapshot_cron: "30 0 * * *", capture_max_age_seconds: 900,
+  # changes_fresh_within_seconds: 86400, current_fresh_within_seconds: 86400
+"""
+
+
+class DynamoCdcScaffolder(dg.Scaffolder):
+    """``dg scaffold defs dynamo_cdc.dagster.DynamoCdcComponent NAME``: a commented defs.yaml
+    that ``dg check defs`` accepts as it is."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        if request.scaffold_format != "yaml" or request.append:
+            dg.scaffold_component(request, {"tables": ["my-table"]})
+            return
+        (request.target_path / "defs.yaml").write_text(
+            DEFS_YAML_TEMPLATE.format(type_name=request.type_name)
+        )
+
+
+@dg.scaffold_with(DynamoCdcScaffolder)
 class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
     """Change data capture of DynamoDB tables into Parquet: per table a daily snapshot (PITR
     export), hourly change partitions fed by a stream sensor, and a current-state mirror."""
