@@ -147,12 +147,26 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
         pass
 
 
+#: The repository's example project (a ``defs.yaml`` of the component), in a source checkout.
+EXAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "dagster_project"
+
+
+def code_location() -> tuple[str, str | None]:
+    """The module the demo loads and its working directory: the example project in a source
+    checkout (``make demo``), else the installed env-configured location."""
+    if (EXAMPLE_PROJECT / "location.py").exists():
+        return "dagster_project.location", str(EXAMPLE_PROJECT.parent)
+    return "dynamo_cdc.dagster.definitions", None
+
+
 def _workspace(home: Path) -> Path:
-    """A workspace file loading the installed ``dynamo_cdc.dagster`` (works from any folder)."""
+    """A workspace file loading :func:`code_location` (works from any folder)."""
+    module, folder = code_location()
     path = home / "workspace.yaml"
     path.write_text(
-        "load_from:\n  - python_module:\n      module_name: dynamo_cdc.dagster.definitions\n"
-        "      location_name: dynamo_cdc\n"
+        f"load_from:\n  - python_module:\n      module_name: {module}\n"
+        + (f"      working_directory: {folder}\n" if folder else "")
+        + "      location_name: dynamo_cdc\n"
     )
     return path
 
@@ -178,6 +192,7 @@ def _snapshot_command() -> list[str]:
 
     keys = ",".join(f"dynamodb/{dagster_safe_name(t)}/snapshot" for t in DEMO_TABLES)
     today = datetime.now(UTC).strftime("%Y-%m-%d")
+    module, folder = code_location()
     return [
         sys.executable,
         "-m",
@@ -185,7 +200,8 @@ def _snapshot_command() -> list[str]:
         "asset",
         "materialize",
         "-m",
-        "dynamo_cdc.dagster.definitions",
+        module,
+        *(["--working-directory", folder] if folder else []),
         "--select",
         keys,
         "--partition",

@@ -150,13 +150,9 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
     aws_access_key_id: Secret = None
     aws_secret_access_key: Secret = None
     aws_session_token: Secret = None
-    sensor_interval_seconds: int = Field(
-        default=30, ge=1, description="Stream sensor tick interval."
-    )
+    sensor_interval_seconds: int = Field(default=30, description="Stream sensor tick interval.")
     sensor_budget_seconds: float = Field(
         default=20.0,
-        gt=0,
-        le=40,
         description="Time budget of one tick's stream poll (Dagster times a tick out at 60 s).",
     )
     sensors_running: bool = Field(
@@ -170,19 +166,18 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
         description="When the daily snapshot schedule (tables with snapshot_schedule: daily) runs.",
     )
     compaction_grace_seconds: float = Field(
-        default=300.0, gt=0, description="How long after its end an hour may still fill."
+        default=300.0, description="How long after its end an hour may still fill."
     )
     capture_max_age_seconds: float = Field(
         default=900.0,
-        gt=0,
         description="The capture_freshness check fails when no poll was committed for this long.",
     )
-    changes_fresh_within_seconds: Annotated[float, Field(ge=60)] | None = Field(
+    changes_fresh_within_seconds: float | None = Field(
         default=86400.0,
         description="Freshness policy of `changes`: a partition materialized within this "
         "window (an idle table fails it too); null for none.",
     )
-    current_fresh_within_seconds: Annotated[float, Field(ge=60)] | None = Field(
+    current_fresh_within_seconds: float | None = Field(
         default=86400.0,
         description="Freshness policy of `current`: refreshed within this window; null for none.",
     )
@@ -203,6 +198,21 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
 
     @model_validator(mode="after")
     def _valid(self) -> DynamoCdcComponent:
+        # Bounds checked here, not as Field(ge=...): Dagster validates the YAML's template text
+        # ("{{ env(...) }}") against the field's constraints before rendering it.
+        bounds = {
+            "sensor_interval_seconds": (1, None),
+            "sensor_budget_seconds": (1, 40),  # Dagster times a tick out at 60 s
+            "compaction_grace_seconds": (0, None),
+            "capture_max_age_seconds": (1, None),
+            "changes_fresh_within_seconds": (60, None),  # Dagster's smallest freshness window
+            "current_fresh_within_seconds": (60, None),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if value is not None and (value < low or (high is not None and value > high)):
+                span = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise ValueError(f"{name} must be {span}, not {value}.")
         if isinstance(self.tables, list):
             names = [t if isinstance(t, str) else t.name for t in self.tables]
             for name in names:

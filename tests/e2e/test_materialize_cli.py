@@ -16,7 +16,7 @@ from tests.e2e.helpers import REPO, VENV_BIN, run_dagster
 
 pytestmark = pytest.mark.e2e
 
-MODULE = ["-m", "dynamo_cdc.dagster.definitions"]
+MODULE = ["-m", "dagster_project.location"]  # the example project, its defs.yaml
 
 
 def _scan(clients, table):

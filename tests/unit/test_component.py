@@ -154,3 +154,20 @@ def test_importing_the_library_loads_no_dagster():
     code = "import sys, dynamo_cdc, dynamo_cdc.snapshot, dynamo_cdc.changes; print('dagster' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_example_project_is_an_instance_of_the_component_configured_from_the_environment(
+    monkeypatch,
+):
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("DYNAMO_CDC_SENSOR_INTERVAL_SECONDS", "5")
+    monkeypatch.setenv("DYNAMO_CDC_SENSOR_STATUS", "stopped")
+    defs = dg.load_from_defs_folder(path_within_project=REPO / "dagster_project")
+    yaml = (REPO / "dagster_project" / "defs" / "dynamo_cdc" / "defs.yaml").read_text()
+    assert "type: dynamo_cdc.dagster.DynamoCdcComponent" in yaml
+    keys = {k.path[1] for k in _graph(defs).get_all_asset_keys()}
+    assert keys == {"orders", "app_devents_pv1"}  # its tables.csv
+    stream = [s for s in defs.sensors if s.name.endswith("_stream_sensor")]
+    assert {s.minimum_interval_seconds for s in stream} == {5}
+    assert {s.default_status for s in defs.sensors} == {dg.DefaultSensorStatus.STOPPED}
+    assert defs.resources["dynamodb"].endpoint_url == "http://127.0.0.1:1"
