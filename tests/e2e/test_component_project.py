@@ -108,29 +108,20 @@ def test_a_users_project_scaffolds_checks_and_materializes_the_component(
         clients.dynamodb.put_item(
             TableName="app-events.v1", Item={"event_id": {"S": k}, "kind": {"S": "user"}}
         )
-    dagster = str(VENV_BIN / "dagster")
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    snapshot_config = {
-        "ops": {
-            "dynamodb__app_devents_pv1__snapshot": {"config": {"workers": 1, "poll_seconds": 0.2}}
-        }
-    }
-    _run(
-        [dagster, "asset", "materialize", "-m", "shop.definitions"]
-        + ["--select", "dynamodb/app_devents_pv1/snapshot", "--partition", today]
-        + ["--config-json", json.dumps(snapshot_config)],
-        project,
-        env,
-    )
     hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
-    changes_config = {"ops": {"dynamodb__app_devents_pv1__changes": {"config": {"capture": True}}}}
-    _run(
-        [dagster, "asset", "materialize", "-m", "shop.definitions"]
-        + ["--select", "dynamodb/app_devents_pv1/changes", "--partition", hour]
-        + ["--config-json", json.dumps(changes_config)],
-        project,
-        env,
-    )
+    for kind, partition, config in (
+        ("snapshot", today, {"workers": 1, "poll_seconds": 0.2}),
+        ("changes", hour, {"capture": True}),
+    ):
+        run_config = {"ops": {f"dynamodb__app_devents_pv1__{kind}": {"config": config}}}
+        _run(
+            [str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "shop.definitions"]
+            + ["--select", f"dynamodb/app_devents_pv1/{kind}", "--partition", partition]
+            + ["--config-json", json.dumps(run_config)],
+            project,
+            env,
+        )
 
     snapshot = ds.dataset(
         lake / "app-events.v1" / "snapshot" / f"export_date={today}", format="parquet"
