@@ -150,12 +150,6 @@ def test_dg_lists_the_component():
     assert "dynamo_cdc.dagster.DynamoCdcComponent" in out
 
 
-def test_importing_the_library_loads_no_dagster():
-    code = "import sys, dynamo_cdc, dynamo_cdc.snapshot, dynamo_cdc.changes; print('dagster' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 def test_the_example_project_is_an_instance_of_the_component_configured_from_the_environment(
     monkeypatch,
 ):
