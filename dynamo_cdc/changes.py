@@ -68,6 +68,7 @@ import pyarrow.parquet as pq
 
 from dynamo_cdc import codec, fastconvert, native
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
+from dynamo_cdc.errors import StreamRecordError
 from dynamo_cdc.stream import (
     ReadBudget,
     RecordPage,
@@ -861,6 +862,26 @@ def partition_path(lake: Any, table: str, hour_start: datetime) -> str:
     return lake.table_path(table, "changes", f"date={hour_start:%Y-%m-%d}", f"hour={hour_start:%H}")
 
 
+# What AWS documents of the identifiers a change file is named by (DynamoDB Streams API
+# reference: ShardId 28 to 65 characters, like shardId-00000001414562045508-2bac9cd2; SequenceNumber
+# 21 to 40 digits). The lower bounds are not held (moto and the tests use shorter ones); the
+# characters and the upper bounds are. Ids are checked before they become a file name, so a
+# lying stream cannot nest folders in a partition or break _file_range.
+_SHARD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,64}")
+_SEQUENCE_NUMBER = re.compile(r"[0-9]{1,40}")
+
+
+def _file_name_part(table: str, what: str, text: str, shape: re.Pattern[str]) -> str:
+    if not shape.fullmatch(text):
+        raise StreamRecordError(
+            f"The stream of table {table!r} gave the {what} {text[:100]!r}, which is not what "
+            "AWS documents for DynamoDB Streams: refusing to write it as a file name.",
+            fix="check that DYNAMO_CDC_ENDPOINT_URL points at DynamoDB Streams; nothing of "
+            "this batch was committed.",
+        )
+    return text
+
+
 def _file_range(name: str) -> tuple[str, str, str] | None:
     """(shard id, first seq, last seq) from a change file name, or None for other files."""
     if not name.endswith(".parquet"):
@@ -980,7 +1001,9 @@ def write_change_batch(
                 raise ValueError("rows without a shard_id need a batch_id to name their file")
             name = f"{batch_id}.parquet"
         else:
-            shard = shard_names[code]
+            shard = _file_name_part(table, "shard id", shard_names[code], _SHARD_ID)
+            _file_name_part(table, "sequence number", str(seq[idx[0]]), _SEQUENCE_NUMBER)
+            _file_name_part(table, "sequence number", str(seq[idx[-1]]), _SEQUENCE_NUMBER)
             if part not in listing:
                 listing[part] = lake.list(part)
             candidates = _overlapping_files(

@@ -131,7 +131,7 @@ def cmd_export_to_parquet(args: argparse.Namespace) -> int:
         keys = key_attributes_of(describe_table(clients, table))
     else:
         keys = []
-    export_date = args.export_date or (manifest.export_time or datetime.now(UTC).isoformat())[:10]
+    export_date = args.export_date or manifest.export_date or f"{datetime.now(UTC):%Y-%m-%d}"
     lake = Lake(args.out, clients.s3 if args.out.startswith("s3://") else None)
     result = write_snapshot(
         manifest, lake, table, export_date, keys, workers=args.workers, progress=print

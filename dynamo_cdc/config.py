@@ -13,12 +13,22 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dynamo_cdc.errors import ConfigError, TableListError, UnsafeTableNameError
+
+log = logging.getLogger(__name__)
+
+# The most tables one code location is tested with, and what loading its definitions costs a
+# table (measured, see docs/reliability.md): past it, parse_table_list warns.
+SUPPORTED_TABLES = 1_000
+DEFINITION_MS_PER_TABLE = 8.5
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 
@@ -137,7 +147,8 @@ def parse_table_list(text: str, source: str = "<table list>") -> list[TableSpec]
     """
     specs: list[TableSpec] = []
     seen: dict[str, int] = {}
-    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    reader = csv.reader(io.StringIO(text))
+    for lineno, row in enumerate(_csv_rows(reader, source), start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         where = f"{source}, line {lineno}"
@@ -169,7 +180,34 @@ def parse_table_list(text: str, source: str = "<table list>") -> list[TableSpec]
             f"{source}: the table list names no table.",
             fix="write one DynamoDB table name per line.",
         )
+    if len(specs) > SUPPORTED_TABLES:
+        log.warning(
+            "%s lists %d tables; one code location is tested up to %d (its definitions load "
+            "in about %.0f ms a table, see docs/reliability.md): split the list across code "
+            "locations.",
+            source,
+            len(specs),
+            SUPPORTED_TABLES,
+            DEFINITION_MS_PER_TABLE,
+        )
     return specs
+
+
+def _csv_rows(reader: Any, source: str) -> Iterator[list[str]]:
+    """The reader's rows, with the csv module's own errors (a field over its size limit, a NUL,
+    an unclosed quote) turned into a :class:`TableListError` naming the file and line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise TableListError(
+                f"{source}, line {reader.line_num}: not a table-list row ({exc}).",
+                fix="write one table name (at most 255 characters) per line, optionally "
+                "followed by ',options'; close every quote.",
+            ) from None
+        yield row
 
 
 def load_table_list(path: str | os.PathLike[str]) -> list[TableSpec]:

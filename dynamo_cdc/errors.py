@@ -61,6 +61,11 @@ class ExportBucketError(ExportFailedError, BucketError):
     """The export FAILED because of its bucket (missing, or DynamoDB may not write to it)."""
 
 
+class StreamRecordError(DynamoCdcError):
+    """A stream answered something AWS never sends: a shard id or sequence number that breaks
+    its documented shape, so it cannot become a file name."""
+
+
 class CodecError(DynamoCdcError):
     """A value that is not valid DynamoDB JSON or Ion (unknown type tag, bad number, ...)."""
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NoReturn, cast
 
 from botocore.exceptions import ClientError
 
@@ -419,6 +420,29 @@ class ExportManifest:
         return str(self.summary.get("exportTime", ""))
 
     @property
+    def export_date(self) -> str | None:
+        """The UTC date (``YYYY-MM-DD``) of ``exportTime``, None when the summary has none.
+
+        Raises:
+            ExportVerificationError: ``exportTime`` is not an ISO 8601 time (it would become a
+                folder name).
+        """
+        text = self.summary.get("exportTime")
+        if text is None:
+            return None
+        try:
+            when = datetime.fromisoformat(str(text))
+        except ValueError:
+            raise ExportVerificationError(
+                f"Export {self.export_arn}: manifest-summary's exportTime {str(text)[:80]!r} is "
+                "not an ISO 8601 time.",
+                fix="the manifest was changed after the export: request a new export, or pass "
+                "the partition date (--export-date).",
+            ) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).strftime("%Y-%m-%d")
+
+    @property
     def item_count(self) -> int:
         return int(self.summary.get("itemCount", sum(f.item_count for f in self.files)))
 
@@ -468,6 +492,7 @@ def load_manifest(source: ExportSource, summary_key: str) -> ExportManifest:
             f"{source.describe(summary_key)} has no manifestFilesS3Key.",
             fix="pass the manifest-summary.json of a COMPLETED DynamoDB export.",
         )
+    base = _export_folder(source, summary_key, str(files_key))
     files_bytes = source.read(files_key)
     _check_manifest_md5(source, files_key, files_bytes)
     files = []
@@ -489,6 +514,9 @@ def load_manifest(source: ExportSource, summary_key: str) -> ExportManifest:
                 f"{source.describe(files_key)} line {lineno} is not a manifest entry.",
                 fix="download the export again; the manifest is damaged.",
             ) from None
+    data_folders = _data_folders(base, summary)
+    for data_file in files:
+        _confine_data_key(source, files_key, data_file.key, data_folders)
     manifest = ExportManifest(source=source, summary=summary, files=files)
     total = sum(f.item_count for f in files)
     if "itemCount" in summary and int(summary["itemCount"]) != total:
@@ -498,6 +526,63 @@ def load_manifest(source: ExportSource, summary_key: str) -> ExportManifest:
             fix="download the export again or request a new one.",
         )
     return manifest
+
+
+# One segment of an export's key: what AWS writes (ids, data file names), never "." or "..".
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def _refuse_key(source: ExportSource, manifest_key: str, key: str, where: str) -> NoReturn:
+    raise ExportVerificationError(
+        f"{source.describe(manifest_key)} names {key!r}, which is not under {where}: "
+        "refusing the export before reading any data file.",
+        fix="the manifest was changed after the export: request a new export, or download "
+        "the export's folder again.",
+    )
+
+
+def _export_folder(source: ExportSource, summary_key: str, files_key: str) -> str:
+    """The key of the export's own folder ``[<prefix>/]AWSDynamoDB/<ExportId>``, in which
+    manifest-files.json must lie (refused before it is read).
+
+    In S3 it is the summary's folder. A local folder may have been renamed, so there it is the
+    folder the manifest-files key names (resolved by its part after ``AWSDynamoDB/<ExportId>/``,
+    see :class:`LocalExportSource`).
+    """
+    base, _, name = files_key.rpartition("/")
+    if isinstance(source, S3ExportSource):
+        own = summary_key.rpartition("/")[0]
+        if base != own:
+            _refuse_key(source, summary_key, files_key, f"the export's folder {own + '/'!r}")
+    parts = base.split("/")
+    if (
+        len(parts) < 2
+        or parts[-2] != "AWSDynamoDB"
+        or not all(_KEY_SEGMENT.fullmatch(p) for p in parts)
+        or not _KEY_SEGMENT.fullmatch(name)
+    ):
+        _refuse_key(source, summary_key, files_key, "an export's 'AWSDynamoDB/<ExportId>/'")
+    return base
+
+
+def _data_folders(base: str, summary: dict[str, Any]) -> tuple[str, ...]:
+    """Where the export's data files may lie: ``<base>/data/``, and for an incremental export
+    also the shared ``[<prefix>/]AWSDynamoDB/data/`` where AWS writes them."""
+    folders = (base + "/data/",)
+    if summary.get("exportType") == "INCREMENTAL_EXPORT":
+        folders += (base.rpartition("/")[0] + "/data/",)
+    return folders
+
+
+def _confine_data_key(
+    source: ExportSource, files_key: str, key: str, folders: tuple[str, ...]
+) -> None:
+    """Refuse a data-file key outside the export's data folder (an absolute key, ``..``,
+    another export's folder): only a file name directly in one of ``folders``."""
+    for folder in folders:
+        if key.startswith(folder) and _KEY_SEGMENT.fullmatch(key[len(folder) :]):
+            return
+    _refuse_key(source, files_key, key, " or ".join(repr(f) for f in folders))
 
 
 def _check_manifest_md5(source: ExportSource, key: str, content: bytes) -> None:

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import random
+import re
 import shutil
 import socket
 import tempfile
@@ -32,6 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -53,13 +55,35 @@ class _Missing(Exception):
     """An object that is not there (read_bytes answers None)."""
 
 
+# NUL and the other C0 control characters, and DEL: no lake path holds one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _check_rel(rel: str) -> str:
     parts = PurePosixPath(rel).parts
     if rel.startswith("/") or any(p in ("..", ".", "") for p in parts):
         raise LakeError(
             f"Refusing lake path {rel!r}: it must be relative and stay inside the root."
         )
+    if _CONTROL.search(rel):
+        raise LakeError(f"Refusing lake path {rel!r}: it holds a control character.")
     return str(PurePosixPath(*parts))
+
+
+def partition_date(text: str, what: str) -> str:
+    """``text`` if it is a date ``YYYY-MM-DD`` (a partition name), else :class:`LakeError`
+    naming ``what`` it came from."""
+    try:
+        ok = datetime.strptime(text, "%Y-%m-%d").strftime("%Y-%m-%d") == text
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise LakeError(
+            f"Refusing partition date {text!r} ({what}): a partition is named by a date "
+            "YYYY-MM-DD.",
+            fix="pass a date such as 2026-12-06.",
+        )
+    return text
 
 
 @dataclass

@@ -54,7 +54,7 @@ from dynamo_cdc.export import (
     open_gzip,
     verified_data_file,
 )
-from dynamo_cdc.lake import Lake
+from dynamo_cdc.lake import Lake, partition_date
 
 log = logging.getLogger(__name__)
 
@@ -780,8 +780,10 @@ def commit_snapshot(
 
 
 def snapshot_path(lake: Lake, table: str, export_date: str) -> str:
-    """``<table>/snapshot/export_date=YYYY-MM-DD``."""
-    return lake.table_path(table, "snapshot", f"export_date={export_date}")
+    """``<table>/snapshot/export_date=YYYY-MM-DD`` (LakeError unless ``export_date`` is a
+    date)."""
+    date = partition_date(export_date, f"snapshot partition of table {table!r}")
+    return lake.table_path(table, "snapshot", f"export_date={date}")
 
 
 def write_snapshot(

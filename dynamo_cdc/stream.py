@@ -28,6 +28,7 @@ continue from, so the checkpoint never depends on them.
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
@@ -223,7 +224,9 @@ class ReadBudget:
 
     Attributes:
         max_records: records per poll.
-        max_bytes: approximate bytes per poll (the records' ``SizeBytes``).
+        max_bytes: bytes per poll: the GetRecords responses' bodies as read (never the
+            records' ``SizeBytes``, which the endpoint states); a poll stops at the first
+            response that reaches it.
         max_seconds: wall time per poll.
         max_calls: GetRecords + GetShardIterator calls per poll (DescribeStream pages excluded).
         records_per_call: GetRecords Limit (at most 1,000).
@@ -331,7 +334,7 @@ class StreamBatch:
         ranges: per shard, the range read.
         finished_shards: shards read to their end in this poll.
         calls: API calls made (GetRecords + GetShardIterator).
-        bytes: sum of the records' SizeBytes.
+        bytes: bytes read: the GetRecords responses' bodies.
         throttled: throttled calls that were retried.
         stopped_by: why the poll ended: "caught_up", "records", "bytes", "seconds", "calls",
             or "throttled".
@@ -372,6 +375,8 @@ class _BudgetSpent(Exception):
 
 
 GET_RECORDS_EVENT = "before-parse.dynamodb-streams.GetRecords"
+# The key read_records adds to a GetRecords response: the bytes of its body, as read.
+BODY_BYTES = "DynamoCdcBodyBytes"
 
 
 def read_records(
@@ -403,6 +408,7 @@ def read_records(
             log.debug("GetRecords response read by orjson, not the C reader: %s", exc)
         else:
             customized_response_dict["Records"] = RecordPage(bytes(body), columns)
+            customized_response_dict[BODY_BYTES] = len(body)
             at, end = columns["records_at"], columns["records_end"]
             response_dict["body"] = b"".join((body[:at], b"[]", body[end:]))
             return
@@ -413,7 +419,20 @@ def read_records(
     if not isinstance(parsed, dict) or not isinstance(parsed.get("Records"), list):
         return
     customized_response_dict["Records"] = parsed.pop("Records")
+    customized_response_dict[BODY_BYTES] = len(body)
     response_dict["body"] = orjson.dumps(parsed)
+
+
+def _json_bytes(records: Sequence[dict[str, Any]]) -> int:
+    """The size of ``records`` as JSON, for a response :func:`read_records` did not see (a
+    client without its handler): binary values counted as their base64 text."""
+
+    def default(value: Any) -> str:
+        if isinstance(value, bytes | bytearray):
+            return base64.b64encode(value).decode()
+        return str(value)
+
+    return len(orjson.dumps(list(records), default=default))
 
 
 def _iso(ts: float | datetime) -> str:
@@ -648,9 +667,11 @@ class StreamReader:
                     recs = resp.get("Records") or []
                     next_it = resp.get("NextShardIterator")
                     sc = working[sid]
+                    # What was read, not the records' SizeBytes: a lying endpoint cannot make
+                    # a poll read more than its budget (by more than one response).
+                    size += resp.get(BODY_BYTES) or (_json_bytes(recs) if recs else 0)
                     if recs:
-                        first, last, page_size, when = page_summary(recs)
-                        size += page_size
+                        first, last, _, when = page_summary(recs)
                         pages.append((sid, recs))
                         count += len(recs)
                         rng = ranges.setdefault(sid, [first, last, 0])
