@@ -264,3 +264,41 @@ def test_a_stream_that_understates_size_bytes_cannot_make_a_poll_read_past_its_b
     assert batch.stopped_by == "bytes"
     assert 500_000 <= batch.bytes < 500_000 + 2 * 101_000  # at most one response past it
     assert batch.count < 20
+
+
+# -- big table lists -----------------------------------------------------------------------------
+
+
+def test_a_table_list_field_over_the_csv_limit_is_the_table_lists_own_error(tmp_path: Path) -> None:
+    from dynamo_cdc.config import load_table_list
+    from dynamo_cdc.errors import TableListError
+
+    path = tmp_path / "tables.csv"
+    path.write_text("orders\n" + '"' + "x" * 200_000 + '"\n')
+    with pytest.raises(TableListError, match=r"tables\.csv, line 2: not a table-list row"):
+        load_table_list(path)
+
+
+def test_a_table_list_with_a_nul_byte_is_the_table_lists_own_error(tmp_path: Path) -> None:
+    from dynamo_cdc.config import load_table_list
+    from dynamo_cdc.errors import TableListError
+
+    path = tmp_path / "tables.csv"
+    path.write_text("orders\nbad\x00name\n")
+    with pytest.raises(TableListError, match=r"tables\.csv, line 2"):
+        load_table_list(path)
+
+
+def test_a_table_list_past_the_supported_size_warns_and_still_loads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dynamo_cdc.config import SUPPORTED_TABLES, parse_table_list
+
+    at_limit = "".join(f"table-{i:05d}\n" for i in range(SUPPORTED_TABLES))
+    with caplog.at_level("WARNING", logger="dynamo_cdc.config"):
+        assert len(parse_table_list(at_limit, "big.csv")) == SUPPORTED_TABLES
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="dynamo_cdc.config"):
+        specs = parse_table_list(at_limit + "one-more\n", "big.csv")
+    assert len(specs) == SUPPORTED_TABLES + 1
+    assert "big.csv lists 1001 tables; one code location is supported up to 1000" in caplog.text
