@@ -66,7 +66,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH 64
+/* Maps and lists nested deeper than DynamoDB's 32 levels are refused (dynamo_cdc/nesting.py). */
+#define MAX_DEPTH 32
 #define MAX_ATTRIBUTES 2000
 
 enum { T_NONE, T_S, T_N, T_B, T_BOOL, T_NULL, T_M, T_L, T_SS, T_NS, T_BS, T_COUNT };
@@ -2944,7 +2945,73 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Bracket depth per line (dynamo_cdc.nesting.line_depths) */
+
+/* line_depths(text, ion) -> bytes: an int32 a line of text (newline-separated JSON values, or
+ * Ion text values when ion is true), the deepest bracket depth in it, brackets inside strings
+ * (and, in Ion, quoted symbols) left out. One pass, no allocation but the result: what
+ * dynamo_cdc.nesting measures before a parser that recurses sees the text. */
+static PyObject *line_depths(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    int ion;
+    if (!PyArg_ParseTuple(args, "y*p", &view, &ion)) return NULL;
+    const unsigned char *p = view.buf, *end = p + view.len;
+    Py_ssize_t lines = 1;
+    for (const unsigned char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) && q + 1 < end; q++)
+        lines++;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, lines * (Py_ssize_t)sizeof(int32_t));
+    if (!out) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int32_t *deepest = (int32_t *)PyBytes_AS_STRING(out);
+    memset(deepest, 0, (size_t)lines * sizeof(int32_t));
+    Py_ssize_t line = 0;
+    int32_t depth = 0, max = 0;
+    unsigned char quote = 0; /* the quote that opened the string we are in, 0 outside */
+    Py_BEGIN_ALLOW_THREADS
+    for (; p < end; p++) {
+        unsigned char c = *p;
+        if (quote) {
+            if (c == '\\' && p + 1 < end && p[1] != '\n') p++;
+            else if (c == quote || c == '\n') quote = 0; /* a newline: a malformed line ended */
+            if (c != '\n') continue;
+        }
+        switch (c) {
+        case '\'':
+            if (!ion) break;
+            /* fall through */
+        case '"': quote = c; break;
+        case '{':
+        case '[':
+        case '(':
+            if (c == '(' && !ion) break;
+            if (++depth > max) max = depth;
+            break;
+        case '}':
+        case ']':
+        case ')':
+            if (c == ')' && !ion) break;
+            depth--;
+            break;
+        case '\n':
+            if (p + 1 < end) {
+                deepest[line++] = max;
+                depth = max = 0;
+            }
+            break;
+        }
+    }
+    deepest[line] = max;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef METHODS[] = {
+    {"line_depths", line_depths, METH_VARARGS,
+     "line_depths(text, ion) -> bytes: the deepest bracket depth of each line, an int32 a line."},
     {"scan_block", scan_block, METH_O,
      "scan_block(block) -> (rows, item_offsets, item_data, attributes): see the module source."},
     {"decode_base64", decode_base64, METH_VARARGS,

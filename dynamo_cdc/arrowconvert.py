@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from dynamo_cdc import codec, native, schema
+from dynamo_cdc import codec, native, nesting, schema
 from dynamo_cdc.codec import (
     BINARY,
     BINARY_SET,
@@ -61,7 +61,7 @@ from dynamo_cdc.codec import (
     TYPE_TAGS,
 )
 from dynamo_cdc.errors import CodecError
-from dynamo_cdc.export import open_gzip
+from dynamo_cdc.export import MAX_LINE_BYTES, open_gzip
 from dynamo_cdc.schema import MIXED, ColumnStats, SchemaStats
 
 # Whether BlockReader tries the C reader first (DYNAMO_CDC_NATIVE=0: never).
@@ -89,29 +89,51 @@ class Unsupported(Exception):
     """This block cannot take the Arrow path exactly; the caller uses the per-item path."""
 
 
-def iter_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+class LineTooLong(Exception):
+    """A line longer than :data:`dynamo_cdc.export.MAX_LINE_BYTES`: the first line after the
+    blocks yielded so far."""
+
+
+def iter_blocks(
+    path: Path, block_bytes: int = BLOCK_BYTES, max_line: int = MAX_LINE_BYTES
+) -> Iterator[bytes]:
     """Line-aligned blocks of a gzip file's text (each without its last newline).
 
+    A line is held at most ``max_line`` bytes (plus one read): a longer one raises
+    :class:`LineTooLong` before more of it is read. The pieces of a line that spans reads are
+    joined once, when its end arrives (no growing copy per read).
+
     Raises:
+        LineTooLong: a line longer than ``max_line``.
         EOFError, OSError, zlib.error: a truncated or damaged file (the caller words it).
     """
-    rest = b""
+    pieces: list[bytes] = []  # the start of a line that spans reads
+    held = 0
     with open_gzip(path) as fh:
-        while True:
-            data = fh.read(block_bytes)
-            if not data:
-                break
-            if rest:
-                data = rest + data
+        while data := fh.read(block_bytes):
             cut = data.rfind(b"\n")
             if cut < 0:
-                rest = data
+                pieces.append(data)
+                held += len(data)
+                if held > max_line:
+                    raise LineTooLong()
                 continue
-            rest = data[cut + 1 :]
-            if cut:
-                yield data[:cut]
-    if rest:
-        yield rest
+            if pieces:
+                first = data.find(b"\n")
+                if held + first > max_line:
+                    raise LineTooLong()
+                pieces.append(data[:cut])
+                block = b"".join(pieces)
+                pieces, held = [], 0
+            else:
+                block = data[:cut]
+            if cut + 1 < len(data):
+                pieces, held = [data[cut + 1 :]], len(data) - cut - 1
+            if block:
+                yield block
+            del block
+    if pieces:
+        yield b"".join(pieces)
 
 
 class BlockReader:
@@ -138,6 +160,7 @@ class BlockReader:
                 return read_native(block)
             except Unsupported:
                 pass
+        check_block_nesting(block)
         if not block or b"\r" in block or b"\n\n" in block or block.startswith(b"\n"):
             raise Unsupported("blank lines or CRLF line ends")
         lines = pc.split_pattern(pa.array([block], pa.large_binary()), b"\n").values
@@ -191,6 +214,27 @@ class BlockReader:
         else:
             self._schema = table.schema
         return table
+
+
+def check_block_nesting(block: bytes) -> None:
+    """Refuse a block with an item nested deeper than DynamoDB's 32 levels before a reader that
+    recurses (``pyarrow.json``, orjson and the codec) sees it (the C reader refuses those itself).
+
+    Raises:
+        nesting.TooDeep: naming the line, counted from the block's first.
+    """
+    near = nesting.check_lines(block, nesting.EXPORT_LINES)
+    if len(near):
+        lines = block.split(b"\n")
+        for index in near:
+            try:
+                doc = orjson.loads(lines[index])
+            except orjson.JSONDecodeError:
+                continue  # not JSON: the per-item path words it
+            try:
+                nesting.check_values(doc)
+            except nesting.TooDeep:
+                raise nesting.TooDeep(int(index)) from None
 
 
 def read_native(block: bytes) -> ArrowChunk:

@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec, fastconvert, native
+from dynamo_cdc import codec, fastconvert, native, nesting
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.errors import StreamRecordError
 from dynamo_cdc.stream import (
@@ -385,6 +385,17 @@ class _Chunk:
     images: _ImageViews | list[pa.Array]
 
 
+def _too_deep_record(record: Mapping[str, Any], image: str) -> StreamRecordError:
+    dyn = record.get("dynamodb") or {}
+    return StreamRecordError(
+        f"Stream record {str(record.get('eventID'))[:80]!r} (sequence number "
+        f"{str(dyn.get('SequenceNumber'))[:48]}) has a {image} nested deeper than DynamoDB's "
+        f"{nesting.MAX_LEVELS} levels: DynamoDB never sends one.",
+        fix="check that DYNAMO_CDC_ENDPOINT_URL points at DynamoDB Streams; nothing of this "
+        "batch was committed.",
+    )
+
+
 def _chunk_columns(
     all_records: list[Mapping[str, Any]],
     offset: int,
@@ -404,6 +415,12 @@ def _chunk_columns(
     ttl = _ttl_array(_gets(records, "userIdentity"))
     keys = _gets(dyn, "Keys")
     texts = [keys, _gets(dyn, "NewImage"), _gets(dyn, "OldImage")]
+    for i, column in enumerate(texts):  # before anything recurses through them
+        for j, image in enumerate(column):
+            try:
+                nesting.check_item(image)
+            except nesting.TooDeep:
+                raise _too_deep_record(records[j], ("Keys", "NewImage", "OldImage")[i]) from None
     images: _ImageViews | list[pa.Array] | None = _image_chunk(texts)
     if images is None:  # something orjson refuses: image by image
         images = [pa.array(list(map(image_text, column)), pa.string()) for column in texts]

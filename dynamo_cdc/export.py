@@ -51,6 +51,11 @@ from dynamo_cdc.errors import (
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+# The longest line of an export data file read. A DynamoDB item is at most 400 KB; as export
+# JSON its text is longer (binary as base64: 4/3; a string of control characters escaped as
+# \u00XX: 6x), and an incremental export line holds two images: 2 x 6 x 400 KB = 4.8 MB is the
+# worst a real line can be. Past 8 MiB a line is refused, before it is held whole.
+MAX_LINE_BYTES = 8 << 20
 
 
 # -- requesting ---------------------------------------------------------------------------------
@@ -660,6 +665,31 @@ def verified_data_file(manifest: ExportManifest, data_file: DataFile) -> Iterato
                 "nothing was published.",
             )
         yield path
+
+
+def line_too_long(describe: str, lineno: int) -> ExportVerificationError:
+    """The error of a data file line longer than :data:`MAX_LINE_BYTES` (``lineno``: 1-based)."""
+    return ExportVerificationError(
+        f"{describe} line {lineno} is longer than {MAX_LINE_BYTES >> 20} MiB: no DynamoDB item "
+        "(400 KB at most) makes a line that long.",
+        fix="the data file is damaged or not a DynamoDB export: request a new export; nothing "
+        "was published.",
+    )
+
+
+def iter_lines(fh: IO[bytes], describe: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line without its line end) of each line of ``fh``, each read
+    at most :data:`MAX_LINE_BYTES` at a time.
+
+    Raises:
+        ExportVerificationError: a line longer than that (refused before it is held whole).
+    """
+    lineno = 0
+    while raw := fh.readline(MAX_LINE_BYTES + 1):
+        lineno += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise line_too_long(describe, lineno)
+        yield lineno, raw.rstrip(b"\r\n")
 
 
 def open_gzip(path: Path) -> IO[bytes]:

@@ -52,7 +52,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dynamo_cdc import codec
+from dynamo_cdc import codec, nesting
 from dynamo_cdc import export as export_api
 from dynamo_cdc.changes import (
     CAPTURE_LOCK_WAIT_SECONDS,
@@ -67,6 +67,7 @@ from dynamo_cdc.config import Settings
 from dynamo_cdc.errors import ConfigError, ExportVerificationError, StreamGapError
 from dynamo_cdc.export import (
     ExportRequest,
+    iter_lines,
     manifest_from_export_description,
     open_gzip,
     request_export,
@@ -199,14 +200,24 @@ def _export_lines(clients: Any, desc: dict[str, Any]) -> Iterator[dict[str, Any]
     manifest = manifest_from_export_description(clients, desc)
     ion = manifest.output_format == "ION"
     for data_file in manifest.files:
+        describe = manifest.source.describe(data_file.key)
         with verified_data_file(manifest, data_file) as path, open_gzip(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                line = raw.rstrip(b"\r\n")
+            for lineno, line in iter_lines(fh, describe):
                 if not line:
                     continue
                 try:
+                    limits = nesting.ION_LINES if ion else nesting.EXPORT_LINES
+                    near = nesting.check_lines(line, limits, ion=ion)
                     rec = codec.ion_line_to_record(line) if ion else orjson.loads(line)
+                    if len(near):
+                        nesting.check_values(rec)
                     rec["Metadata"]["WriteTimestampMicros"]["N"]
+                except nesting.TooDeep:
+                    raise ExportVerificationError(
+                        f"{describe} line {lineno} nests maps and lists deeper than DynamoDB's "
+                        f"{nesting.MAX_LEVELS} levels: it is not an incremental export record.",
+                        fix="request the incremental export again.",
+                    ) from None
                 except Exception:
                     raise ExportVerificationError(
                         f"{manifest.source.describe(data_file.key)} line {lineno} is not an "

@@ -43,7 +43,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dynamo_cdc import arrowconvert, codec, fastconvert, schema
+from dynamo_cdc import arrowconvert, codec, fastconvert, nesting, schema
 from dynamo_cdc.errors import CodecError, ExportVerificationError
 from dynamo_cdc.export import (
     DataFile,
@@ -51,6 +51,8 @@ from dynamo_cdc.export import (
     ExportSource,
     LocalExportSource,
     S3ExportSource,
+    iter_lines,
+    line_too_long,
     open_gzip,
     verified_data_file,
 )
@@ -119,11 +121,14 @@ def iter_item_chunks(
     lineno = 0
     try:
         with open_gzip(path) as fh:
-            for raw in fh:
-                lineno += 1
-                line = raw.rstrip(b"\r\n")
+            for lineno, line in iter_lines(fh, describe):
                 if not line:
                     continue
+                limits = nesting.ION_LINES if fmt == "ION" else nesting.EXPORT_LINES
+                try:
+                    near = len(nesting.check_lines(line, limits, ion=fmt == "ION")) > 0
+                except nesting.TooDeep:
+                    raise _too_deep(describe, lineno) from None
                 if fmt == "ION":
                     try:
                         item = codec.ion_line_to_record(line)["Item"]
@@ -132,6 +137,11 @@ def iter_item_chunks(
                             f"{describe} line {lineno} is not an ION export item ({exc}).",
                             fix="the data file is damaged: request a new export.",
                         ) from None
+                    if near:
+                        try:
+                            nesting.check_item(item)
+                        except nesting.TooDeep:
+                            raise _too_deep(describe, lineno) from None
                     text = codec.item_to_json_text(item)
                 else:
                     try:
@@ -148,6 +158,11 @@ def iter_item_chunks(
                             '(expected {"Item": {...}}).',
                             fix="pass a FULL_EXPORT; incremental exports are read as changes.",
                         )
+                    if near:
+                        try:
+                            nesting.check_item(item)
+                        except nesting.TooDeep:
+                            raise _too_deep(describe, lineno) from None
                     raw_text = _item_text_from_json_line(line)
                     text = raw_text.decode("utf-8") if raw_text else codec.item_to_json_text(item)
                 items.append(item)
@@ -248,6 +263,8 @@ def _fast_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
             try:
                 chunk = reader.read(block)
                 stats = chunk.stats()
+            except nesting.TooDeep as exc:
+                raise _too_deep(describe, lines_read + exc.line + 1) from None
             except arrowconvert.Unsupported as exc:
                 log.debug("%s: block after line %d by items (%s)", describe, lines_read, exc)
                 yield from _item_chunks(block)
@@ -258,11 +275,22 @@ def _fast_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
                 del chunk
             lines_read += block.count(b"\n") + 1 if lines is None else lines
             del block
+    except arrowconvert.LineTooLong:
+        raise line_too_long(describe, lines_read + 1) from None
     except (EOFError, zlib.error, OSError) as exc:
         raise ExportVerificationError(
             f"{describe} cannot be decompressed after line {lines_read} ({exc}).",
             fix="the data file is truncated or damaged: request a new export.",
         ) from None
+
+
+def _too_deep(describe: str, lineno: int) -> ExportVerificationError:
+    return ExportVerificationError(
+        f"{describe} line {lineno} nests maps and lists deeper than DynamoDB's "
+        f"{nesting.MAX_LEVELS} levels: it is not a DynamoDB export item.",
+        fix="the data file is damaged or not a DynamoDB export: request a new export; nothing "
+        "was published.",
+    )
 
 
 def _arrow_builder(chunk: arrowconvert.ArrowChunk, block: bytes) -> Callable[[pa.Schema], pa.Table]:

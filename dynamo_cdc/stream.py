@@ -41,10 +41,15 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from dynamo_cdc import native
+from dynamo_cdc import native, nesting
 from dynamo_cdc.aws import error_code, raise_if_credentials
 from dynamo_cdc.checkpoint import ShardCheckpoint, StreamCheckpoint
-from dynamo_cdc.errors import StreamGapError, StreamNotEnabledError, TableNotFoundError
+from dynamo_cdc.errors import (
+    StreamGapError,
+    StreamNotEnabledError,
+    StreamRecordError,
+    TableNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -412,12 +417,19 @@ def read_records(
             at, end = columns["records_at"], columns["records_end"]
             response_dict["body"] = b"".join((body[:at], b"[]", body[end:]))
             return
+    # Before orjson (or botocore's parser) recurses through it: JSON strings hold no newline,
+    # so a body with newlines is measured as one line.
+    flat = bytes(body).replace(b"\n", b" ") if b"\n" in body else body
+    near = len(nesting.check_lines(flat, nesting.RECORDS_BODY)) > 0
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return
     if not isinstance(parsed, dict) or not isinstance(parsed.get("Records"), list):
         return
+    if near:
+        for record in parsed["Records"]:
+            nesting.check_values(record)
     customized_response_dict["Records"] = parsed.pop("Records")
     customized_response_dict[BODY_BYTES] = len(body)
     response_dict["body"] = orjson.dumps(parsed)
@@ -787,6 +799,14 @@ class StreamReader:
                 return self._call(
                     self.client.get_records, ShardIterator=iterator, Limit=limit
                 ), calls
+            except nesting.TooDeep:
+                raise StreamRecordError(
+                    f"Shard {sid} of table {self.table!r} answered GetRecords after sequence "
+                    f"number {pos} with a record nested deeper than DynamoDB's "
+                    f"{nesting.MAX_LEVELS} levels: DynamoDB never sends one.",
+                    fix="check that DYNAMO_CDC_ENDPOINT_URL points at DynamoDB Streams; the "
+                    "checkpoint did not move.",
+                ) from None
             except ClientError as exc:
                 code = error_code(exc)
                 if code == "ExpiredIteratorException":
