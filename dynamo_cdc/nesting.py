@@ -89,13 +89,19 @@ def line_depths(text: bytes, *, ion: bool = False) -> np.ndarray:
         run = before - last_plain[np.maximum(before, 0)]
         run[before < 0] = 0
         quotes = quotes[run % 2 == 0]
-    toggles = np.zeros(n + 1, np.int8)
-    toggles[quotes + 1] = 1  # strings never span lines in JSON lines text
-    inside = (np.cumsum(toggles[:n], dtype=np.int32) & 1).astype(bool)
+    is_newline = codes == ord("\n")
+    newlines = np.flatnonzero(is_newline)
+    toggles = np.zeros(n, np.int8)
+    toggles[quotes] = 1
+    # Quotes seen so far on the position's line (an unclosed string ends with its line, as in
+    # the C pass): the position is inside a string when the count is odd, or on its closing quote.
+    seen = np.cumsum(toggles, dtype=np.int32)
+    line_id = np.cumsum(is_newline, dtype=np.int32) - is_newline
+    seen -= np.concatenate([[0], seen[newlines]]).astype(np.int32)[line_id]
+    inside = ((seen & 1) == 1) | (toggles == 1)
     delta = _DELTA[codes]
     delta[inside] = 0
     depth = np.cumsum(delta, dtype=np.int32)
-    newlines = np.flatnonzero(codes == ord("\n"))
     starts = np.concatenate([[0], newlines + 1])
     starts = starts[starts < n]
     # Each line counts from the depth the line before it ended at (0 unless malformed).

@@ -302,3 +302,308 @@ def test_a_table_list_past_the_supported_size_warns_and_still_loads(
         specs = parse_table_list(at_limit + "one-more\n", "big.csv")
     assert len(specs) == SUPPORTED_TABLES + 1
     assert "big.csv lists 1001 tables; one code location is supported up to 1000" in caplog.text
+
+
+# -- nesting ---------------------------------------------------------------------------------------
+
+
+def _nested(levels: int, kind: str = "M", leaf: dict | None = None) -> dict:
+    """A value of ``levels`` maps (or lists) one inside the other around ``leaf``."""
+    value = leaf if leaf is not None else {"S": "leaf"}
+    for _ in range(levels):
+        value = {"M": {"a": value}} if kind == "M" else {"L": [value]}
+    return value
+
+
+def _deep_json(levels: int, kind: str = "M") -> bytes:
+    """The text of a ``levels``-deep value, built flat (orjson stops at 255 levels)."""
+    opening, closing = (b'{"M":{"a":', b"}}") if kind == "M" else (b'{"L":[', b"]}")
+    return opening * levels + b'{"S":"leaf"}' + closing * levels
+
+
+def _data_file(tmp_path: Path, lines: list[bytes], name: str = "d.json.gz") -> Path:
+    import gzip
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"".join(line + b"\n" for line in lines), compresslevel=1))
+    return path
+
+
+def _good_lines(n: int) -> list[bytes]:
+    return [b'{"Item":{"pk":{"S":"k%d"},"v":{"N":"%d"}}}' % (i, i) for i in range(n)]
+
+
+def _convert_json(path: Path, reader: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Rows of a JSON data file by one reader: the C reader, pyarrow.json (C off), or the
+    reference path; the errors as the snapshot words them."""
+    from dynamo_cdc import arrowconvert, snapshot
+
+    monkeypatch.setattr(arrowconvert, "NATIVE", reader == "native")
+    chunks = (
+        snapshot._reference_chunks(path, "DYNAMODB_JSON", path.name)
+        if reader == "reference"
+        else snapshot._fast_chunks(path, path.name)
+    )
+    return sum(n for n, _, _ in chunks)
+
+
+READERS = ["native", "arrow", "reference"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("levels", [33, 1_000, 10_000])
+@pytest.mark.parametrize("kind", ["M", "L"])
+def test_an_export_item_nested_deeper_than_32_levels_is_refused_naming_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str, levels: int, kind: str
+) -> None:
+    """1,000 levels raised RecursionError; 10,000 crashed pyarrow's JSON reader (segfault)."""
+    lines = _good_lines(5)
+    lines.insert(3, b'{"Item":{"pk":{"S":"deep"},"d":' + _deep_json(levels, kind) + b"}}")
+    path = _data_file(tmp_path, lines)
+    with pytest.raises(
+        ExportVerificationError, match=r"d\.json\.gz line 4 nests maps and lists deeper than "
+    ):
+        _convert_json(path, reader, monkeypatch)
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(
+    "value",
+    [
+        _nested(32),
+        _nested(32, "L"),
+        _nested(32, leaf={"SS": ["a", "b"]}),  # a set in a level-32 map: as deep as it gets
+        _nested(31, leaf={"M": {}}),  # an empty map at level 32
+    ],
+    ids=["32 maps", "32 lists", "set at level 32", "empty map at level 32"],
+)
+def test_an_export_item_of_32_levels_is_read_by_every_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str, value: dict
+) -> None:
+    import orjson
+
+    from dynamo_cdc import nesting
+
+    assert nesting.levels(value) == 32
+    lines = [*_good_lines(3), b'{"Item":{"pk":{"S":"deep"},"d":' + orjson.dumps(value) + b"}}"]
+    assert _convert_json(_data_file(tmp_path, lines), reader, monkeypatch) == 4
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("empty", [{"M": {}}, {"L": []}], ids=["map", "list"])
+def test_an_empty_map_or_list_at_level_33_is_refused_by_every_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str, empty: dict
+) -> None:
+    """It has the bracket depth of a set at level 32: the exact check tells them apart."""
+    import orjson
+
+    value = _nested(32, leaf=empty)
+    lines = [*_good_lines(2), b'{"Item":{"pk":{"S":"deep"},"d":' + orjson.dumps(value) + b"}}"]
+    with pytest.raises(ExportVerificationError, match=r"d\.json\.gz line 3 nests"):
+        _convert_json(_data_file(tmp_path, lines), reader, monkeypatch)
+
+
+@pytest.mark.parametrize("levels", [32, 33, 1_000, 10_000])
+def test_an_ion_export_item_is_held_to_32_levels(tmp_path: Path, levels: int) -> None:
+    from dynamo_cdc import snapshot
+
+    good = [b'$ion_1_0 {Item:{pk:"k%d",s:$dynamodb_SS::["a"],b:{{aGk=}}}}' % i for i in range(3)]
+    deep = b'$ion_1_0 {Item:{pk:"deep",d:' + b"{a:" * levels + b'"x"' + b"}" * levels + b"}}"
+    path = _data_file(tmp_path, [*good, deep], "d.ion.gz")
+    chunks = snapshot._reference_chunks(path, "ION", path.name)
+    if levels <= 32:
+        assert sum(n for n, _, _ in chunks) == 4
+        return
+    with pytest.raises(ExportVerificationError, match=r"d\.ion\.gz line 4 nests maps and lists"):
+        sum(n for n, _, _ in chunks)
+
+
+def _deep_record(levels: int, kind: str = "M") -> dict:
+    record = _records()[0]
+    record["dynamodb"]["NewImage"] = {"pk": {"S": "a"}, "d": _nested(levels, kind)}
+    return record
+
+
+@pytest.mark.parametrize("native_on", [True, False], ids=["C walker", "Python path"])
+@pytest.mark.parametrize("levels", [33, 1_000, 10_000])
+def test_stream_record_dicts_nested_deeper_than_32_levels_are_refused_naming_the_record(
+    monkeypatch: pytest.MonkeyPatch, native_on: bool, levels: int
+) -> None:
+    from dynamo_cdc import native
+
+    monkeypatch.setattr(native, "ENABLED", native_on)
+    with pytest.raises(StreamRecordError, match=r"record 'e1' .* NewImage nested deeper than"):
+        records_to_table([_deep_record(levels)], KEYS, shard_ids="shardId-1")
+    assert records_to_table([_deep_record(32)], KEYS, shard_ids="shardId-1").num_rows == 1
+
+
+@pytest.mark.parametrize("native_on", [True, False], ids=["C reader", "orjson"])
+@pytest.mark.parametrize("levels", [32, 33, 200])
+def test_a_get_records_response_nested_deeper_than_32_levels_is_refused_naming_the_shard(
+    monkeypatch: pytest.MonkeyPatch, native_on: bool, levels: int
+) -> None:
+    """The simulator answers a record whose image nests ``levels`` deep, through boto3."""
+    import boto3
+    from botocore.config import Config
+
+    from dynamo_cdc import native
+    from dynamo_cdc.checkpoint import StreamCheckpoint
+    from dynamo_cdc.local.botocore_hook import attach
+    from dynamo_cdc.local.streams import ManualClock, StreamSimulator
+    from dynamo_cdc.stream import StreamReader
+
+    monkeypatch.setattr(native, "ENABLED", native_on)
+    clock = ManualClock(start=1_709_290_800.0)
+    sim = StreamSimulator(clock=clock, seed=7)
+    sim.enable_stream(
+        "orders", "NEW_AND_OLD_IMAGES", key_schema=[{"AttributeName": "pk", "KeyType": "HASH"}]
+    )
+    keys = {"pk": {"S": "a"}}
+    sim.record("orders", "INSERT", keys, None, {**keys, "v": {"N": "1"}})
+    sim.record("orders", "MODIFY", keys, None, {**keys, "d": _nested(levels)})
+    client = boto3.client(
+        "dynamodbstreams", region_name="us-east-1", config=Config(retries={"max_attempts": 1})
+    )
+    attach(client, sim)
+    reader = StreamReader(
+        client,
+        "orders",
+        StreamCheckpoint("orders"),
+        stream_arn=sim.stream_arn("orders"),
+        clock=clock,
+        sleep=clock.advance,
+    )
+    if levels <= 32:
+        assert reader.poll().count == 2
+        return
+    with pytest.raises(StreamRecordError, match=r"Shard shardId-.* of table 'orders'") as info:
+        batch = reader.poll()
+        records_to_table(batch.pages[0][1], KEYS, shard_ids="x")
+    assert "nested deeper than DynamoDB's 32 levels" in str(info.value)
+
+
+@pytest.mark.parametrize("native_on", [True, False], ids=["C reader", "orjson"])
+@pytest.mark.parametrize("levels", [1_000, 10_000])
+def test_a_get_records_body_nested_thousands_deep_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch, native_on: bool, levels: int
+) -> None:
+    """Deeper than the simulator writes: the body as bytes, through the GetRecords handler
+    (the StreamReader words the refusal with the shard, as the test above shows)."""
+    import orjson
+
+    from dynamo_cdc import native, nesting
+    from dynamo_cdc.stream import read_records
+
+    monkeypatch.setattr(native, "ENABLED", native_on)
+    record = orjson.dumps(_deep_record(0)).replace(b'{"S":"leaf"}', _deep_json(levels), 1)
+    body = b'{"Records":[' + record + b'],"NextShardIterator":"it"}'
+    response = {"body": body, "headers": {}, "status_code": 200}
+    with pytest.raises(nesting.TooDeep):
+        read_records(response_dict=response, customized_response_dict={})
+    pretty = body.replace(b"{", b"{\n")  # newlines between tokens do not reset the depth
+    with pytest.raises(nesting.TooDeep):
+        read_records(response_dict={**response, "body": pretty}, customized_response_dict={})
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def test_line_depths_are_the_depth_of_each_json_line_in_c_and_in_numpy() -> None:
+    """Against the depth of the Python value each line was written from; strings full of
+    brackets, quotes and backslashes do not count."""
+    import orjson
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dynamo_cdc import native, nesting
+
+    text = st.text(alphabet=st.sampled_from('{}[]"\\\nab\u00e9'), max_size=8)
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | text,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+        max_leaves=20,
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(values, min_size=1, max_size=5))
+    def same(docs: list) -> None:
+        block = b"\n".join(orjson.dumps(d) for d in docs)
+        expected = [_depth(d) for d in docs]
+        enabled = native.ENABLED
+        try:
+            for on in [True, False] if native.module is not None else [False]:
+                native.ENABLED = on
+                assert nesting.line_depths(block).tolist() == expected
+        finally:
+            native.ENABLED = enabled
+
+    same()
+
+
+# -- line size -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gzip of 300 KB that expands to 256 MB: two item lines, then one line without end."""
+    import zlib
+
+    path = tmp_path_factory.mktemp("bomb") / "bomb.json.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as fh:
+        fh.write(compressor.compress(b"\n".join(_good_lines(2)) + b'\n{"Item":{"pk":{"S":"'))
+        chunk = b"x" * (1 << 20)
+        for _ in range(256):
+            fh.write(compressor.compress(chunk))
+        fh.write(compressor.flush())
+    assert path.stat().st_size < 400_000
+    return path
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_line_far_beyond_the_item_limit_is_refused_before_it_is_held_whole(
+    bomb: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    """The whole line was held (and copied once per 8 MB read: quadratic): 256 MB here, and
+    gigabytes from a few hundred KB of gzip. Now the 8 MiB bound and a few reads' buffers."""
+    import tracemalloc
+
+    from dynamo_cdc.export import MAX_LINE_BYTES
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            ExportVerificationError, match=r"bomb\.json\.gz line 3 is longer than 8 MiB"
+        ):
+            _convert_json(bomb, reader, monkeypatch)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * MAX_LINE_BYTES  # about 50 MB measured; the line alone was 256 MB
+
+
+def test_lines_spanning_many_reads_come_out_whole_and_in_order(tmp_path: Path) -> None:
+    import random
+
+    from dynamo_cdc.arrowconvert import iter_blocks
+
+    rng = random.Random(5)
+    lines = [b"x" * rng.choice([0, 1, 3, 50, 400]) + b"%d" % i for i in range(300)]
+    path = _data_file(tmp_path, lines)
+    for block_bytes in (1, 7, 64, 1000, 1 << 20):
+        blocks = list(iter_blocks(path, block_bytes=block_bytes, max_line=1000))
+        assert b"\n".join(blocks).split(b"\n") == lines
+
+
+def test_a_line_at_the_bound_is_read_and_one_byte_more_is_refused(tmp_path: Path) -> None:
+    from dynamo_cdc.arrowconvert import LineTooLong, iter_blocks
+
+    path = _data_file(tmp_path, [b"a" * 100, b"b" * 100])
+    assert len(list(iter_blocks(path, block_bytes=30, max_line=100))) == 2
+    with pytest.raises(LineTooLong):
+        list(iter_blocks(path, block_bytes=30, max_line=99))
