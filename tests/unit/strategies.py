@@ -155,3 +155,42 @@ def damaged(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
         else:
             del out[at:]
     return bytes(out)
+
+
+class FastPathShare:
+    """How many of a property test's generated cases the fast path (a C reader, the Arrow
+    path) took. A test that lets the fast path refuse a case (and then returns, or checks the
+    fallback) would pass even if the fast path refused everything: :meth:`check` fails it
+    unless the fast path took at least ``at_least`` of the cases. The shares stated in the tests
+    are about half of what was measured on their strategies (at least three standard deviations
+    below it), so a reader that starts refusing what it used to take fails, and Hypothesis's
+    random draws do not.
+
+    Use: create one in the test, count each case in the ``@given`` function, check after::
+
+        share = FastPathShare("the C reader", at_least=0.4)
+
+        @given(...)
+        def case(...):
+            share.count(took=...)
+
+        case()
+        share.check()
+    """
+
+    def __init__(self, path: str, at_least: float) -> None:
+        self.path = path
+        self.at_least = at_least
+        self.taken = 0
+        self.cases = 0
+
+    def count(self, *, took: bool) -> None:
+        self.cases += 1
+        self.taken += bool(took)
+
+    def check(self) -> None:
+        assert self.cases, "no generated case was counted"
+        assert self.taken >= self.at_least * self.cases, (
+            f"{self.path} took {self.taken} of {self.cases} generated cases, fewer than the "
+            f"stated {self.at_least:.0%}"
+        )
