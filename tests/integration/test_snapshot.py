@@ -157,6 +157,51 @@ def _rewrite_object(clients, bucket, key, transform) -> None:
     clients.s3.put_object(Bucket=bucket, Key=key, Body=transform(body))
 
 
+@pytest.mark.parametrize("target", ["another export's data file", "a key climbing out"])
+def test_an_s3_manifest_naming_a_key_outside_its_exports_data_folder_is_refused_before_reading(
+    clients, orders_table, bucket, target: str
+) -> None:
+    """A tampered manifest-files.json (its checksum file dropped) naming another export's data
+    file, with that file's MD5, or a key with '..': refused before any data file is read."""
+    import base64
+    import hashlib
+
+    first = _exported(clients, orders_table, bucket, n=50)
+    other = _exported_again(clients, orders_table, bucket)
+    files_key = first.summary["manifestFilesS3Key"]
+    stolen = other.files[0].key
+    if target == "a key climbing out":
+        stolen = first.files[0].key.rsplit("/data/", 1)[0] + "/data/../../" + stolen
+    body = clients.s3.get_object(Bucket=bucket, Key=other.files[0].key)["Body"].read()
+    entries = [
+        json.loads(line)
+        for line in clients.s3.get_object(Bucket=bucket, Key=files_key)["Body"].read().splitlines()
+    ]
+    entries[0]["dataFileS3Key"] = stolen
+    entries[0]["md5Checksum"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+    clients.s3.put_object(
+        Bucket=bucket, Key=files_key, Body="".join(json.dumps(e) + "\n" for e in entries)
+    )
+    for suffix in (".checksum", ".md5"):
+        clients.s3.delete_object(Bucket=bucket, Key=files_key.rsplit(".", 1)[0] + suffix)
+    summary_key = files_key.replace("manifest-files.json", "manifest-summary.json")
+    with pytest.raises(ExportVerificationError, match="not under"):
+        open_manifest(f"s3://{bucket}/{summary_key}", clients.s3)
+
+
+def _exported_again(clients, table, bucket):
+    """A second export of ``table`` (another ExportId: a later export time)."""
+    from datetime import UTC, datetime
+
+    from dynamo_cdc.export import request_export, wait_for_export
+
+    request = ExportRequest(
+        table=table, bucket=bucket, prefix="exports", export_time=datetime.now(UTC)
+    )
+    desc = wait_for_export(clients, request_export(clients, request), poll_seconds=0.05)
+    return manifest_from_export_description(clients, desc)
+
+
 def test_flipped_byte_fails_naming_file_and_export_and_publishes_nothing(
     clients, orders_table, bucket, tmp_path
 ) -> None:
