@@ -573,10 +573,9 @@ def _export_folder(source: ExportSource, summary_key: str, files_key: str) -> st
 def _data_folders(base: str, summary: dict[str, Any]) -> tuple[str, ...]:
     """Where the export's data files may lie: ``<base>/data/``, and for an incremental export
     also the shared ``[<prefix>/]AWSDynamoDB/data/`` where AWS writes them."""
-    folders = (base + "/data/",)
     if summary.get("exportType") == "INCREMENTAL_EXPORT":
-        folders += (base.rpartition("/")[0] + "/data/",)
-    return folders
+        return (base + "/data/", base.rpartition("/")[0] + "/data/")
+    return (base + "/data/",)
 
 
 def _confine_data_key(

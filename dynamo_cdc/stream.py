@@ -419,7 +419,7 @@ def read_records(
             return
     # Before orjson (or botocore's parser) recurses through it: JSON strings hold no newline,
     # so a body with newlines is measured as one line.
-    flat = bytes(body).replace(b"\n", b" ") if b"\n" in body else body
+    flat = bytes(body).replace(b"\n", b" ") if b"\n" in body else bytes(body)
     near = len(nesting.check_lines(flat, nesting.RECORDS_BODY)) > 0
     try:
         parsed = orjson.loads(body)
