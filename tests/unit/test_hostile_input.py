@@ -218,48 +218,60 @@ def test_cli_export_to_parquet_refuses_a_tampered_export_time(
 # -- a lying endpoint ----------------------------------------------------------------------------
 
 
-def test_a_stream_that_understates_size_bytes_cannot_make_a_poll_read_past_its_byte_budget() -> (
-    None
-):
-    """Every record says SizeBytes 1 but carries 100 KB: the poll stops on the bytes it read."""
-    import re
-
+def _reader_on_simulator(images: list[dict], budget=None, before_parse=None):
+    """A StreamReader reading, through boto3, a simulated stream of ``orders`` holding one
+    record per image (INSERT of the first key, MODIFY after); ``before_parse`` is registered
+    on GetRecords before the reader's own handler (an endpoint that lies)."""
     import boto3
     from botocore.config import Config
 
     from dynamo_cdc.checkpoint import StreamCheckpoint
     from dynamo_cdc.local.botocore_hook import attach
     from dynamo_cdc.local.streams import ManualClock, StreamSimulator
-    from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, StreamReader
+    from dynamo_cdc.stream import GET_RECORDS_EVENT, StreamReader
 
     clock = ManualClock(start=1_709_290_800.0)
     sim = StreamSimulator(clock=clock, seed=7)
     sim.enable_stream(
         "orders", "NEW_AND_OLD_IMAGES", key_schema=[{"AttributeName": "pk", "KeyType": "HASH"}]
     )
-    for i in range(20):
-        keys = {"pk": {"S": f"k{i}"}}
-        sim.record("orders", "INSERT", keys, None, {**keys, "blob": {"S": "x" * 100_000}})
+    seen: set[str] = set()
+    for image in images:
+        keys = {"pk": image["pk"]}
+        sim.record("orders", "MODIFY" if image["pk"]["S"] in seen else "INSERT", keys, None, image)
+        seen.add(image["pk"]["S"])
     client = boto3.client(
         "dynamodbstreams", region_name="us-east-1", config=Config(retries={"max_attempts": 1})
     )
     attach(client, sim)
+    if before_parse is not None:
+        client.meta.events.register_first(GET_RECORDS_EVENT, before_parse)
+    return StreamReader(
+        client,
+        "orders",
+        StreamCheckpoint("orders"),
+        budget,
+        stream_arn=sim.stream_arn("orders"),
+        clock=clock,
+        sleep=clock.advance,
+    )
+
+
+def test_a_stream_that_understates_size_bytes_cannot_make_a_poll_read_past_its_byte_budget() -> (
+    None
+):
+    """Every record says SizeBytes 1 but carries 100 KB: the poll stops on the bytes it read."""
+    import re
+
+    from dynamo_cdc.stream import ReadBudget
 
     def lie(response_dict: dict, **_: object) -> None:
         body = response_dict.get("body")
         if isinstance(body, bytes):
             response_dict["body"] = re.sub(rb'"SizeBytes":\s*\d+', b'"SizeBytes":1', body)
 
-    client.meta.events.register_first(GET_RECORDS_EVENT, lie)
-    reader = StreamReader(
-        client,
-        "orders",
-        StreamCheckpoint("orders"),
-        ReadBudget(max_bytes=500_000, records_per_call=2),
-        stream_arn=sim.stream_arn("orders"),
-        clock=clock,
-        sleep=clock.advance,
-    )
+    images = [{"pk": {"S": f"k{i}"}, "blob": {"S": "x" * 100_000}} for i in range(20)]
+    reader = _reader_on_simulator(images, ReadBudget(max_bytes=500_000, records_per_call=2), lie)
     batch = reader.poll()
     assert batch.stopped_by == "bytes"
     assert 500_000 <= batch.bytes < 500_000 + 2 * 101_000  # at most one response past it
@@ -443,36 +455,11 @@ def test_a_get_records_response_nested_deeper_than_32_levels_is_refused_naming_t
     monkeypatch: pytest.MonkeyPatch, native_on: bool, levels: int
 ) -> None:
     """The simulator answers a record whose image nests ``levels`` deep, through boto3."""
-    import boto3
-    from botocore.config import Config
-
     from dynamo_cdc import native
-    from dynamo_cdc.checkpoint import StreamCheckpoint
-    from dynamo_cdc.local.botocore_hook import attach
-    from dynamo_cdc.local.streams import ManualClock, StreamSimulator
-    from dynamo_cdc.stream import StreamReader
 
     monkeypatch.setattr(native, "ENABLED", native_on)
-    clock = ManualClock(start=1_709_290_800.0)
-    sim = StreamSimulator(clock=clock, seed=7)
-    sim.enable_stream(
-        "orders", "NEW_AND_OLD_IMAGES", key_schema=[{"AttributeName": "pk", "KeyType": "HASH"}]
-    )
     keys = {"pk": {"S": "a"}}
-    sim.record("orders", "INSERT", keys, None, {**keys, "v": {"N": "1"}})
-    sim.record("orders", "MODIFY", keys, None, {**keys, "d": _nested(levels)})
-    client = boto3.client(
-        "dynamodbstreams", region_name="us-east-1", config=Config(retries={"max_attempts": 1})
-    )
-    attach(client, sim)
-    reader = StreamReader(
-        client,
-        "orders",
-        StreamCheckpoint("orders"),
-        stream_arn=sim.stream_arn("orders"),
-        clock=clock,
-        sleep=clock.advance,
-    )
+    reader = _reader_on_simulator([{**keys, "v": {"N": "1"}}, {**keys, "d": _nested(levels)}])
     if levels <= 32:
         assert reader.poll().count == 2
         return
