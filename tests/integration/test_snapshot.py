@@ -190,14 +190,10 @@ def test_an_s3_manifest_naming_a_key_outside_its_exports_data_folder_is_refused_
 
 
 def _exported_again(clients, table, bucket):
-    """A second export of ``table`` (another ExportId: a later export time)."""
-    from datetime import UTC, datetime
-
+    """A second export of ``table`` (another ExportId: another prefix, the same bucket)."""
     from dynamo_cdc.export import request_export, wait_for_export
 
-    request = ExportRequest(
-        table=table, bucket=bucket, prefix="exports", export_time=datetime.now(UTC)
-    )
+    request = ExportRequest(table=table, bucket=bucket, prefix="other-exports")
     desc = wait_for_export(clients, request_export(clients, request), poll_seconds=0.05)
     return manifest_from_export_description(clients, desc)
 
