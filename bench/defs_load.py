@@ -16,6 +16,7 @@ import warnings
 def main(argv: list[str]) -> None:
     warnings.simplefilter("ignore")
     from dagster_project.definitions import build_defs
+
     from dynamo_cdc.config import TableSpec
 
     for n in [int(a) for a in argv] or [100, 1000]:
