@@ -497,7 +497,7 @@ def load_manifest(source: ExportSource, summary_key: str) -> ExportManifest:
             f"{source.describe(summary_key)} has no manifestFilesS3Key.",
             fix="pass the manifest-summary.json of a COMPLETED DynamoDB export.",
         )
-    base = _export_folder(source, summary_key, str(files_key))
+    _export_folder(source, str(files_key), summary_key)
     files_bytes = source.read(files_key)
     _check_manifest_md5(source, files_key, files_bytes)
     files = []
@@ -519,9 +519,7 @@ def load_manifest(source: ExportSource, summary_key: str) -> ExportManifest:
                 f"{source.describe(files_key)} line {lineno} is not a manifest entry.",
                 fix="download the export again; the manifest is damaged.",
             ) from None
-    data_folders = _data_folders(base, summary)
-    for data_file in files:
-        _confine_data_key(source, files_key, data_file.key, data_folders)
+    confine_data_files(source, summary, files)
     manifest = ExportManifest(source=source, summary=summary, files=files)
     total = sum(f.item_count for f in files)
     if "itemCount" in summary and int(summary["itemCount"]) != total:
@@ -546,16 +544,31 @@ def _refuse_key(source: ExportSource, manifest_key: str, key: str, where: str) -
     )
 
 
-def _export_folder(source: ExportSource, summary_key: str, files_key: str) -> str:
+def confine_data_files(
+    source: ExportSource, summary: dict[str, Any], files: list[DataFile]
+) -> None:
+    """Refuse data files outside their export's data folder (see :func:`load_manifest`; also
+    for a manifest rebuilt from a snapshot plan).
+
+    Raises:
+        ExportVerificationError: naming the first such key.
+    """
+    files_key = str(summary.get("manifestFilesS3Key", ""))
+    folders = _data_folders(_export_folder(source, files_key), summary)
+    for data_file in files:
+        _confine_data_key(source, files_key, data_file.key, folders)
+
+
+def _export_folder(source: ExportSource, files_key: str, summary_key: str | None = None) -> str:
     """The key of the export's own folder ``[<prefix>/]AWSDynamoDB/<ExportId>``, in which
     manifest-files.json must lie (refused before it is read).
 
-    In S3 it is the summary's folder. A local folder may have been renamed, so there it is the
+    In S3 it is the summary's folder (checked when ``summary_key`` is given). A local folder may have been renamed, so there it is the
     folder the manifest-files key names (resolved by its part after ``AWSDynamoDB/<ExportId>/``,
     see :class:`LocalExportSource`).
     """
     base, _, name = files_key.rpartition("/")
-    if isinstance(source, S3ExportSource):
+    if summary_key is not None and isinstance(source, S3ExportSource):
         own = summary_key.rpartition("/")[0]
         if base != own:
             _refuse_key(source, summary_key, files_key, f"the export's folder {own + '/'!r}")
@@ -566,7 +579,8 @@ def _export_folder(source: ExportSource, summary_key: str, files_key: str) -> st
         or not all(_KEY_SEGMENT.fullmatch(p) for p in parts)
         or not _KEY_SEGMENT.fullmatch(name)
     ):
-        _refuse_key(source, summary_key, files_key, "an export's 'AWSDynamoDB/<ExportId>/'")
+        where = "an export's 'AWSDynamoDB/<ExportId>/'"
+        _refuse_key(source, summary_key or "manifest-summary.json", files_key, where)
     return base
 
 

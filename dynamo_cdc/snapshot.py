@@ -51,6 +51,7 @@ from dynamo_cdc.export import (
     ExportSource,
     LocalExportSource,
     S3ExportSource,
+    confine_data_files,
     iter_lines,
     line_too_long,
     open_gzip,
@@ -577,6 +578,10 @@ class SnapshotPlan:
     summary: dict[str, Any]
     files: list[dict[str, Any]]
 
+    def __post_init__(self) -> None:
+        # A plan may come back from JSON (a step's config): its partition names a folder.
+        partition_date(self.export_date, f"snapshot partition of table {self.table!r}")
+
     @property
     def export_id(self) -> str:
         arn = str(self.summary.get("exportArn", ""))
@@ -608,6 +613,7 @@ class SnapshotPlan:
         else:
             source = LocalExportSource(Path(self.source["local_dir"]))
         files = [DataFile(**f) for f in self.files]
+        confine_data_files(source, self.summary, files)  # the plan may come back from JSON
         return ExportManifest(source=source, summary=self.summary, files=files)
 
     def to_dict(self) -> dict[str, Any]:

@@ -594,3 +594,18 @@ def test_a_line_at_the_bound_is_read_and_one_byte_more_is_refused(tmp_path: Path
     assert len(list(iter_blocks(path, block_bytes=30, max_line=100))) == 2
     with pytest.raises(LineTooLong):
         list(iter_blocks(path, block_bytes=30, max_line=99))
+
+
+def test_a_snapshot_plan_back_from_json_is_held_to_the_same_rules(export_dir: Path) -> None:
+    """A plan travels between steps as JSON (run config): its partition and its data-file keys
+    are checked again when it is read back."""
+    from dynamo_cdc.snapshot import SnapshotPlan, plan_snapshot
+
+    plan = plan_snapshot(open_manifest(str(export_dir)), "orders", "2026-01-01").to_dict()
+    with pytest.raises(LakeError, match="partition date"):
+        SnapshotPlan.from_dict({**plan, "export_date": "2026-01-01/../../x"})
+    files = [dict(f) for f in plan["files"]]
+    files[0]["key"] = "/etc/passwd"
+    with pytest.raises(ExportVerificationError, match="not under"):
+        SnapshotPlan.from_dict({**plan, "files": files}).manifest()
+    assert len(SnapshotPlan.from_dict(plan).manifest().files) == 2
