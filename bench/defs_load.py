@@ -15,9 +15,8 @@ import warnings
 
 def main(argv: list[str]) -> None:
     warnings.simplefilter("ignore")
-    from dagster_project.definitions import build_defs
-
     from dynamo_cdc.config import TableSpec
+    from dynamo_cdc.dagster.definitions import build_defs
 
     for n in [int(a) for a in argv] or [100, 1000]:
         specs = [TableSpec(name=f"table-{i:05d}") for i in range(n)]
