@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec, fastconvert, native
+from dynamo_cdc import catalog, codec, fastconvert, native
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.stream import (
     ReadBudget,
@@ -1016,6 +1016,9 @@ def write_change_batch(
         target = f"{part}/{name}"
         lake.write_bytes(target, parquet_bytes(_rows_at(rows, idx)))
         holding.add(target)
+    catalog.lake_changed(
+        lake, table, "changes", partitions=sorted({p.rsplit("/", 1)[0] for p in holding})
+    )
     return sorted(holding)
 
 
