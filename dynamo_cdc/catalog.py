@@ -402,28 +402,40 @@ def _data_file(tbl_metadata: Any, fileio: Any, path: str, partition: tuple[Any, 
     """An Iceberg DataFile for a Parquet file we wrote (statistics from its footer)."""
     import pyarrow.parquet as pq
     from pyiceberg.io.pyarrow import (
+        MetricModeTypes,
+        MetricsMode,
+        StatisticsCollector,
         compute_statistics_plan,
         data_file_statistics_from_parquet_metadata,
         parquet_path_to_id_mapping,
     )
     from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
     from pyiceberg.typedef import Record
+    from pyiceberg.types import StringType
 
     input_file = fileio.new_input(path)
     with input_file.open() as stream:
         meta = pq.read_metadata(stream)
     schema = tbl_metadata.schema()
     mapping = parquet_path_to_id_mapping(schema)
-    names = set(meta.schema.names)
-    stats = data_file_statistics_from_parquet_metadata(
-        parquet_metadata=meta,
-        stats_columns={
-            k: v
-            for k, v in compute_statistics_plan(schema, tbl_metadata.properties).items()
-            if schema.find_column_name(k) in names
-        },
-        parquet_column_mapping={k: v for k, v in mapping.items() if k.split(".")[0] in names},
+    plan = compute_statistics_plan(schema, tbl_metadata.properties)
+    # Columns of the file the table does not have (an attribute that was only ever NULL, a
+    # column replaced since): counted under a placeholder id, then left out.
+    unknown = -1
+    for i in range(meta.num_columns):
+        path_in_schema = meta.schema.column(i).path
+        if path_in_schema not in mapping:
+            mapping[path_in_schema] = unknown
+    plan[unknown] = StatisticsCollector(
+        field_id=unknown,
+        iceberg_type=StringType(),
+        mode=MetricsMode(MetricModeTypes.NONE),
+        column_name="",
     )
+    stats = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=meta, stats_columns=plan, parquet_column_mapping=mapping
+    )
+    stats.column_sizes.pop(unknown, None)
     return DataFile.from_args(
         content=DataFileContent.DATA,
         file_path=path,
@@ -735,14 +747,17 @@ def _bucket_rows(
     else:
         rows = parts[0]
     rows = rows.filter(pc.invert(rows.column("_deleted"))).sort_by("_key")
-    return rows.drop_columns(list(mirror.INTERNAL_COLUMNS))
+    return rows.select(current_schema(schema_).names)
 
 
 def current_schema(mirror_schema: pa.Schema) -> pa.Schema:
-    """The columns of the ``current`` Iceberg table: the mirror's, less its internal ones."""
+    """The columns of the ``current`` Iceberg table: the mirror's, less its internal ones and
+    columns of nulls (no Iceberg type before format 3; ``_item`` holds them)."""
     from dynamo_cdc import mirror
 
-    return pa.schema([f for f in mirror_schema if f.name not in mirror.INTERNAL_COLUMNS])
+    return _iceberg_arrow_schema(
+        pa.schema([f for f in mirror_schema if f.name not in mirror.INTERNAL_COLUMNS])
+    )
 
 
 def publish_current(

@@ -118,7 +118,7 @@ def test_current_plain_scan_is_one_row_per_live_key_with_deletes_applied(lake):
     refresh_current(lake, TABLE, bucket_count=8)
     t = T_EXPORT + timedelta(minutes=1)
     stream.land(
-        [stream.put(item("p", i, v={"N": "-1"}), t) for i in range(0, 60, 4)]
+        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in range(0, 60, 4)]
         + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in range(1, 60, 5)]
         + [stream.put(item("new", i), t) for i in range(3)]
     )
@@ -204,7 +204,8 @@ def test_current_schema_evolves_by_name_and_rewrites_only_what_iceberg_cannot_pr
 
 
 def test_snapshot_schema_evolves_by_name_and_old_partitions_are_never_rewritten(lake):
-    write_snapshot(lake, [item("q", 1, price={"N": "1.25"})], files=1)
+    tags = {"SS": ["a", "b"]}  # a list column
+    write_snapshot(lake, [item("q", 1, price={"N": "1.25"}, tags=tags)], files=1)
     catalog.publish_snapshot(lake, TABLE, "2024-03-01")
     first = data_paths(lake, "snapshot")
     first_bytes = {p: Path(p[7:]).read_bytes() for p in first}
