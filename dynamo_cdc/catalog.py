@@ -955,6 +955,18 @@ def publish_all(
     return out
 
 
+def publish_all_metadata(lake: Lake, table: str) -> dict[str, Any]:
+    """:func:`publish_all`, summed up as asset metadata (``iceberg/<view>``: the Iceberg table
+    and the snapshot readers now see; empty when the tables are off)."""
+    out: dict[str, Any] = {}
+    for r in publish_all(lake, table):
+        out[f"iceberg/{r.view}"] = f"{r.identifier} @ {r.snapshot_id}"
+        if r.view == "current":
+            out["iceberg/current_bytes_written"] = r.bytes_written
+            out["iceberg/current_buckets_written"] = len(r.buckets)
+    return out
+
+
 def _registered_dates(lake: Lake, table: str, settings: IcebergSettings) -> set[str]:
     try:
         tbl = load_table(lake, table, "snapshot", settings)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dynamo_cdc import read_table
+from dynamo_cdc import catalog, read_table
+from dynamo_cdc.catalog import VIEWS
+from dynamo_cdc.lake import Lake
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.iceberg]
 
 
 # A user's real AWS settings: the demo must neither use nor pass on any of them (its local AWS
@@ -43,6 +45,13 @@ def test_demo_once_runs_the_pipeline_for_both_demo_tables(tmp_path: Path) -> Non
         assert table in proc.stdout
         for view in ("snapshot", "changes", "current"):
             assert read_table(str(lake), table, view).num_rows > 0, (table, view, output[-3000:])
+        # sync --once left the Iceberg tables (on by default) up to date with the lake
+        iceberg = {
+            v: catalog.load_table(Lake(str(lake)), table, v).scan().to_arrow() for v in VIEWS
+        }
+        assert iceberg["current"].num_rows == read_table(str(lake), table).num_rows
+        assert iceberg["changes"].num_rows == read_table(str(lake), table, "changes").num_rows
+        assert iceberg["snapshot"].num_rows == read_table(str(lake), table, "snapshot").num_rows
     assert "read_parquet" in proc.stdout  # a DuckDB query to copy
     assert not any((tmp_path / ".demo").glob("**/*.tmp"))
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:

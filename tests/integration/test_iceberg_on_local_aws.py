@@ -14,12 +14,19 @@ from pathlib import Path
 import pytest
 
 from dynamo_cdc import catalog, codec, read_table
+from dynamo_cdc.aws import Clients
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.local import LocalAwsProcess
 from dynamo_cdc.local.workload import Workload
 from dynamo_cdc.mirror import key_text, refresh_current
-from tests.integration.test_mirror_on_local_aws import Env, capture_all, env, scan, snapshot  # noqa: F401
+from tests.integration.test_mirror_on_local_aws import Env, capture_all, scan, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.iceberg]
+
+
+@pytest.fixture
+def env(local_aws: LocalAwsProcess, clients: Clients, bucket: str) -> Env:
+    return Env(local_aws, clients, bucket)
 
 
 def items_by_key(rows) -> dict[str, dict]:
