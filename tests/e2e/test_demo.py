@@ -46,12 +46,19 @@ def test_demo_once_runs_the_pipeline_for_both_demo_tables(tmp_path: Path) -> Non
         for view in ("snapshot", "changes", "current"):
             assert read_table(str(lake), table, view).num_rows > 0, (table, view, output[-3000:])
         # sync --once left the Iceberg tables (on by default) up to date with the lake
-        iceberg = {
-            v: catalog.load_table(Lake(str(lake)), table, v).scan().to_arrow() for v in VIEWS
+        tables = {v: catalog.load_table(Lake(str(lake)), table, v) for v in VIEWS}
+        current = tables["current"].scan().to_arrow()
+        assert current.num_rows == read_table(str(lake), table).num_rows
+        changes = tables["changes"].scan().to_arrow()
+        assert changes.num_rows == read_table(str(lake), table, "changes").num_rows
+        # the demo's snapshot holds a column of nulls, which pyiceberg 0.12 cannot scan in a
+        # format-2 table (docs/iceberg.md): its registration is checked file by file instead
+        registered = {df.file_path for df in catalog._live_files(tables["snapshot"])}
+        assert registered == {
+            f"file://{lake}/{r}"
+            for r in Lake(str(lake)).list(f"{table}/snapshot")
+            if r.endswith(".parquet")
         }
-        assert iceberg["current"].num_rows == read_table(str(lake), table).num_rows
-        assert iceberg["changes"].num_rows == read_table(str(lake), table, "changes").num_rows
-        assert iceberg["snapshot"].num_rows == read_table(str(lake), table, "snapshot").num_rows
     assert "read_parquet" in proc.stdout  # a DuckDB query to copy
     assert not any((tmp_path / ".demo").glob("**/*.tmp"))
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
