@@ -89,12 +89,15 @@ class IcebergSettings:
         namespace: the Iceberg namespace (a Glue database).
         properties: extra pyiceberg catalog properties (``uri`` for REST, ``warehouse``, ...).
         publish_seconds: the least time between two publishes of ``current`` (0: every refresh).
+        keep_seconds: how long a replaced snapshot of ``current`` (and its bucket files) stays
+            readable for time travel and for readers that planned their scan before the publish.
     """
 
     kind: str = "sql"
     namespace: str = DEFAULT_NAMESPACE
     properties: dict[str, str] = field(default_factory=dict)
     publish_seconds: float = 0.0
+    keep_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> IcebergSettings:
@@ -114,6 +117,7 @@ class IcebergSettings:
             namespace=env.get("DYNAMO_CDC_ICEBERG_NAMESPACE", DEFAULT_NAMESPACE),
             properties=props,
             publish_seconds=float(env.get("DYNAMO_CDC_ICEBERG_PUBLISH_SECONDS", "0") or 0),
+            keep_seconds=float(env.get("DYNAMO_CDC_ICEBERG_KEEP_SECONDS", "3600") or 3600),
         )
 
 
@@ -839,6 +843,7 @@ def publish_current(
                     ow.append_data_file(_data_file(tx.table_metadata, tbl.io, path, ()))
         tbl = catalog.load_table(ident)
         now = tbl.current_snapshot()
+        _expire_current(lake, table, tbl, (settings or IcebergSettings.from_env()).keep_seconds)
         return PublishResult(
             table,
             "current",
@@ -853,6 +858,48 @@ def publish_current(
         )
 
     return with_catalog(lake, publish, settings)  # type: ignore[no-any-return]
+
+
+def _expire_current(lake: Lake, table: str, tbl: IcebergTable, keep_seconds: float) -> None:
+    """Expire snapshots of ``current`` replaced more than ``keep_seconds`` ago, then delete the
+    bucket files no remaining snapshot names and older than that (a file written by a publish
+    that has not committed yet is younger: it stays)."""
+    cutoff_ms = (time.time() - keep_seconds) * 1000
+    head = tbl.current_snapshot()
+    old = [
+        s.snapshot_id
+        for s in tbl.snapshots()
+        if s.timestamp_ms < cutoff_ms and head is not None and s.snapshot_id != head.snapshot_id
+    ]
+    if old:
+        tbl.maintenance.expire_snapshots().by_ids(old).commit()
+        tbl.refresh()
+    named: set[str] = set()
+    for snap in tbl.snapshots():
+        for manifest in snap.manifests(tbl.io):
+            named.update(
+                e.data_file.file_path
+                for e in manifest.fetch_manifest_entry(tbl.io, discard_deleted=True)
+            )
+    data = lake.table_path(table, "_iceberg", "current", "data")
+    for rel, modified in _modified(lake, data).items():
+        if _file_uri(lake, rel) not in named and modified * 1000 < cutoff_ms:
+            lake.delete(rel)
+
+
+def _modified(lake: Lake, rel: str) -> dict[str, float]:
+    """Files under ``rel``: relative path -> last modified (epoch seconds)."""
+    if not lake.is_s3:
+        return {r: lake._local(r).stat().st_mtime for r in lake.list(rel)}
+    out = {}
+    prefix = lake._key(rel).rstrip("/") + "/"
+    cut = len(lake.prefix) + 1 if lake.prefix else 0
+    for page in lake.s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=lake.bucket, Prefix=prefix
+    ):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][cut:]] = obj["LastModified"].timestamp()
+    return out
 
 
 def _parquet_bytes(rows: pa.Table) -> bytes:

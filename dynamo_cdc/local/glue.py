@@ -32,9 +32,9 @@ def check_update_table(account: str, region: str, params: Mapping[str, Any]) -> 
         return
     from moto.glue.models import glue_backends
 
-    name = params.get("Name") or (params.get("TableInput") or {}).get("Name")
+    name = str(params.get("Name") or (params.get("TableInput") or {}).get("Name"))
     try:
-        table = glue_backends[account][region].get_table(params.get("DatabaseName"), name)
+        table = glue_backends[account][region].get_table(str(params.get("DatabaseName")), name)
     except Exception:
         return  # moto answers the missing database or table itself
     current = str(table.as_dict().get("VersionId"))

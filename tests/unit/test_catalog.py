@@ -307,6 +307,27 @@ def test_two_writer_processes_committing_at_once_lose_nothing(lake):
     )
 
 
+def test_replaced_bucket_files_go_once_their_snapshots_are_older_than_the_keep_time(
+    lake, monkeypatch
+):
+    stream = start(lake, n=40)
+    refresh_current(lake, TABLE, bucket_count=4)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "9"}), t) for i in range(40)])
+    refresh_current(lake, TABLE)  # every bucket replaced; kept for an hour by default
+    data = f"{TABLE}/_iceberg/current/data"
+    assert len(lake.list(data)) == 8
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_KEEP_SECONDS", "0")
+    stream.land([stream.put(item("p", 0, v={"N": "10"}), t + timedelta(seconds=1))])
+
+    refresh_current(lake, TABLE)
+
+    tbl = catalog.load_table(lake, TABLE, "current")
+    assert len(tbl.snapshots()) == 1
+    assert {f"file://{lake.uri(r)}" for r in lake.list(data)} == data_paths(lake, "current")
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
 def test_iceberg_off_writes_no_catalog(lake, monkeypatch):
     monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
     stream = start(lake, n=5)
