@@ -507,24 +507,28 @@ def _arrow_schema_of(lake: Lake, rel: str) -> pa.Schema:
     return pq.read_schema(f"{base}/{rel}", filesystem=fs)
 
 
+def _listing(lake: Lake, rel: str) -> dict[str, tuple[int, float]]:
+    """Files under ``rel``: relative path -> (size, last modified in epoch seconds)."""
+    if not lake.is_s3:
+        out = {}
+        for r in lake.list(rel):
+            st = lake._local(r).stat()
+            out[r] = (st.st_size, st.st_mtime)
+        return out
+    out = {}
+    prefix = lake._key(rel).rstrip("/") + "/"
+    cut = len(lake.prefix) + 1 if lake.prefix else 0
+    for page in lake.s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=lake.bucket, Prefix=prefix
+    ):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][cut:]] = (int(obj["Size"]), obj["LastModified"].timestamp())
+    return out
+
+
 def _lake_files(lake: Lake, rel: str) -> dict[str, int]:
     """Parquet data files under ``rel``: relative path -> size."""
-    out = {}
-    if lake.is_s3:
-        prefix = lake._key(rel).rstrip("/") + "/"
-        cut = len(lake.prefix) + 1 if lake.prefix else 0
-        for page in lake.s3_client.get_paginator("list_objects_v2").paginate(
-            Bucket=lake.bucket, Prefix=prefix
-        ):
-            for obj in page.get("Contents", []):
-                key = obj["Key"][cut:]
-                if _is_data(key):
-                    out[key] = int(obj["Size"])
-        return out
-    for r in lake.list(rel):
-        if _is_data(r):
-            out[r] = lake._local(r).stat().st_size
-    return out
+    return {r: size for r, (size, _) in _listing(lake, rel).items() if _is_data(r)}
 
 
 def _is_data(rel: str) -> bool:
@@ -580,13 +584,10 @@ def publish_snapshot(
                 [_file_uri(lake, f) for f in files],
                 lambda path: (export_date,),
             )
-        tbl = catalog.load_table(ident)
-        snap = tbl.current_snapshot()
-        return PublishResult(
+        return _result(
+            catalog.load_table(ident),
             table,
             "snapshot",
-            ".".join(ident),
-            snap.snapshot_id if snap else None,
             files_added=len(files),
             files_removed=len(remove),
             replaced_columns=replaced,
@@ -594,6 +595,13 @@ def publish_snapshot(
         )
 
     return with_catalog(lake, publish, settings)  # type: ignore[no-any-return]
+
+
+def _result(tbl: IcebergTable, table: str, view: str, **what: Any) -> PublishResult:
+    snap = tbl.current_snapshot()
+    return PublishResult(
+        table, view, ".".join(tbl.name()), snap.snapshot_id if snap else None, **what
+    )
 
 
 def _hour_of_partition(rel: str) -> int:
@@ -671,12 +679,10 @@ def publish_changes(
                     lambda path: (_hour_of_partition(_rel_of(lake, path)),),
                 )
             tbl = catalog.load_table(ident)
-        snap = tbl.current_snapshot()
-        return PublishResult(
+        return _result(
+            tbl,
             table,
             "changes",
-            ".".join(ident),
-            snap.snapshot_id if snap else None,
             files_added=len(add),
             files_removed=len(remove),
             attempts=attempts[0],
@@ -882,24 +888,9 @@ def _expire_current(lake: Lake, table: str, tbl: IcebergTable, keep_seconds: flo
                 for e in manifest.fetch_manifest_entry(tbl.io, discard_deleted=True)
             )
     data = lake.table_path(table, "_iceberg", "current", "data")
-    for rel, modified in _modified(lake, data).items():
+    for rel, (_, modified) in _listing(lake, data).items():
         if _file_uri(lake, rel) not in named and modified * 1000 < cutoff_ms:
             lake.delete(rel)
-
-
-def _modified(lake: Lake, rel: str) -> dict[str, float]:
-    """Files under ``rel``: relative path -> last modified (epoch seconds)."""
-    if not lake.is_s3:
-        return {r: lake._local(r).stat().st_mtime for r in lake.list(rel)}
-    out = {}
-    prefix = lake._key(rel).rstrip("/") + "/"
-    cut = len(lake.prefix) + 1 if lake.prefix else 0
-    for page in lake.s3_client.get_paginator("list_objects_v2").paginate(
-        Bucket=lake.bucket, Prefix=prefix
-    ):
-        for obj in page.get("Contents", []):
-            out[obj["Key"][cut:]] = obj["LastModified"].timestamp()
-    return out
 
 
 def _parquet_bytes(rows: pa.Table) -> bytes:

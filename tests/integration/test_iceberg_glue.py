@@ -18,8 +18,11 @@ from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAwsProcess
 from dynamo_cdc.local.workload import Workload
 from dynamo_cdc.mirror import refresh_current
-from tests.integration.test_iceberg_on_local_aws import items_by_key
-from tests.integration.test_mirror_on_local_aws import Env, capture_all, scan, snapshot
+from tests.integration.test_iceberg_on_local_aws import (
+    items_by_key,
+    s3_lake_with_snapshot_and_changes,
+)
+from tests.integration.test_mirror_on_local_aws import Env, capture_all, scan
 
 pytestmark = [pytest.mark.integration, pytest.mark.iceberg]
 
@@ -53,14 +56,8 @@ def test_the_three_tables_live_in_glue_and_current_equals_a_scan(
     env: Env, make_table: Callable[..., str]
 ):
     table = make_table()
-    lake_bucket = f"lake-{env.bucket}"
-    env.clients.s3.create_bucket(Bucket=lake_bucket)
-    lake = Lake(f"s3://{lake_bucket}/lake", env.clients.s3)
-    work = Workload(env.clients.dynamodb, table, "pk", seed=9, keys=60)
-    work.run(120)
-    snapshot(env, lake, table)
-    work.run(120)
-    capture_all(env, lake, table)
+    lake = s3_lake_with_snapshot_and_changes(env, table, seed=9)
+    lake_bucket = lake.bucket
 
     refresh_current(lake, table, bucket_count=2)
 

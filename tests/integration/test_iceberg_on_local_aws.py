@@ -37,18 +37,26 @@ def items_by_key(rows) -> dict[str, dict]:
     return out
 
 
-def test_an_s3_lake_gets_its_three_iceberg_tables_in_the_catalog_beside_the_data(
-    env: Env, make_table: Callable[..., str]
-):
-    table = make_table()
+def s3_lake_with_snapshot_and_changes(env: Env, table: str, seed: int = 3) -> Lake:
+    """An ``s3://`` lake on the local AWS with a snapshot of ``table`` taken mid-workload and
+    the changes after it captured."""
     lake_bucket = f"lake-{env.bucket}"
     env.clients.s3.create_bucket(Bucket=lake_bucket)
     lake = Lake(f"s3://{lake_bucket}/lake", env.clients.s3)
-    work = Workload(env.clients.dynamodb, table, "pk", seed=3, keys=80)
+    work = Workload(env.clients.dynamodb, table, "pk", seed=seed, keys=80)
     work.run(150)
     snapshot(env, lake, table)
     work.run(150)
     capture_all(env, lake, table)
+    return lake
+
+
+def test_an_s3_lake_gets_its_three_iceberg_tables_in_the_catalog_beside_the_data(
+    env: Env, make_table: Callable[..., str]
+):
+    table = make_table()
+    lake = s3_lake_with_snapshot_and_changes(env, table)
+    lake_bucket = lake.bucket
 
     refresh_current(lake, table, bucket_count=4)
 
