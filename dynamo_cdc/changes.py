@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec, fastconvert, native, nesting
+from dynamo_cdc import catalog, codec, fastconvert, native, nesting
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.errors import StreamRecordError
 from dynamo_cdc.stream import (
@@ -1056,6 +1056,9 @@ def write_change_batch(
         target = f"{part}/{name}"
         lake.write_bytes(target, parquet_bytes(_rows_at(rows, idx)))
         holding.add(target)
+    catalog.lake_changed(
+        lake, table, "changes", partitions=sorted({p.rsplit("/", 1)[0] for p in holding})
+    )
     return sorted(holding)
 
 

@@ -88,7 +88,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from dynamo_cdc import codec, schema
+from dynamo_cdc import catalog, codec, schema
 from dynamo_cdc.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -560,6 +560,9 @@ class _Plan:
     stats: schema.SchemaStats
     base_files: dict[int, str] = field(default_factory=dict)  # bucket -> relative to current/
     base_rows: dict[int, int] = field(default_factory=dict)
+    # bucket -> the version that wrote its base file's rows (the Iceberg publish of ``current``
+    # rewrites only buckets changed since the version it published last)
+    base_versions: dict[int, int] = field(default_factory=dict)
     deltas: list[str] = field(default_factory=list)
     delta_rows: int = 0
     applied: dict[str, list[str]] = field(default_factory=dict)
@@ -614,7 +617,7 @@ def refresh_current(
         stale_seconds=REFRESH_STALE_SECONDS,
         what=f"refreshing the mirror of table {table!r}",
     ):
-        return _refresh_current(
+        result = _refresh_current(
             lake,
             table,
             key_attributes=key_attributes,
@@ -628,6 +631,9 @@ def refresh_current(
             batch_rows=batch_rows,
             now=now,
         )
+    # outside the lock: the Iceberg publish reads the version it names, which stays for an hour
+    catalog.lake_changed(lake, table, "current")
+    return result
 
 
 # One refresh of a table at a time: two would build the same next version folder and replace
@@ -901,6 +907,7 @@ def _bootstrap(
                 plan.written.append(rel)
                 plan.base_files[b] = rel
                 plan.base_rows[b] = counts[b]
+                plan.base_versions[b] = version
     return plan
 
 
@@ -949,6 +956,7 @@ def _carry_over(
         lake.copy(current_path(lake, table, rel), current_path(lake, table, new_rel))
         plan.base_files[b] = new_rel
         plan.base_rows[b] = int(state["base_rows"][b_text])
+        plan.base_versions[b] = int(state.get("base_versions", {}).get(b_text, state["version"]))
     for rel in state.get("deltas", []):
         new_rel = f"{vdir}/{rel.rsplit('/', 1)[1]}"
         lake.copy(current_path(lake, table, rel), current_path(lake, table, new_rel))
@@ -1015,6 +1023,7 @@ def _compact(lake: Lake, table: str, plan: _Plan, tombstone_seconds: float) -> N
             plan.written.remove(base_rel)
         plan.base_files[b] = _write(lake, table, plan, f"bucket-{b:04d}.parquet", rows)
         plan.base_rows[b] = rows.num_rows
+        plan.base_versions[b] = plan.version
     for rel in plan.deltas:
         lake.delete(current_path(lake, table, rel))
         if rel in plan.written:
@@ -1050,6 +1059,7 @@ def _commit(
         "version": plan.version,
         "base_files": {str(b): rel for b, rel in sorted(plan.base_files.items())},
         "base_rows": {str(b): n for b, n in sorted(plan.base_rows.items())},
+        "base_versions": {str(b): v for b, v in sorted(plan.base_versions.items())},
         "deltas": plan.deltas,
         "delta_rows": plan.delta_rows,
         "applied": {k: sorted(v) for k, v in sorted(plan.applied.items())},

@@ -43,7 +43,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dynamo_cdc import arrowconvert, codec, fastconvert, nesting, schema
+from dynamo_cdc import arrowconvert, catalog, codec, fastconvert, nesting, schema
 from dynamo_cdc.errors import CodecError, ExportVerificationError
 from dynamo_cdc.export import (
     DataFile,
@@ -799,6 +799,7 @@ def commit_snapshot(
         published = lake.publish_dir(staging, rel, marker=LINEAGE_FILE, carry=carry)
     size = sum(lake.size(p) for p in published if p.endswith(".parquet"))
     lake.delete(plan.staging_rel(lake))
+    catalog.lake_changed(lake, plan.table, "snapshot", export_date=plan.export_date)
     say(f"{plan.table}: snapshot {plan.export_date} published ({rows} items, {len(parts)} parts)")
     return SnapshotResult(
         table=plan.table,

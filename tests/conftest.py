@@ -17,3 +17,11 @@ def _fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(__import__("os").environ):
         if name.startswith("DYNAMO_CDC_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _iceberg_only_where_tested(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """The Iceberg tables (on by default for users) cost a catalog commit per write of the
+    lake; tests that are not about them turn them off, tests marked ``iceberg`` keep them."""
+    if request.node.get_closest_marker("iceberg") is None:
+        monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")

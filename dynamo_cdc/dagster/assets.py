@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from dynamo_cdc import codec
+from dynamo_cdc import catalog, codec
 from dynamo_cdc.changes import (
     CAPTURE_LOCK_WAIT_SECONDS,
     capture_lock,
@@ -625,6 +625,7 @@ def refresh_current_view(lake: Lake, table: str, clients: Any, log: Any) -> dict
         f"current of {table}: version {result.version}, {result.rows} rows, "
         f"{result.changes_applied} changes applied, {result.bytes_written} bytes written"
     )
+    metadata.update(catalog.publish_all_metadata(lake, table))
     return metadata
 
 

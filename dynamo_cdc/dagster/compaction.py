@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dynamo_cdc import catalog
 from dynamo_cdc.changes import SEQUENCE_DIGITS, partition_path
 from dynamo_cdc.checkpoint import StreamCheckpoint
 from dynamo_cdc.lake import Lake
@@ -209,5 +210,6 @@ def compact_hour(
             if writer is not None:
                 writer.close()
         after = lake.publish_dir(staging, rel)
+    catalog.lake_changed(lake, table, "changes", partitions=[rel])
     log.info("%s: compacted %d files of %s into %d", table, len(files), rel, len(after))
     return CompactionResult(True, "", files, [p for p in after if p.endswith(".parquet")], rows)

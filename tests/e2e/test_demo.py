@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dynamo_cdc import read_table
+from dynamo_cdc import catalog, read_table
+from dynamo_cdc.catalog import VIEWS
+from dynamo_cdc.lake import Lake
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.iceberg]
 
 
 # A user's real AWS settings: the demo must neither use nor pass on any of them (its local AWS
@@ -43,6 +45,20 @@ def test_demo_once_runs_the_pipeline_for_both_demo_tables(tmp_path: Path) -> Non
         assert table in proc.stdout
         for view in ("snapshot", "changes", "current"):
             assert read_table(str(lake), table, view).num_rows > 0, (table, view, output[-3000:])
+        # sync --once left the Iceberg tables (on by default) up to date with the lake
+        tables = {v: catalog.load_table(Lake(str(lake)), table, v) for v in VIEWS}
+        current = tables["current"].scan().to_arrow()
+        assert current.num_rows == read_table(str(lake), table).num_rows
+        changes = tables["changes"].scan().to_arrow()
+        assert changes.num_rows == read_table(str(lake), table, "changes").num_rows
+        # the demo's snapshot holds a column of nulls, which pyiceberg 0.12 cannot scan in a
+        # format-2 table (docs/iceberg.md): its registration is checked file by file instead
+        registered = {df.file_path for df in catalog._live_files(tables["snapshot"])}
+        assert registered == {
+            f"file://{lake}/{r}"
+            for r in Lake(str(lake)).list(f"{table}/snapshot")
+            if r.endswith(".parquet")
+        }
     assert "read_parquet" in proc.stdout  # a DuckDB query to copy
     assert not any((tmp_path / ".demo").glob("**/*.tmp"))
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:

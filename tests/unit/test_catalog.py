@@ -1,0 +1,338 @@
+"""The lake's Iceberg tables on a local lake with the embedded SQLite catalog (no server).
+
+Snapshot partitions and change files are laid out as the snapshot and changes modules write
+them (the helpers of test_mirror); the Iceberg tables are read back with pyiceberg's own scan,
+which knows nothing of our pointer or hidden columns.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from dynamo_cdc import catalog, codec
+from dynamo_cdc.lake import Lake
+from dynamo_cdc.mirror import bucket_of, key_text, refresh_current
+from tests.unit.test_mirror import (
+    KEY_NAMES,
+    T_EXPORT,
+    TABLE,
+    Stream,
+    expected,
+    item,
+    items_of,
+    start,
+    write_snapshot,
+)
+
+pytestmark = pytest.mark.iceberg
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake(str(tmp_path / "lake"))
+
+
+def scan(lake: Lake, view: str, **kwargs):
+    return catalog.load_table(lake, TABLE, view).scan(**kwargs).to_arrow()
+
+
+def data_paths(lake: Lake, view: str) -> set[str]:
+    tbl = catalog.load_table(lake, TABLE, view)
+    return {df.file_path for df in catalog._live_files(tbl)}
+
+
+def lake_parquet(lake: Lake, rel: str) -> set[str]:
+    return {f"file://{lake.uri(r)}" for r in lake.list(rel) if r.endswith(".parquet")}
+
+
+def test_snapshot_is_registered_over_the_lake_files_with_export_date_from_the_partition(lake):
+    stream = start(lake, n=40)
+    before = {p: Path(p[7:]).read_bytes() for p in lake_parquet(lake, f"{TABLE}/snapshot")}
+
+    result = catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+
+    assert data_paths(lake, "snapshot") == set(before)  # the same files: registered, not copied
+    assert {p: Path(p[7:]).read_bytes() for p in before} == before
+    rows = scan(lake, "snapshot")
+    assert items_of(rows) == expected(stream.model)
+    assert set(rows.column("export_date").to_pylist()) == {"2024-03-01"}
+    assert result.bytes_written == 0
+    assert catalog.table_name(TABLE, "snapshot") == "orders_snapshot"
+
+
+def test_a_republished_snapshot_partition_replaces_its_files_and_keeps_other_dates(lake):
+    start(lake, n=10)
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+    later = T_EXPORT + timedelta(days=1)
+    write_snapshot(lake, [item("q", i) for i in range(3)], when=later, files=1)
+    catalog.publish_snapshot(lake, TABLE, "2024-03-02")
+    write_snapshot(lake, [item("r", i) for i in range(5)], when=later, files=1)  # a re-run
+
+    catalog.publish_snapshot(lake, TABLE, "2024-03-02")
+
+    rows = scan(lake, "snapshot")
+    by_date = {}
+    dates, pks = rows.column("export_date").to_pylist(), rows.column("pk").to_pylist()
+    for d, pk in zip(dates, pks, strict=True):
+        by_date.setdefault(d, set()).add(pk)
+    assert by_date == {"2024-03-01": {"p"}, "2024-03-02": {"r"}}
+    assert rows.num_rows == 15
+
+
+def test_change_files_are_registered_as_they_land_and_a_replaced_hour_swaps_in_one_commit(lake):
+    stream = start(lake, n=5)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "1"}), t) for i in range(3)], shard="s1")
+    stream.land([stream.put(item("p", i, v={"N": "2"}), t) for i in range(2)], shard="s2")
+    changes = f"{TABLE}/changes"
+    assert data_paths(lake, "changes") == lake_parquet(lake, changes)
+    assert scan(lake, "changes").num_rows == 5
+    # a compaction replaces the hour's files by one file holding the same rows
+    hour = sorted({r.rsplit("/", 1)[0] for r in lake.list(changes)})[0]
+    merged = pq.read_table([lake.uri(r) for r in lake.list(hour)])
+    for r in lake.list(hour):
+        lake.delete(r)
+    pq.write_table(merged, lake.uri(f"{hour}/compacted-x-000.parquet"))
+    history = len(catalog.load_table(lake, TABLE, "changes").history())
+
+    result = catalog.publish_changes(lake, TABLE, [hour])
+
+    assert (result.files_added, result.files_removed) == (1, 2)
+    assert len(catalog.load_table(lake, TABLE, "changes").history()) == history + 1
+    assert data_paths(lake, "changes") == lake_parquet(lake, changes)
+    rows = scan(lake, "changes")
+    assert sorted(rows.column("event_id").to_pylist()) == sorted(
+        merged.column("event_id").to_pylist()
+    )
+    assert catalog.publish_changes(lake, TABLE).files_added == 0  # in step: no commit
+
+
+def test_current_plain_scan_is_one_row_per_live_key_with_deletes_applied(lake):
+    stream = start(lake, n=60)
+    refresh_current(lake, TABLE, bucket_count=8)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land(
+        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in range(0, 60, 4)]
+        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in range(1, 60, 5)]
+        + [stream.put(item("new", i), t) for i in range(3)]
+    )
+
+    refresh_current(lake, TABLE)  # deltas and tombstones in the mirror; the hook publishes
+
+    rows = scan(lake, "current")
+    assert items_of(rows) == expected(stream.model)
+    assert rows.num_rows == len(stream.model)  # one row per key
+    assert not {"_key", "_bucket", "_deleted"} & set(rows.column_names)
+    assert "_change_time" in rows.column_names
+
+
+def test_a_publish_rewrites_only_the_buckets_holding_changed_keys(lake):
+    n = 2000
+    stream = Stream(lake)
+    items = [item("k", i, a={"S": f"v{i}"}) for i in range(n)]
+    for it in items:
+        stream.model[key_text(it, KEY_NAMES)] = it
+    write_snapshot(lake, items, files=2)
+    refresh_current(lake, TABLE, bucket_count=64)
+    before = data_paths(lake, "current")
+    changed = random.Random(3).sample(range(n), 5)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("k", i, a={"S": "x"}), t) for i in changed])
+
+    refresh_current(lake, TABLE, bucket_count=64)
+
+    buckets = {bucket_of(key_text(item("k", i), KEY_NAMES), 64) for i in changed}
+    published = catalog.publish_current(lake, TABLE, force=False)
+    assert published.files_added == 0  # the refresh's hook published already
+    after = data_paths(lake, "current")
+    kept = before & after
+    assert len(after) == 64
+    assert {catalog._bucket_of_path(p) for p in after - kept} == buckets
+    assert len(kept) == 64 - len(buckets)
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def test_time_travel_reads_current_as_it_was_at_each_earlier_publish(lake):
+    stream = start(lake, n=30)
+    refresh_current(lake, TABLE, bucket_count=4)
+    states = []
+    for step in range(3):
+        tbl = catalog.load_table(lake, TABLE, "current")
+        states.append((tbl.current_snapshot().snapshot_id, expected(stream.model)))
+        t = T_EXPORT + timedelta(minutes=step + 1)
+        stream.land(
+            [stream.put(item("p", i, v={"N": str(step)}), t) for i in range(step, 30, 3)]
+            + [stream.delete(item("p", step + 1), t + timedelta(seconds=1))]
+        )
+        refresh_current(lake, TABLE)
+
+    for snapshot_id, then in states:
+        assert items_of(scan(lake, "current", snapshot_id=snapshot_id)) == then
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def test_current_schema_evolves_by_name_and_rewrites_only_what_iceberg_cannot_promote(lake):
+    stream = start(lake, n=40)  # v: int64, name: string
+    refresh_current(lake, TABLE, bucket_count=8)
+    before = data_paths(lake, "current")
+    t = T_EXPORT + timedelta(minutes=1)
+
+    # a new attribute: a column added in the metadata; the other buckets' files stay
+    stream.land([stream.put(item("p", 0, v={"N": "0"}, colour={"S": "red"}), t)])
+    refresh_current(lake, TABLE)
+    tbl = catalog.load_table(lake, TABLE, "current")
+    assert str(tbl.schema().find_field("colour").field_type) == "string"
+    assert len(before - data_paths(lake, "current")) == 1  # only p/0's bucket
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+    # an attribute that becomes mixed-type (number and string): text in the typed view; Iceberg
+    # cannot promote long to string, so the column is replaced and every bucket published again
+    stream.land([stream.put(item("p", 1, v={"S": "one"}), t + timedelta(seconds=5))])
+    refresh_current(lake, TABLE)
+    tbl = catalog.load_table(lake, TABLE, "current")
+    assert str(tbl.schema().find_field("v").field_type) == "string"
+    rows = scan(lake, "current")
+    assert items_of(rows) == expected(stream.model)
+    values = dict(zip(rows.column("sk").to_pylist(), rows.column("v").to_pylist(), strict=True))
+    assert values[1] == "one" and values[2] == "2"
+
+
+def test_snapshot_schema_evolves_by_name_and_old_partitions_are_never_rewritten(lake):
+    tags = {"SS": ["a", "b"]}  # a list column
+    write_snapshot(lake, [item("q", 1, price={"N": "1.25"}, tags=tags)], files=1)
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+    first = data_paths(lake, "snapshot")
+    first_bytes = {p: Path(p[7:]).read_bytes() for p in first}
+    day = timedelta(days=1)
+
+    # a new attribute and a widening type (decimal precision grows, same scale): in place
+    write_snapshot(lake, [item("q", 2, price={"N": "123456.25"}, tag={"S": "t"})], T_EXPORT + day)
+    result = catalog.publish_snapshot(lake, TABLE, "2024-03-02")
+
+    snap = catalog.load_table(lake, TABLE, "snapshot")
+    assert str(snap.schema().find_field("price").field_type) == "decimal(8, 2)"
+    assert str(snap.schema().find_field("tag").field_type) == "string"
+    assert result.replaced_columns == []
+    assert first <= data_paths(lake, "snapshot")
+    assert {p: Path(p[7:]).read_bytes() for p in first} == first_bytes
+    rows = scan(lake, "snapshot")
+    columns = [rows.column(c).to_pylist() for c in ("sk", "price", "tag")]
+    assert {sk: (str(p), t) for sk, p, t in zip(*columns, strict=True)} == {
+        1: ("1.25", None),
+        2: ("123456.25", "t"),
+    }
+    widened = snap.current_snapshot().snapshot_id
+
+    # a type Iceberg cannot promote (the attribute becomes mixed: string): the column is
+    # replaced and the partitions written with the old type leave the table; their files stay
+    # in the lake and earlier Iceberg snapshots still read them
+    write_snapshot(lake, [item("q", 3, price={"S": "n/a"})], T_EXPORT + 2 * day, files=1)
+    result = catalog.publish_snapshot(lake, TABLE, "2024-03-03")
+
+    assert result.replaced_columns == ["price"]
+    rows = scan(lake, "snapshot")
+    assert rows.column("price").to_pylist() == ["n/a"]
+    assert {p: Path(p[7:]).read_bytes() for p in first} == first_bytes
+    assert scan(lake, "snapshot", snapshot_id=widened).num_rows == 2
+
+
+def test_a_commit_that_loses_to_another_writer_is_planned_again_and_both_land(lake):
+    stream = start(lake, n=5)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", 0), t)], shard="s1")
+    first_hour = sorted({r.rsplit("/", 1)[0] for r in lake.list(f"{TABLE}/changes")})
+    t2 = T_EXPORT + timedelta(hours=1, minutes=1)
+    import dynamo_cdc.catalog as module
+
+    real = module._commit_files
+    calls = []
+
+    def racing_commit(tx, tbl, remove, add, partition_of):
+        calls.append(add)
+        if len(calls) == 1:  # another writer lands and commits while this one plans
+            stream.land([stream.put(item("p", 1), t2)], shard="s2")
+        return real(tx, tbl, remove, add, partition_of)
+
+    module._commit_files = racing_commit
+    try:
+        lake.delete(f"{TABLE}/_iceberg")  # start the table from nothing for this writer
+        lake.delete("_iceberg")
+        result = catalog.publish_changes(lake, TABLE, first_hour)
+    finally:
+        module._commit_files = real
+
+    assert result.attempts == 2  # the first commit failed: the other writer was first
+    assert data_paths(lake, "changes") == lake_parquet(lake, f"{TABLE}/changes")
+    assert scan(lake, "changes").num_rows == 2
+
+
+def _land_hours(root: str, shard: str, first_hour: int) -> None:
+    import os
+
+    os.environ["DYNAMO_CDC_ICEBERG"] = "sql"
+    lake = Lake(root)
+    stream = Stream(lake)
+    stream.seq += 10**6 * first_hour
+    for h in range(first_hour, first_hour + 6):
+        t = T_EXPORT + timedelta(hours=h, minutes=1)
+        stream.land([stream.put(item(shard, h), t)], shard=shard)
+
+
+def test_two_writer_processes_committing_at_once_lose_nothing(lake):
+    start(lake, n=3)
+    catalog.publish_changes(lake, TABLE)  # nothing yet: creates no table
+    ctx = multiprocessing.get_context("spawn")  # hours 3 to 5 are written by both
+    procs = [
+        ctx.Process(target=_land_hours, args=(lake.root, name, first))
+        for name, first in (("a", 0), ("b", 3))
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+
+    assert data_paths(lake, "changes") == lake_parquet(lake, f"{TABLE}/changes")
+    rows = scan(lake, "changes")
+    assert rows.num_rows == 12
+    assert (
+        sorted(codec.item_from_json_text(k)["pk"]["S"] for k in rows.column("_keys").to_pylist())
+        == ["a"] * 6 + ["b"] * 6
+    )
+
+
+def test_replaced_bucket_files_go_once_their_snapshots_are_older_than_the_keep_time(
+    lake, monkeypatch
+):
+    stream = start(lake, n=40)
+    refresh_current(lake, TABLE, bucket_count=4)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "9"}), t) for i in range(40)])
+    refresh_current(lake, TABLE)  # every bucket replaced; kept for an hour by default
+    data = f"{TABLE}/_iceberg/current/data"
+    assert len(lake.list(data)) == 8
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_KEEP_SECONDS", "0")
+    stream.land([stream.put(item("p", 0, v={"N": "10"}), t + timedelta(seconds=1))])
+
+    refresh_current(lake, TABLE)
+
+    tbl = catalog.load_table(lake, TABLE, "current")
+    assert len(tbl.snapshots()) == 1
+    assert {f"file://{lake.uri(r)}" for r in lake.list(data)} == data_paths(lake, "current")
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def test_iceberg_off_writes_no_catalog(lake, monkeypatch):
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
+    stream = start(lake, n=5)
+    stream.land([stream.put(item("p", 0), T_EXPORT)])
+    refresh_current(lake, TABLE, bucket_count=2)
+
+    assert not Path(lake.uri("_iceberg")).exists()
+    assert not Path(lake.uri(f"{TABLE}/_iceberg")).exists()
