@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -866,29 +867,19 @@ def key_attributes_of(table_description: dict[str, Any]) -> list[str]:
     return [k["AttributeName"] for k in ordered]
 
 
-def take_snapshot(
+def export_manifest(
     clients: Any,
-    lake: Lake,
     request: Any,
     *,
-    export_date: str | None = None,
-    workers: int | None = None,
     poll_seconds: float = 10.0,
     progress: Callable[[str], None] | None = None,
-) -> SnapshotResult:
-    """Export ``request.table`` at ``request.export_time`` and publish its snapshot partition.
+) -> tuple[ExportManifest, datetime, list[str]]:
+    """Request (or re-attach to) the export of ``request``, wait for it, read and verify its
+    manifests: the first step of a snapshot.
 
-    Args:
-        clients: a :class:`dynamo_cdc.aws.Clients`.
-        lake: where the snapshot goes.
-        request: a :class:`dynamo_cdc.export.ExportRequest`.
-        export_date: the partition (``YYYY-MM-DD``); default: the export time's UTC date.
-        workers: conversion processes (default: one per core).
-        poll_seconds: first DescribeExport interval.
-        progress: called with human-readable progress lines.
+    Returns:
+        (the manifest, the export time, the table's key attributes)
     """
-    from datetime import UTC, datetime
-
     from dynamo_cdc.export import (
         describe_table,
         manifest_from_export_description,
@@ -903,13 +894,35 @@ def take_snapshot(
     done = wait_for_export(clients, arn, table=request.table, poll_seconds=poll_seconds)
     manifest = manifest_from_export_description(clients, done)
     when = done.get("ExportTime") or request.export_time or datetime.now(UTC)
+    return manifest, when, key_attributes_of(desc)
+
+
+def take_snapshot(
+    clients: Any,
+    lake: Lake,
+    request: Any,
+    *,
+    export_date: str | None = None,
+    workers: int | None = None,
+    poll_seconds: float = 10.0,
+    progress: Callable[[str], None] | None = None,
+) -> SnapshotResult:
+    """Export ``request.table`` at ``request.export_time`` and publish its snapshot partition,
+    all steps in this process.
+
+    Args:
+        clients: a :class:`dynamo_cdc.aws.Clients`.
+        lake: where the snapshot goes.
+        request: a :class:`dynamo_cdc.export.ExportRequest`.
+        export_date: the partition (``YYYY-MM-DD``); default: the export time's UTC date.
+        workers: conversion processes (default: one per core).
+        poll_seconds: first DescribeExport interval.
+        progress: called with human-readable progress lines.
+    """
+    manifest, when, keys = export_manifest(
+        clients, request, poll_seconds=poll_seconds, progress=progress
+    )
     date = export_date or when.astimezone(UTC).strftime("%Y-%m-%d")
     return write_snapshot(
-        manifest,
-        lake,
-        request.table,
-        date,
-        key_attributes_of(desc),
-        workers=workers,
-        progress=say,
+        manifest, lake, request.table, date, keys, workers=workers, progress=progress
     )

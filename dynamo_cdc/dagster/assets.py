@@ -10,7 +10,7 @@ bytes, lag); checks that need the materialized partition are reported by the ass
 import hashlib
 import importlib.metadata
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -37,7 +37,14 @@ from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.snapshot import take_snapshot
+from dynamo_cdc.mirror import newest_snapshot
+from dynamo_cdc.snapshot import (
+    SnapshotPlan,
+    commit_snapshot,
+    convert_group,
+    export_manifest,
+    plan_snapshot,
+)
 from dynamo_cdc.stream import ReadBudget
 
 PARTITIONS_START = "2025-01-01"
@@ -204,10 +211,20 @@ def build_table_observation_sensor(spec: TableSpec, running: bool = True) -> dg.
 
 
 class SnapshotConfig(dg.Config):
-    """How a snapshot partition is made."""
+    """How a snapshot partition is made (the graph's config; it is handed to its steps)."""
 
-    workers: int = Field(default=0, description="Conversion processes; 0 = one per core.")
+    workers: int = Field(
+        default=0, description="Conversion processes in each convert step; 0 = one per core."
+    )
     poll_seconds: float = Field(default=5.0, description="First DescribeExport interval.")
+    convert_steps: int = Field(
+        default=1,
+        ge=1,
+        description="Convert steps the export's data files are split into (groups of about "
+        "equal item counts). Each is a step of its own that the run's executor may run in "
+        "another process, container or pod, and that retries alone; 1 converts every file in "
+        "one step with `workers` processes.",
+    )
 
 
 def export_time_of(partition_end: datetime, now: datetime) -> datetime | None:
@@ -215,42 +232,43 @@ def export_time_of(partition_end: datetime, now: datetime) -> datetime | None:
     return None if partition_end > now else partition_end
 
 
-def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
-    """The daily ``snapshot`` asset: a PITR export at the partition's end -> Parquet."""
-    key = asset_key(spec, "snapshot")
+def _snapshot_step_names(spec: TableSpec) -> tuple[str, str, str]:
+    """The op names of a snapshot's steps (op names are unique in a code location)."""
+    return tuple(f"{spec.safe_name}__snapshot_{step}" for step in ("plan", "convert", "commit"))  # type: ignore[return-value]
 
-    @dg.asset(
-        key=key,
-        deps=[asset_key(spec, "table")],
-        partitions_def=DAILY,
-        code_version=CODE_VERSION,
-        group_name=spec.safe_name,
-        kinds={"dynamodb", "parquet"},
-        tags=_tags(spec),
-        metadata={"dynamodb_table": spec.name},
-        check_specs=[
-            dg.AssetCheckSpec(
-                "rows_match_manifest",
-                asset=key,
-                description="Rows in the Parquet equal the export manifest's itemCount.",
-            )
-        ],
-        description=(
-            f"Full PITR export of `{spec.name}` at the end of each UTC day (now for today), "
-            "verified and converted to Parquet under snapshot/export_date=YYYY-MM-DD/."
-        ),
+
+def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
+    """The daily ``snapshot`` asset: a PITR export at the partition's end -> Parquet, as three
+    kinds of steps (``dynamo_cdc.snapshot``): ``plan`` requests the export, waits and reads its
+    manifests; ``convert`` (one step per group of data files, fanned out, each retried alone)
+    converts a group into the lake's staging; ``commit`` publishes the partition at once. The
+    steps meet in the lake, so any executor (multiprocess, k8s_job_executor, ecs, celery,
+    dask) can run the convert steps elsewhere."""
+    key = asset_key(spec, "snapshot")
+    tags = _tags(spec)
+    plan_name, convert_name, commit_name = _snapshot_step_names(spec)
+
+    def step_config(outer: dict[str, Any]) -> dict[str, Any]:
+        values = SnapshotConfig(**outer)
+        return {
+            plan_name: {
+                "config": {"poll_seconds": values.poll_seconds, "steps": values.convert_steps}
+            },
+            convert_name: {"config": {"workers": values.workers}},
+        }
+
+    @dg.op(
+        name=plan_name,
+        out={"plan": dg.Out(dict), "groups": dg.DynamicOut(int)},
+        config_schema={"poll_seconds": float, "steps": int},
+        tags=tags,
     )
-    def snapshot(
-        context: dg.AssetExecutionContext,
-        config: SnapshotConfig,
-        dynamodb: DynamoDBResource,
-        lake: LakeResource,
-    ) -> dg.MaterializeResult:
+    def plan(
+        context: dg.OpExecutionContext, dynamodb: DynamoDBResource
+    ) -> Iterator[dg.Output[Any] | dg.DynamicOutput[int]]:
         clients = dynamodb.get_clients()
-        the_lake = lake.get_lake()
-        window = context.partition_time_window
         now = datetime.now(UTC)
-        export_time = export_time_of(window.end, now)
+        export_time = export_time_of(context.partition_time_window.end, now)
         if export_time is not None:
             earliest, latest = pitr_window(clients, spec.name)
             if export_time < earliest:
@@ -269,44 +287,128 @@ def build_snapshot_asset(spec: TableSpec) -> dg.AssetsDefinition:
             export_time=export_time,
             export_format=spec.export_format,
         )
-        result = take_snapshot(
+        manifest, _, keys = export_manifest(
             clients,
-            the_lake,
             request,
-            export_date=context.partition_key,
-            workers=config.workers or None,
-            poll_seconds=config.poll_seconds,
+            poll_seconds=context.op_config["poll_seconds"],
             progress=context.log.info,
         )
+        the_plan = plan_snapshot(
+            manifest, spec.name, context.partition_key, keys, groups=context.op_config["steps"]
+        )
+        context.log.info(
+            f"{spec.name}: {len(manifest.files)} data files, {manifest.item_count} items, "
+            f"in {len(the_plan.groups)} convert steps"
+        )
+        yield dg.Output(the_plan.to_dict(), "plan")
+        for index in range(len(the_plan.groups)):
+            yield dg.DynamicOutput(index, output_name="groups", mapping_key=f"group_{index}")
+
+    @dg.op(
+        name=convert_name,
+        config_schema={"workers": int},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+        tags=tags,
+    )
+    def convert(
+        context: dg.OpExecutionContext,
+        plan: dict[str, Any],
+        group: int,
+        dynamodb: DynamoDBResource,
+        lake: LakeResource,
+    ) -> int:
+        result = convert_group(
+            SnapshotPlan.from_dict(plan),
+            group,
+            lake.get_lake(),
+            s3_client=dynamodb.get_clients().s3,
+            workers=context.op_config["workers"] or None,
+            progress=context.log.info,
+        )
+        return result.items
+
+    @dg.op(name=commit_name, tags=tags)
+    def commit(
+        context: dg.OpExecutionContext, plan: dict[str, Any], items: list[int], lake: LakeResource
+    ) -> dg.Output[None]:
+        the_lake = lake.get_lake()
+        result = commit_snapshot(SnapshotPlan.from_dict(plan), the_lake, progress=context.log.info)
         stats = parquet_stats(the_lake, result.files)
-        manifest_items = int(result.lineage.get("item_count", -1))
         lineage = result.lineage
-        return dg.MaterializeResult(
+        return dg.Output(
+            None,
             metadata={
                 **table_metadata(
                     the_lake, spec.name, "snapshot", result.files, stats.rows, partitioned=True
                 ),
                 "files": len(result.files),
                 "bytes": stats.bytes,
+                "convert_steps": len(items),
                 "path": dg.MetadataValue.path(result.uri),
                 "export_arn": str(lineage.get("export_arn", "")),
                 "export_time": str(lineage.get("export_time", "")),
-                "manifest_item_count": manifest_items,
+                "manifest_item_count": int(lineage.get("item_count", -1)),
                 "seconds": round(result.seconds, 3),
                 "duckdb": dg.MetadataValue.md(
                     f"```sql\nSELECT * FROM read_parquet('{result.uri}/*.parquet');\n```"
                 ),
             },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="rows_match_manifest",
-                    passed=stats.rows == manifest_items,
-                    metadata={"parquet_rows": stats.rows, "manifest_item_count": manifest_items},
-                )
-            ],
         )
 
+    @dg.graph_asset(
+        key=key,
+        ins={},
+        partitions_def=DAILY,
+        code_version=CODE_VERSION,
+        group_name=spec.safe_name,
+        kinds={"dynamodb", "parquet"},
+        tags=tags,
+        metadata={"dynamodb_table": spec.name},
+        config=dg.ConfigMapping(
+            config_fn=step_config, config_schema=SnapshotConfig.to_config_schema()
+        ),
+        description=(
+            f"Full PITR export of `{spec.name}` at the end of each UTC day (now for today), "
+            "verified and converted to Parquet under snapshot/export_date=YYYY-MM-DD/: plan, "
+            "convert steps (fanned out), commit."
+        ),
+    )
+    def snapshot() -> Any:
+        the_plan, groups = plan()
+        items = groups.map(lambda group: convert(the_plan, group))
+        return commit(the_plan, items.collect())
+
     return snapshot
+
+
+def build_snapshot_check(spec: TableSpec) -> dg.AssetChecksDefinition:
+    """``rows_match_manifest``: the newest snapshot partition holds as many rows (counted in
+    its Parquet footers) as its export's manifest says items."""
+    key = asset_key(spec, "snapshot")
+
+    @dg.asset_check(
+        asset=key,
+        name="rows_match_manifest",
+        description="Rows in the newest snapshot's Parquet equal its export manifest's itemCount.",
+    )
+    def rows_match_manifest(lake: LakeResource) -> dg.AssetCheckResult:
+        the_lake = lake.get_lake()
+        newest = newest_snapshot(the_lake, spec.name)
+        if newest is None:
+            return dg.AssetCheckResult(passed=False, metadata={"reason": "no snapshot yet"})
+        folder, lineage = newest
+        stats = parquet_stats(the_lake, [f"{folder}/{name}" for name in lineage.get("files", [])])
+        manifest_items = int(lineage.get("item_count", -1))
+        return dg.AssetCheckResult(
+            passed=stats.rows == manifest_items,
+            metadata={
+                "export_date": str(lineage.get("export_date", "")),
+                "parquet_rows": stats.rows,
+                "manifest_item_count": manifest_items,
+            },
+        )
+
+    return rows_match_manifest
 
 
 # -- changes --------------------------------------------------------------------------------
@@ -734,7 +836,11 @@ def build_table_assets(
         build_changes_asset(spec, changes_fresh_within),
         build_current_asset(spec, current_cron, current_fresh_within),
     ]
-    checks = [build_freshness_check(spec, freshness_seconds), build_current_sample_check(spec)]
+    checks = [
+        build_snapshot_check(spec),
+        build_freshness_check(spec, freshness_seconds),
+        build_current_sample_check(spec),
+    ]
     return assets, checks
 
 
