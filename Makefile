@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint typecheck checkdefs unit demo bench asan clean
+.PHONY: venv test lint typecheck checkdefs unit demo bench asan clean system-deps
 
 $(STAMP): pyproject.toml dynamo_cdc/_native.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,29 @@ typecheck: venv
 checkdefs: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs
 
-## make test: lint, type check, the example project's defs, then every test (unit, integration on
-## the local AWS, e2e)
-test: lint typecheck checkdefs
+## make system-deps: the Debian packages the tests use that pip cannot install: chromium (the UI
+## test) and postgresql (the tests of Dagster on PostgreSQL). apt-get installs what is missing
+## when run as root; otherwise it prints what to install and goes on.
+CHROMIUM ?= /usr/bin/chromium
+PG_ROOT  ?= /usr/lib/postgresql
+APT_GET  ?= apt-get
+UID_NOW  ?= $(shell id -u)
+system-deps:
+	@missing=""; \
+	[ -x "$(CHROMIUM)" ] || missing="$$missing chromium"; \
+	[ -d "$(PG_ROOT)" ] || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$(UID_NOW)" != 0 ] || ! command -v $(firstword $(APT_GET)) >/dev/null; then \
+		echo "make test: Debian packages missing:$$missing (not installed: not root or no apt-get)."; \
+		echo "  The tests that need them will fail. Fix: sudo apt-get install -y$$missing"; \
+		exit 0; \
+	fi; \
+	echo "Installing Debian packages the tests need:$$missing ..."; \
+	$(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq $$missing >/dev/null
+
+## make test: lint, type check, the example project's defs, the Debian packages the tests need,
+## then every test (unit, integration on the local AWS, e2e)
+test: lint typecheck checkdefs system-deps
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 unit: venv

@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 __all__ = ["read_table", "__version__"]
 
 VIEWS = ("current", "snapshot", "changes")
+#: The change partitions' columns and their Arrow types (DuckDB: DATE and INTEGER).
+CHANGE_PARTITION_TYPES = [("date", "date32"), ("hour", "int32")]
 
 
 def read_table(root: str, table: str, view: str = "current", *, s3_client: Any = None) -> pa.Table:
@@ -48,7 +50,13 @@ def read_table(root: str, table: str, view: str = "current", *, s3_client: Any =
         lineage = json.loads(lake.read_bytes(f"{rel}/_lineage.json") or b"{}")
         paths = [f"{base}/{rel}/{name}" for name in lineage["files"]]
         return ds.dataset(paths, filesystem=fs, format="parquet").to_table()
+    import pyarrow as pa
+
     rel = lake.table_path(table, "changes")
+    # The partition columns' types are declared, never inferred: DuckDB infers `hour=02` as
+    # text and `hour=10` as BIGINT, pyarrow both as int32. The README's DuckDB lines pass the
+    # same types (hive_types).
+    partitioning = ds.partitioning(pa.schema(CHANGE_PARTITION_TYPES), flavor="hive")
     return ds.dataset(
-        f"{base}/{rel}", filesystem=fs, format="parquet", partitioning="hive"
+        f"{base}/{rel}", filesystem=fs, format="parquet", partitioning=partitioning
     ).to_table()

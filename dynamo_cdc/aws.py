@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from dynamo_cdc.config import Settings
-from dynamo_cdc.errors import CredentialsError
+from dynamo_cdc.errors import ConfigError, CredentialsError, DynamoCdcError
 
 if TYPE_CHECKING:
     import boto3
@@ -47,9 +47,12 @@ CREDENTIAL_ERROR_CODES = {
 class Clients:
     """Lazily created boto3 clients for DynamoDB, DynamoDB Streams and S3."""
 
-    def __init__(self, settings: Settings, *, max_attempts: int = 5) -> None:
+    def __init__(
+        self, settings: Settings, *, max_attempts: int = 5, connect_timeout: float = 60.0
+    ) -> None:
         self.settings = settings
         self._max_attempts = max_attempts
+        self._connect_timeout = connect_timeout
         self._session: boto3.session.Session | None = None
         self._clients: dict[str, Any] = {}
 
@@ -82,9 +85,13 @@ class Clients:
         if service not in self._clients:
             from botocore.config import Config
 
+            if not self.settings.endpoint_url:
+                check_region(self.session, self.region)
+
             config = Config(
                 retries={"total_max_attempts": self._max_attempts, "mode": "standard"},
                 account_id_endpoint_mode="disabled",
+                connect_timeout=self._connect_timeout,
                 s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
             )
             self._clients[service] = cast(Any, self.session).client(
@@ -203,6 +210,73 @@ def protect_logs() -> None:
         logger = logging.getLogger(name)
         if _REDACTOR not in logger.filters:
             logger.addFilter(_REDACTOR)
+
+
+def check_region(session: Any, region: str) -> None:
+    """Refuse a region that botocore does not know for DynamoDB, before any request.
+
+    Raises:
+        ConfigError: the region is misspelt, or newer than the installed botocore.
+    """
+    known = set(session.get_available_regions("dynamodb"))
+    for partition in ("aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b"):
+        known.update(session.get_available_regions("dynamodb", partition_name=partition))
+    if region not in known:
+        raise ConfigError(
+            f"Region {region!r} is not an AWS region that DynamoDB serves.",
+            fix="set DYNAMO_CDC_REGION (or AWS_REGION) to the tables' region, such as "
+            "us-east-1; for a region newer than the installed boto3, upgrade boto3.",
+        )
+
+
+def user_error(exc: BaseException, settings: Settings) -> DynamoCdcError | None:
+    """The actionable error a command reports for ``exc``, or None for an unexpected failure.
+
+    Our own errors stand as they are; botocore's (no credentials, rejected credentials, an
+    endpoint where nothing answers) become one message that says what is wrong and the fix.
+    """
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoRegionError,
+    )
+
+    if isinstance(exc, DynamoCdcError):
+        return exc
+    if isinstance(exc, (NoCredentialsError, ClientError)):
+        try:
+            raise_if_credentials(exc, "call AWS")
+        except CredentialsError as translated:
+            return translated
+        if isinstance(exc, ClientError):
+            op = getattr(exc, "operation_name", "the call")
+            return DynamoCdcError(
+                f"AWS refused {op} ({error_code(exc)}): "
+                f"{exc.response.get('Error', {}).get('Message', '')}".rstrip(": "),
+                fix="grant the action named above to these credentials (see the README's IAM "
+                "policy), or run again with --debug for the details.",
+            )
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
+        url = str(getattr(exc, "kwargs", {}).get("endpoint_url", "") or "the AWS endpoint")
+        if settings.endpoint_url:
+            fix = (
+                f"start the local AWS (dynamo-cdc local-aws) at {settings.endpoint_url}, or "
+                "correct DYNAMO_CDC_ENDPOINT_URL (unset it for real AWS)."
+            )
+        else:
+            fix = "check the network, a proxy, and that DYNAMO_CDC_REGION is the tables' region."
+        return DynamoCdcError(f"Cannot connect to {url}: nothing answers there.", fix=fix)
+    if isinstance(exc, OSError) and exc.filename:
+        return DynamoCdcError(
+            f"Cannot open {exc.filename!r}: {exc.strerror or exc}.",
+            fix="check the path and its permissions.",
+        )
+    if isinstance(exc, NoRegionError):
+        return ConfigError(
+            "No AWS region is configured.", fix="set DYNAMO_CDC_REGION, e.g. us-east-1."
+        )
+    return None
 
 
 def _has_default_credentials() -> bool:

@@ -9,6 +9,10 @@
 
 Settings come from ``DYNAMO_CDC_*`` environment variables (see the README); options given here
 win over them.
+
+A failure ends with one line on stderr, ``error: <what is wrong> Fix: <what to do>``, and a
+non-zero exit (2 for a failure the message explains, 1 for an unexpected one); ``--debug`` adds
+the Python traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -107,7 +112,15 @@ def _print_snapshot(result: Any) -> None:
         f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f} s"
     )
     print(f"  Parquet: {result.uri}")
-    print(f"  Query:   duckdb -c \"SELECT count(*) FROM read_parquet('{result.uri}/*.parquet')\"")
+    sql = f"SELECT count(*) FROM read_parquet('{result.uri}/*.parquet')"
+    print(f"  Query:   {duckdb_command(sql)}")
+
+
+def duckdb_command(sql: str) -> str:
+    """A shell line that runs ``sql`` with the duckdb module installed with dynamo-cdc (the
+    ``duckdb`` CLI is not)."""
+    code = "import duckdb, sys; duckdb.sql(sys.argv[1]).show()"
+    return f"{sys.executable} -c '{code}' \"{sql}\""
 
 
 def cmd_export_to_parquet(args: argparse.Namespace) -> int:
@@ -158,6 +171,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     # The pipeline runs through Dagster, which this library never imports: a child process.
     cmd = [sys.executable, "-m", "dynamo_cdc.dagster.sync"] + (["--once"] if args.once else [])
+    cmd += ["--debug"] if args.debug else []
     return subprocess.run(cmd, check=False).returncode
 
 
@@ -169,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help="debug logging, AWS requests included (credentials are redacted)",
+        help="debug logging, AWS requests included (credentials are redacted), and the Python "
+        "traceback of a failure",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -226,11 +241,40 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("botocore").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except DynamoCdcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        return report_failure(exc, debug=args.debug)
+
+
+def report_failure(exc: BaseException, *, debug: bool = False) -> int:
+    """Print one actionable line for ``exc`` on stderr (the traceback first with ``debug``);
+    returns the exit code: 2 for a failure the message explains, 1 for an unexpected one."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    message, code = failure_message(exc)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def failure_message(exc: BaseException) -> tuple[str, int]:
+    """``(message, exit code)`` of a failure: what is wrong and the fix (exit 2), or for an
+    unexpected exception its type and first line and how to see more (exit 1)."""
+    from dynamo_cdc.aws import user_error
+
+    try:
+        settings = Settings.from_env()
+    except DynamoCdcError:
+        settings = Settings()
+    known = user_error(exc, settings)
+    if known is not None:
+        return str(known), 2
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"unexpected {type(exc).__name__}{': ' + first if first else ''}. Fix: run the command "
+        "again with --debug for the traceback, and report it if the cause is not yours.",
+        1,
+    )
 
 
 if __name__ == "__main__":

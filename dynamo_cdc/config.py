@@ -298,8 +298,14 @@ class Settings:
     def tables(self) -> list[TableSpec]:
         """The configured tables (reads the table list)."""
         if not self.tables_path:
-            raise ConfigError(
-                "No table list is configured.",
-                fix="set DYNAMO_CDC_TABLES to a CSV file with one table name per line.",
-            )
+            raise no_table_list_error()
         return load_table_list(self.tables_path)
+
+
+def no_table_list_error() -> ConfigError:
+    """What every entry point says when DYNAMO_CDC_TABLES is unset (only the demo writes its
+    own table list)."""
+    return ConfigError(
+        "No table list is configured.",
+        fix="set DYNAMO_CDC_TABLES to a CSV file with one table name per line.",
+    )

@@ -8,7 +8,9 @@
    keep everything running until Ctrl-C; every process started here is stopped by its pid.
 
 Everything lives under ``.demo/`` (Dagster home, table list, logs) and the lake under
-``./lake`` unless told otherwise.
+``./lake`` unless told otherwise. A restart starts clean and says so (:func:`start_clean`): the
+local AWS starts with new tables, so nothing of an earlier demo can be resumed. A busy UI port
+is replaced by a free one (:func:`ui_port_to_use`) and the URL printed once it answers.
 
 The demo never hands the user's AWS credentials to anything: its processes sign their requests
 to the local AWS (plain HTTP) with the demo's own key (:data:`DEMO_ACCESS_KEY_ID`), every
@@ -21,6 +23,7 @@ process that found real credentials somewhere would fail loudly instead of sendi
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from dynamo_cdc.aws import Clients
+from dynamo_cdc.cli import duckdb_command
 from dynamo_cdc.config import Settings
+from dynamo_cdc.errors import DynamoCdcError
 from dynamo_cdc.local import launch_local_aws
 from dynamo_cdc.local.demo import DEMO_BUCKET, DEMO_TABLES
 from dynamo_cdc.local.workload import Workload
@@ -114,6 +119,56 @@ def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
     )
 
 
+def ui_port_to_use(requested: int) -> int:
+    """``requested`` when nothing listens there, else a free port (said on stdout): the URL the
+    demo prints is always the one its own UI serves."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", requested))
+            return requested
+        except OSError:
+            pass
+    port = free_port()
+    print(f"Port {requested} is busy (another program serves it): the Dagster UI uses {port}.")
+    return port
+
+
+LAKE_RECORD = "lake-root.txt"
+
+
+def start_clean(home: Path, lake_root: Path) -> None:
+    """Remove what an earlier demo left: its tables' folders in the lake and its Dagster home.
+
+    The local AWS keeps its tables in memory, so every demo starts with new tables: resuming
+    the earlier lake (its snapshot, checkpoints and ``current``) would mix in rows of tables
+    that no longer exist. A demo table folder in a lake the demo did not write is left alone.
+
+    Raises:
+        DynamoCdcError: a demo table's folder exists in a lake no earlier demo wrote.
+    """
+    record = home / LAKE_RECORD
+    earlier = record.read_text().strip() if record.exists() else None
+    stale = [lake_root / t for t in DEMO_TABLES if (lake_root / t).exists()]
+    if stale and earlier != str(lake_root):
+        raise DynamoCdcError(
+            f"{stale[0]} exists and no earlier demo wrote it; the demo will not overwrite it.",
+            fix="pass --lake-root with an empty or new folder, or remove that folder.",
+        )
+    stale += [home / "dagster_home"] if (home / "dagster_home").exists() else []
+    if stale:
+        print(
+            "Starting clean: the local AWS starts with new tables each time, so the earlier "
+            f"demo cannot be resumed; removing {', '.join(str(p) for p in stale)}.",
+            flush=True,
+        )
+        for path in stale:
+            shutil.rmtree(path)
+    else:
+        print("Starting clean: no earlier demo here.", flush=True)
+    home.mkdir(parents=True, exist_ok=True)
+    record.write_text(f"{lake_root}\n")
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -185,7 +240,8 @@ def _wait_for_ui(port: int, proc: subprocess.Popen[Any], timeout: float = 120.0)
 
 
 def _snapshot_command() -> list[str]:
-    """``dagster asset materialize`` of today's snapshot partition of every demo table."""
+    """``dg launch`` of today's snapshot partition of every demo table (what the superseded
+    ``dagster asset materialize`` did)."""
     from datetime import UTC, datetime
 
     from dynamo_cdc.config import dagster_safe_name
@@ -194,19 +250,21 @@ def _snapshot_command() -> list[str]:
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     module, folder = code_location()
     return [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
+        _dg(),
+        "launch",
         "-m",
         module,
         *(["--working-directory", folder] if folder else []),
-        "--select",
+        "--assets",
         keys,
         "--partition",
         today,
     ]
+
+
+def _dg() -> str:
+    """The ``dg`` command installed beside this Python."""
+    return str(Path(sys.executable).parent / "dg")
 
 
 def run_demo(
@@ -223,6 +281,9 @@ def run_demo(
     signal.signal(signal.SIGTERM, _interrupt)
     home_path = Path(home).resolve()
     home_path.mkdir(parents=True, exist_ok=True)
+    start_clean(home_path, Path(lake_root).resolve())
+    if not once:
+        ui_port = ui_port_to_use(ui_port)
     print("Starting the local AWS on 127.0.0.1 ...", flush=True)
     server = launch_local_aws(
         0,
@@ -250,10 +311,9 @@ def run_demo(
         if once:
             cmd = [sys.executable, "-m", "dynamo_cdc.cli", "sync", "--once"]
             return subprocess.run(cmd, env=env, check=False).returncode
+        # `dg dev` with a workspace file runs what `dagster dev` runs, which is superseded
         cmd = [
-            sys.executable,
-            "-m",
-            "dagster",
+            _dg(),
             "dev",
             "-w",
             str(_workspace(home_path)),
@@ -262,7 +322,6 @@ def run_demo(
             "-p",
             str(ui_port),
         ]
-        env["DYNAMO_CDC_DEMO"] = "1"  # sensors and automation start running
         log = open(home_path / "dagster.log", "ab")  # noqa: SIM115
         procs.append(
             subprocess.Popen(
@@ -274,18 +333,18 @@ def run_demo(
                 start_new_session=True,
             )
         )
-        print(f"Dagster UI: http://127.0.0.1:{ui_port}  (log: {home_path / 'dagster.log'})")
+        print(f"Starting the Dagster UI (log: {home_path / 'dagster.log'}) ...", flush=True)
         _wait_for_ui(ui_port, procs[0])
+        print(f"Dagster UI: http://127.0.0.1:{ui_port}", flush=True)
         print("Sensors are capturing the streams; taking today's snapshots ...", flush=True)
         snap = subprocess.run(
             _snapshot_command(), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
         )
         print("Snapshots " + ("done." if snap.returncode == 0 else "FAILED: see the log."))
         print(f"Lake: {Path(lake_root).resolve()}")
-        print(
-            "Query:  duckdb -c \"SELECT count(*) FROM read_parquet('"
-            f"{Path(lake_root).resolve()}/orders/changes/*/*/*.parquet', hive_partitioning=true)\""
-        )
+        changes = f"{Path(lake_root).resolve()}/orders/changes/*/*/*.parquet"
+        sql = f"SELECT event_name, count(*) FROM read_parquet('{changes}') GROUP BY 1"
+        print(f"Query:  {duckdb_command(sql)}")
         print("Ctrl-C stops everything.", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(1)

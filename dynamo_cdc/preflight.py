@@ -2,23 +2,27 @@
 
 Checks, per table: the table exists; its stream is on with NEW_AND_OLD_IMAGES; point-in-time
 recovery is on. Once: the export bucket exists and accepts a write (a small probe object under
-the export prefix, deleted afterwards).
+the export prefix, deleted afterwards), and the lake root accepts a write (a probe file or object,
+deleted afterwards; a local root that does not exist yet is created only for the probe).
 
-Credentials AWS rejects are not a per-table finding: :class:`~dynamo_cdc.errors.CredentialsError`
-ends the check at once (every other row would only repeat it).
+Credentials AWS rejects and bad settings (an unknown region) are not per-table findings:
+:class:`~dynamo_cdc.errors.CredentialsError` and :class:`~dynamo_cdc.errors.ConfigError` end the
+check at once (every other row would only repeat them).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from dynamo_cdc.aws import Clients, error_code, raise_if_credentials
 from dynamo_cdc.config import Settings, TableSpec
-from dynamo_cdc.errors import CredentialsError, DynamoCdcError
+from dynamo_cdc.errors import ConfigError, CredentialsError, DynamoCdcError
 from dynamo_cdc.export import describe_table, pitr_window
+from dynamo_cdc.lake import Lake
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def check_table(clients: Clients, table: str) -> list[CheckResult]:
     """
     try:
         desc = describe_table(clients, table)
-    except CredentialsError:
+    except (CredentialsError, ConfigError):
         raise
     except DynamoCdcError as exc:
         return [
@@ -75,7 +79,7 @@ def check_table(clients: Clients, table: str) -> list[CheckResult]:
         results.append(
             CheckResult(table, "PITR", True, f"restorable since {earliest:%Y-%m-%d %H:%M}Z")
         )
-    except CredentialsError:
+    except (CredentialsError, ConfigError):
         raise
     except DynamoCdcError as exc:
         results.append(CheckResult(table, "PITR", False, str(exc).split(" Fix:")[0], exc.fix or ""))
@@ -124,15 +128,53 @@ def check_bucket(clients: Clients, bucket: str | None, prefix: str) -> CheckResu
     return CheckResult(name, "export bucket", True, f"s3://{bucket}/{prefix} is writable")
 
 
+def check_lake(clients: Clients, root: str) -> CheckResult:
+    """The lake root accepts a write: a local folder (not under a file) or an S3 bucket.
+
+    Raises:
+        CredentialsError: AWS rejected the credentials (or there are none).
+    """
+    name = "(lake root)"
+    try:
+        lake = Lake(root, clients.s3 if root.startswith("s3://") else None)
+        created = _missing_folders(lake)
+        probe = f"_dynamo_cdc_probe_{uuid.uuid4().hex}"
+        try:
+            lake.write_bytes(probe, b"probe")
+            lake.delete(probe)
+        finally:
+            for folder in created:  # leave no folder the probe made
+                if folder.is_dir():
+                    folder.rmdir()
+    except (CredentialsError, ConfigError):
+        raise
+    except DynamoCdcError as exc:
+        return CheckResult(name, "lake root", False, str(exc).split(" Fix:")[0], exc.fix or "")
+    return CheckResult(name, "lake root", True, f"{lake.uri()} is writable")
+
+
+def _missing_folders(lake: Lake) -> list[Path]:
+    """The local root and its parents that do not exist yet, deepest first."""
+    if lake.is_s3:
+        return []
+    missing = []
+    folder = Path(lake.root)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def run_checks(
     settings: Settings, tables: list[TableSpec], clients: Clients | None = None
 ) -> list[CheckResult]:
-    """Every check for every table, then the bucket check."""
+    """Every check for every table, then the export bucket and lake root checks."""
     clients = clients or Clients(settings, max_attempts=2)
     results: list[CheckResult] = []
     for spec in tables:
         results.extend(check_table(clients, spec.name))
     results.append(check_bucket(clients, settings.export_bucket, settings.export_prefix))
+    results.append(check_lake(clients, settings.lake_root))
     return results
 
 

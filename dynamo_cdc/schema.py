@@ -17,11 +17,12 @@ N, otherwise                ``decimal128(p, s)`` with p = max integer digits + m
                             else ``string`` (canonical number text); never float64
 B                           ``binary``
 BOOL                        ``bool``
-only NULL                   ``null`` (a column of nulls)
+only NULL                   ``string``, every cell null (not Arrow's ``null`` type: Parquet's
+                            NULL logical type is refused by Athena and Spark)
 M                           ``string``: plain JSON (sorted keys, numbers as exact decimal text,
                             binary as base64, sets as sorted arrays)
 L                           ``string``: plain JSON, as M
-SS                          ``list<string>`` (members sorted)
+SS                          ``list<element: string>`` (members sorted)
 NS                          ``list<int64 | decimal128(p, s) | string>`` by the N rule (sorted)
 BS                          ``list<binary>`` (members sorted)
 two or more types           ``string``: text form of each value (S itself, N canonical text,
@@ -304,9 +305,15 @@ def _number_stats(texts: Sequence[str] | pa.Array, name: str) -> tuple[bool, int
     return all_int64, int_digits, scale
 
 
+def set_type(member: pa.DataType) -> pa.DataType:
+    """The list type of a set column; its member field is named ``element``, as the Parquet
+    format names it, so every view (snapshot, current) reads back the same type."""
+    return pa.list_(pa.field("element", member))
+
+
 def _arrow_type(kind: str, stats: ColumnStats | None) -> pa.DataType:
     number = stats.number_type() if stats is not None else pa.int64()
-    if kind == STRING or kind in (MAP, LIST, MIXED):
+    if kind == STRING or kind in (MAP, LIST, MIXED, NULL):
         return pa.string()
     if kind == NUMBER:
         return number
@@ -314,14 +321,12 @@ def _arrow_type(kind: str, stats: ColumnStats | None) -> pa.DataType:
         return pa.binary()
     if kind == BOOLEAN:
         return pa.bool_()
-    if kind == NULL:
-        return pa.null()
     if kind == STRING_SET:
-        return pa.list_(pa.string())
+        return set_type(pa.string())
     if kind == NUMBER_SET:
-        return pa.list_(number)
+        return set_type(number)
     if kind == BINARY_SET:
-        return pa.list_(pa.binary())
+        return set_type(pa.binary())
     raise CodecError(f"unknown column kind {kind!r}.")
 
 

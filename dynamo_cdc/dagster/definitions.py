@@ -4,9 +4,8 @@
 dynamo_cdc.dagster.definitions`` all load :data:`defs`, built by :func:`build_defs` from the table
 list (``DYNAMO_CDC_TABLES``, a headerless CSV) with one ``build_*`` factory call per table.
 
-Without a table list, the demo tables ``orders`` and ``app-events.v1`` are used when
-``DYNAMO_CDC_ENDPOINT_URL`` points at a local AWS; otherwise the location loads empty and says
-why in the log.
+Without a table list the location loads empty and says why in the log (``dynamo-cdc demo``
+writes its own table list of the demo tables).
 
 Knobs (environment, read when the location loads; the resources' settings are resolved by
 Dagster when a run starts, see :mod:`dynamo_cdc.dagster.resources`):
@@ -20,26 +19,39 @@ DYNAMO_CDC_SENSOR_STATUS            running    default status of the stream sens
 DYNAMO_CDC_CURRENT_CRON             * * * * *  cadence of refreshing ``current``
 DYNAMO_CDC_FRESHNESS_SECONDS        900        the capture freshness check's bound
 DYNAMO_CDC_COMPACTION_GRACE_SECONDS 300        how long after its end an hour may still fill
+DYNAMO_CDC_PARTITIONS_START         see below  first day (YYYY-MM-DD) of every table's partitions
 ==================================  =========  ==============================================
+
+Partitions start on ``DYNAMO_CDC_PARTITIONS_START`` when it is set; else on the day each table
+was created (DescribeTable's CreationDateTime, read when the location loads); else, when AWS
+cannot be reached while loading, 35 days ago (the longest PITR window: no export can reach
+further back).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 import dagster as dg
 
-from dynamo_cdc.config import Settings, TableSpec, load_table_list
-from dynamo_cdc.dagster.assets import build_table_assets, build_table_observation_sensor
+from dynamo_cdc.aws import Clients
+from dynamo_cdc.config import Settings, TableSpec, load_table_list, no_table_list_error
+from dynamo_cdc.dagster.assets import (
+    PITR_MAX_DAYS,
+    build_table_assets,
+    build_table_observation_sensor,
+    default_partitions_start,
+)
 from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.dagster.schedules import SNAPSHOT_CRON, build_snapshot_schedule
 from dynamo_cdc.dagster.sensors import build_stream_sensor
 from dynamo_cdc.errors import ConfigError
+from dynamo_cdc.export import describe_table
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +69,7 @@ class PipelineOptions:
     snapshot_cron: str = SNAPSHOT_CRON
     changes_fresh_within: timedelta | None = timedelta(days=1)
     current_fresh_within: timedelta | None = timedelta(days=1)
+    partitions_start: date | None = None
 
     @classmethod
     def from_env(cls) -> PipelineOptions:
@@ -94,33 +107,63 @@ class PipelineOptions:
             compaction_grace_seconds=number(
                 "COMPACTION_GRACE_SECONDS", cls.compaction_grace_seconds
             ),
+            partitions_start=_day("PARTITIONS_START"),
         )
 
 
+def _day(name: str) -> date | None:
+    text = os.environ.get(f"DYNAMO_CDC_{name}", "").strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"DYNAMO_CDC_{name}={text!r} is not a day.",
+            fix="write YYYY-MM-DD, or unset it to start at the table's creation.",
+        ) from None
+
+
+def table_partitions_start(spec: TableSpec, options: PipelineOptions) -> date:
+    """The first partition day of ``spec``: the setting, else the table's creation day, else
+    (AWS unreachable while loading) the first day the longest PITR window can export."""
+    if options.partitions_start:
+        return options.partitions_start
+    try:
+        clients = Clients(Settings.from_env(), max_attempts=1, connect_timeout=5.0)
+        created = describe_table(clients, spec.name)["CreationDateTime"]
+        return created.astimezone(UTC).date()
+    except Exception as exc:  # the location must load without AWS; runs will say what is wrong
+        log.warning(
+            "dynamo-cdc: could not read when table %r was created (%s); its partitions start "
+            "%d days ago. Set DYNAMO_CDC_PARTITIONS_START to choose.",
+            spec.name,
+            type(exc).__name__,
+            PITR_MAX_DAYS,
+        )
+        return default_partitions_start()
+
+
 def configured_tables(settings: Settings) -> list[TableSpec]:
-    """The table list; the demo tables on a local AWS without one; else none (logged)."""
+    """The table list; without one the location loads empty and says why (as ``check`` does)."""
     if settings.tables_path:
         return load_table_list(settings.tables_path)
-    if settings.endpoint_url:
-        from dynamo_cdc.local.demo import DEMO_TABLES
-
-        log.info("DYNAMO_CDC_TABLES is not set: using the demo tables %s", list(DEMO_TABLES))
-        return [TableSpec(name=name) for name in DEMO_TABLES]
-    log.warning(
-        "dynamo-cdc: no tables configured (set DYNAMO_CDC_TABLES to a CSV with one DynamoDB "
-        "table per line); the code location is empty."
-    )
+    log.warning("dynamo-cdc: %s The code location is empty.", no_table_list_error())
     return []
 
 
-def build_table_defs(spec: TableSpec, options: PipelineOptions) -> dg.Definitions:
-    """Assets, checks, stream sensor and snapshot schedule of one table."""
+def build_table_defs(
+    spec: TableSpec, options: PipelineOptions, start: date | None = None
+) -> dg.Definitions:
+    """Assets, checks, stream sensor and snapshot schedule of one table; partitions from
+    ``start`` (default: the setting, else :func:`default_partitions_start`)."""
     assets, checks = build_table_assets(
         spec,
         current_cron=options.current_cron,
         freshness_seconds=options.freshness_seconds,
         changes_fresh_within=options.changes_fresh_within,
         current_fresh_within=options.current_fresh_within,
+        partitions_start=start or options.partitions_start,
     )
     changes = assets[2]
     sensor = build_stream_sensor(
@@ -143,11 +186,14 @@ def build_defs(
     tables: Sequence[TableSpec],
     options: PipelineOptions | None = None,
     resources: dict[str, Any] | None = None,
+    starts: Mapping[str, date] | None = None,
 ) -> dg.Definitions:
     """The whole code location for ``tables`` (``resources``: default :func:`build_resources`,
-    configured from ``DYNAMO_CDC_*`` variables)."""
+    configured from ``DYNAMO_CDC_*`` variables; ``starts``: a table's first partition day, see
+    :func:`table_partitions_start`)."""
     options = options or PipelineOptions()
-    per_table = [build_table_defs(spec, options) for spec in tables]
+    starts = starts or {}
+    per_table = [build_table_defs(spec, options, starts.get(spec.name)) for spec in tables]
     sensors = [build_automation_sensor(options)] if tables else []
     return dg.Definitions.merge(
         *per_table,
@@ -181,7 +227,10 @@ def build_automation_sensor(options: PipelineOptions) -> dg.AutomationConditionS
 
 def build_defs_from_env() -> dg.Definitions:
     """:func:`build_defs` over the configured tables and knobs."""
-    return build_defs(configured_tables(Settings.from_env()), PipelineOptions.from_env())
+    tables = configured_tables(Settings.from_env())
+    options = PipelineOptions.from_env()
+    starts = {spec.name: table_partitions_start(spec, options) for spec in tables}
+    return build_defs(tables, options, starts=starts)
 
 
 @dg.definitions

@@ -14,6 +14,7 @@ Do not run it while the table's stream sensor is running: one capture per table 
 """
 
 import os
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,15 +22,11 @@ from typing import Any
 
 import dagster as dg
 
+from dynamo_cdc.cli import duckdb_command, failure_message, report_failure
 from dynamo_cdc.config import Settings, TableSpec
 from dynamo_cdc.dagster.assets import asset_key, hour_partition_key
-from dynamo_cdc.dagster.definitions import (
-    PipelineOptions,
-    build_table_defs,
-    configured_tables,
-)
+from dynamo_cdc.dagster.definitions import PipelineOptions, build_table_defs
 from dynamo_cdc.dagster.resources import build_resources
-from dynamo_cdc.errors import DynamoCdcError
 from dynamo_cdc.lake import Lake
 
 
@@ -57,10 +54,11 @@ class TableSyncSummary:
         for name, path in sorted(self.paths.items()):
             out.append(f"  {name}: {path}")
         if "changes" in self.paths:
-            out.append(
-                "  duckdb: SELECT event_name, count(*) FROM read_parquet("
-                f"'{self.paths['changes']}/**/*.parquet', hive_partitioning=true) GROUP BY 1;"
+            sql = (
+                "SELECT event_name, count(*) FROM read_parquet("
+                f"'{self.paths['changes']}/*/*/*.parquet') GROUP BY 1"
             )
+            out.append(f"  query: {duckdb_command(sql)}")
         if self.error:
             out.append(f"  error: {self.error}")
         return out
@@ -73,8 +71,9 @@ def _materialize(
     partition_key: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    # The summary is the output of `sync --once`; the run's own events stay in the event log.
-    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # The summary is the output of `sync --once`; the run's own events stay in the event log,
+    # and a failure is raised as the step raised it (sync_table reports it in one line).
+    run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if config:
         run_config["ops"] = {assets_def.op.name: {"config": config}}
     result = dg.materialize(
@@ -83,16 +82,9 @@ def _materialize(
         resources=resources,
         instance=instance,
         run_config=run_config,
-        raise_on_error=False,
+        raise_on_error=True,
         tags={"dynamo_cdc/sync": "once"},
     )
-    if not result.success:
-        failures = [
-            e.step_failure_data.error.message.strip()
-            for e in result.all_events
-            if e.is_step_failure and e.step_failure_data.error
-        ]
-        raise RuntimeError(failures[0] if failures else "the run failed")
     return result
 
 
@@ -111,10 +103,13 @@ def sync_table(
     *,
     now: datetime | None = None,
     snapshot_workers: int = 0,
+    debug: bool = False,
 ) -> TableSyncSummary:
     """Run the pipeline of one table (see the module docstring); never raises."""
     summary = TableSyncSummary(table=spec.name)
-    table_defs = build_table_defs(spec, PipelineOptions())
+    # partitions from DYNAMO_CDC_PARTITIONS_START, else 35 days back: the runs here are of
+    # today's partitions and the hours just captured
+    table_defs = build_table_defs(spec, PipelineOptions.from_env())
     defs_by_key = {key: a for a in table_defs.assets or [] if hasattr(a, "keys") for key in a.keys}
     changes = defs_by_key[asset_key(spec, "changes")]
     snapshot = defs_by_key[asset_key(spec, "snapshot")]
@@ -155,7 +150,9 @@ def sync_table(
         summary.steps.append("current")
     except Exception as exc:  # one table's failure must not hide the others' results
         summary.ok = False
-        summary.error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        summary.error = failure_message(exc)[0]
+        if debug:
+            traceback.print_exception(exc)
     for kind in ("snapshot", "changes", "current"):
         summary.paths[kind] = lake.uri(lake.table_path(spec.name, kind))
     return summary
@@ -167,24 +164,25 @@ def sync_once(
     instance: dg.DagsterInstance | None = None,
     out: Callable[[str], None] = print,
     snapshot_workers: int = 0,
+    debug: bool = False,
 ) -> int:
     """Run the pipeline once for every configured table and print a summary per table.
 
     Args:
-        tables: the tables (default: the configured ones, see
-            :func:`dynamo_cdc.dagster.definitions.configured_tables`).
+        tables: the tables (default: the table list, DYNAMO_CDC_TABLES).
         instance: the Dagster instance (default: ``$DAGSTER_HOME``'s, else an ephemeral one).
         out: where the summary lines go.
         snapshot_workers: conversion processes per snapshot (0 = one per core).
+        debug: print the traceback of a table's failure besides its summary line.
 
     Returns:
-        the exit code: 0 when every table succeeded, 1 otherwise (2 when none is configured).
+        the exit code: 0 when every table succeeded, 1 otherwise.
+
+    Raises:
+        ConfigError: no table list is configured, or it is malformed.
     """
     settings = Settings.from_env()
-    specs = list(tables) if tables is not None else configured_tables(settings)
-    if not specs:
-        out("no tables configured: set DYNAMO_CDC_TABLES to a CSV with one table per line")
-        return 2
+    specs = list(tables) if tables is not None else settings.tables()
     if instance is None:
         instance = (
             dg.DagsterInstance.get()
@@ -197,7 +195,9 @@ def sync_once(
     lake = Lake(root, lake_resource.s3.get_client() if root.startswith("s3://") else None)
     failed = 0
     for spec in specs:
-        summary = sync_table(spec, resources, instance, lake, snapshot_workers=snapshot_workers)
+        summary = sync_table(
+            spec, resources, instance, lake, snapshot_workers=snapshot_workers, debug=debug
+        )
         for line in summary.lines():
             out(line)
         failed += not summary.ok
@@ -208,20 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dynamo_cdc.dagster.sync --once`` (what ``dynamo-cdc sync --once`` runs)."""
     import argparse
     import logging
-    import warnings
 
     parser = argparse.ArgumentParser(prog="dynamo-cdc sync")
     parser.add_argument("--once", action="store_true", help="one pass over every table, then exit")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure")
     args = parser.parse_args(argv)
     if not args.once:
         parser.error("only --once is supported: for continuous capture run `dagster dev`")
     logging.basicConfig(level=logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*is currently in beta.*")  # Dagster's notices
     try:
-        return sync_once()
-    except DynamoCdcError as exc:
-        print(f"error: {exc}")
-        return 2
+        return sync_once(debug=args.debug)
+    except Exception as exc:
+        return report_failure(exc, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 from dynamo_cdc.aws import Clients
 from dynamo_cdc.config import Settings
 from dynamo_cdc.local import LocalAwsProcess, launch_local_aws
+from dynamo_cdc.local.demo import DEMO_TABLES
 from tests.e2e.helpers import REPO, VENV_BIN
 
 
@@ -44,8 +45,12 @@ def dagster_env(local_aws: LocalAwsProcess, tmp_path: Path) -> dict[str, str]:
     home.mkdir()
     shutil.copy(REPO / "dagster_project" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DYNAMO_CDC_")}
+    tables = tmp_path / "tables.csv"
+    tables.write_text("".join(f"{name}\n" for name in DEMO_TABLES))
     env.update(
         DAGSTER_HOME=str(home),
+        DYNAMO_CDC_TABLES=str(tables),
+        DYNAMO_CDC_PARTITIONS_START="2025-01-01",  # tests materialize fixed, older partitions
         DYNAMO_CDC_ENDPOINT_URL=local_aws.endpoint_url,
         DYNAMO_CDC_LAKE_ROOT=str(tmp_path / "lake"),
         AWS_ACCESS_KEY_ID="testing",

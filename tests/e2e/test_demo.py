@@ -64,3 +64,67 @@ def test_demo_once_runs_the_pipeline_for_both_demo_tables(tmp_path: Path) -> Non
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:
         assert not [v for v in USER_AWS.values() if v.encode() in path.read_bytes()], path
     assert not [v for v in USER_AWS.values() if v in output]
+
+
+def test_demo_on_a_busy_ui_port_prints_the_url_it_serves_quietly(tmp_path: Path) -> None:
+    """`make demo` where another program holds port 3000's place: the demo says so, prints the
+    URL its own UI answers on, greets with no community dialog, and its log holds no Dagster
+    Beta/Supersession/Deprecation warning."""
+    import json
+    import signal
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from tests.e2e.helpers import wait_until
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMO_CDC_", "DAGSTER_"))}
+    env["DYNAMO_CDC_SENSOR_INTERVAL_SECONDS"] = "5"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dynamo_cdc.cli", "demo", "--ui-port", str(taken)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
+        reader.start()
+        try:
+
+            def url() -> str | None:
+                assert proc.poll() is None, "".join(lines)
+                found = [ln.split("Dagster UI: ", 1)[1].strip() for ln in lines if "UI: http" in ln]
+                return found[0] if found else None
+
+            served = wait_until(url, timeout=240, interval=1, what="the demo's UI URL")
+            assert f"Port {taken} is busy" in "".join(lines)
+            assert served != f"http://127.0.0.1:{taken}"
+            body = json.dumps({"query": "{ shouldShowNux }"}).encode()
+            request = urllib.request.Request(
+                f"{served}/graphql", data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                assert json.loads(resp.read())["data"]["shouldShowNux"] is False
+            time.sleep(20)  # sensor ticks and their runs write to the log
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            reader.join(timeout=10)
+    log = (tmp_path / ".demo" / "dagster.log").read_text()
+    assert "Telemetry:" not in log
+    warnings = [
+        line
+        for line in log.splitlines()
+        if any(w in line for w in ("BetaWarning", "SupersessionWarning", "DeprecationWarning"))
+    ]
+    assert warnings == []
+    assert "Traceback" not in "".join(lines)

@@ -82,10 +82,13 @@ def test_check_reports_a_missing_bucket_with_the_fix(
 
 
 def test_check_passes_for_a_well_configured_table(
-    clients, local_aws, make_table, bucket, monkeypatch, capsys
+    clients, local_aws, make_table, bucket, monkeypatch, capsys, tmp_path
 ) -> None:
     table = make_table()
     monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", local_aws.endpoint_url)
     monkeypatch.setenv("DYNAMO_CDC_EXPORT_BUCKET", bucket)
+    monkeypatch.setenv("DYNAMO_CDC_LAKE_ROOT", str(tmp_path / "lake"))
     assert main(["check", table]) == 0
-    assert "4 checks passed, 0 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "5 checks passed, 0 failed" in out  # table, stream, PITR, export bucket, lake root
+    assert f"lake root      {tmp_path / 'lake'} is writable" in out

@@ -1,11 +1,11 @@
 """The code location loads, and its names are the documented ones."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from dynamo_cdc.config import Settings, TableSpec, dagster_safe_name
+from dynamo_cdc.config import Settings, TableSpec, dagster_safe_name, no_table_list_error
 from dynamo_cdc.dagster.assets import export_time_of
 from dynamo_cdc.dagster.definitions import (
     AUTOMATION_SENSOR,
@@ -17,6 +17,7 @@ from dynamo_cdc.dagster.definitions import (
 from dynamo_cdc.errors import ConfigError, TableListError
 
 KINDS = ("table", "snapshot", "changes", "current")
+SINCE_2026 = PipelineOptions(partitions_start=date(2026, 1, 1))
 
 
 def _keys(defs: dg.Definitions) -> list[dg.AssetKey]:
@@ -24,11 +25,14 @@ def _keys(defs: dg.Definitions) -> list[dg.AssetKey]:
     return sorted(graph.get_all_asset_keys())
 
 
-def test_demo_tables_load_when_only_the_local_endpoint_is_set(monkeypatch):
+def test_an_endpoint_without_a_table_list_loads_empty_with_the_message_check_gives(
+    monkeypatch, caplog
+):
     monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")
     defs = build_defs_from_env()
     dg.Definitions.validate_loadable(defs)
-    assert {k.path[1] for k in _keys(defs)} == {"orders", "app_devents_pv1"}
+    assert _keys(defs) == []  # only `dynamo-cdc demo` uses the demo tables (it lists them)
+    assert str(no_table_list_error()) in caplog.text
 
 
 def test_without_tables_or_endpoint_the_location_loads_empty_and_says_why(monkeypatch, caplog):
@@ -42,6 +46,7 @@ def test_table_list_drives_the_asset_keys_sensors_and_schedules(monkeypatch, tmp
     path = tmp_path / "tables.csv"
     path.write_text("orders\napp-events.v1,snapshot_schedule=daily\nmy_table\n")
     monkeypatch.setenv("DYNAMO_CDC_TABLES", str(path))
+    monkeypatch.setenv("DYNAMO_CDC_PARTITIONS_START", "2026-11-01")  # no AWS call to ask
     defs = build_defs_from_env()
     dg.Definitions.validate_loadable(defs)
     safe = ["orders", "app_devents_pv1", "my__table"]
@@ -103,11 +108,14 @@ def test_changes_runs_of_one_table_share_one_pool_and_tables_do_not():
     assert pools == {"orders": "dynamo_cdc_orders", "app_devents_pv1": "dynamo_cdc_app_devents_pv1"}
 
 
-def test_sensor_interval_and_status_come_from_the_environment(monkeypatch):
+def test_sensor_interval_and_status_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")
+    (tmp_path / "tables.csv").write_text("orders\n")
+    monkeypatch.setenv("DYNAMO_CDC_TABLES", str(tmp_path / "tables.csv"))
     monkeypatch.setenv("DYNAMO_CDC_SENSOR_INTERVAL_SECONDS", "7")
     monkeypatch.setenv("DYNAMO_CDC_SENSOR_STATUS", "stopped")
     defs = build_defs_from_env()
+    assert len(list(defs.sensors)) == 3  # stream, table observation, automation
     for sensor in defs.sensors:
         if sensor.name.endswith("_stream_sensor"):
             assert sensor.minimum_interval_seconds == 7
@@ -144,7 +152,7 @@ def test_secrets_are_env_vars_not_values(monkeypatch):
 
 
 def test_daily_snapshot_schedule_requests_yesterdays_partition():
-    defs = build_defs([TableSpec("orders", snapshot_schedule="daily")])
+    defs = build_defs([TableSpec("orders", snapshot_schedule="daily")], SINCE_2026)
     schedule = defs.get_schedule_def("orders_daily_snapshot_schedule")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2026, 3, 2, 0, 30, tzinfo=UTC),
@@ -156,7 +164,7 @@ def test_daily_snapshot_schedule_requests_yesterdays_partition():
 
 
 def test_current_is_requested_after_new_changes_on_the_next_cron_tick():
-    defs = build_defs([TableSpec("orders")])
+    defs = build_defs([TableSpec("orders")], SINCE_2026)
     current = dg.AssetKey(["dynamodb", "orders", "current"])
     changes = dg.AssetKey(["dynamodb", "orders", "changes"])
     with dg.instance_for_test() as instance:
@@ -193,3 +201,38 @@ def test_the_table_is_observed_every_five_minutes_by_a_sensor_not_a_run():
     table = defs.get_repository_def().asset_graph.get(dg.AssetKey(["dynamodb", "orders", "table"]))
     assert table.is_external and not table.is_executable
     assert table.automation_condition is None
+
+
+def _first_partitions(defs: dg.Definitions) -> dict[str, str]:
+    graph = defs.get_repository_def().asset_graph
+    return {
+        key.path[-1]: graph.get(key).partitions_def.get_first_partition_key()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def is not None
+    }
+
+
+def test_partitions_start_on_the_configured_day(monkeypatch, tmp_path):
+    (tmp_path / "tables.csv").write_text("orders\n")
+    monkeypatch.setenv("DYNAMO_CDC_TABLES", str(tmp_path / "tables.csv"))
+    monkeypatch.setenv("DYNAMO_CDC_PARTITIONS_START", "2026-11-20")
+    defs = build_defs_from_env()
+    assert _first_partitions(defs) == {"snapshot": "2026-11-20", "changes": "2026-11-20-00:00"}
+
+
+def test_without_the_setting_or_aws_partitions_start_35_days_back_not_in_2025(
+    monkeypatch, tmp_path, caplog
+):
+    (tmp_path / "tables.csv").write_text("orders\n")
+    monkeypatch.setenv("DYNAMO_CDC_TABLES", str(tmp_path / "tables.csv"))
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing answers
+    defs = build_defs_from_env()
+    first = (datetime.now(UTC) - timedelta(days=35)).strftime("%Y-%m-%d")
+    assert _first_partitions(defs)["snapshot"] == first
+    assert "DYNAMO_CDC_PARTITIONS_START" in caplog.text
+
+
+def test_a_malformed_partitions_start_is_a_config_error_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("DYNAMO_CDC_PARTITIONS_START", "last year")
+    with pytest.raises(ConfigError, match="DYNAMO_CDC_PARTITIONS_START"):
+        PipelineOptions.from_env()

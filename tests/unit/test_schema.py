@@ -103,9 +103,11 @@ def test_bool_becomes_bool() -> None:
     assert values == [True, False]
 
 
-def test_only_null_values_become_a_null_column() -> None:
+def test_only_null_values_become_a_string_column_of_nulls_never_parquets_null_type() -> None:
+    # Parquet's NULL logical type is refused by Athena and Spark
     f, values = _column([{"NULL": True}, None])
-    assert f.type == pa.null()
+    assert f.type == pa.string()
+    assert f.metadata[b"dynamodb_type"] == b"NULL"
     assert values == [None, None]
 
 
