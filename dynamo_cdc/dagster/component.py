@@ -245,7 +245,14 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
         ]
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from dynamo_cdc.dagster.definitions import PipelineOptions, build_defs
+        import dataclasses
+
+        from dynamo_cdc.dagster.definitions import (
+            PipelineOptions,
+            build_defs,
+            partitions_start_setting,
+            table_partitions_start,
+        )
         from dynamo_cdc.dagster.resources import build_resources_for
 
         options = PipelineOptions(
@@ -272,7 +279,11 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
             export_kms_key_id=self.export_kms_key_id,
             export_bucket_owner=self.export_bucket_owner,
         )
-        return build_defs(self.table_specs(context.path), options, resources=resources)
+        specs = self.table_specs(context.path)
+        # DYNAMO_CDC_PARTITIONS_START, else each table's creation day (as the env location)
+        options = dataclasses.replace(options, partitions_start=partitions_start_setting())
+        starts = {spec.name: table_partitions_start(spec, options) for spec in specs}
+        return build_defs(specs, options, resources=resources, starts=starts)
 
 
 def _window(seconds: float | None) -> timedelta | None:

@@ -107,8 +107,13 @@ class PipelineOptions:
             compaction_grace_seconds=number(
                 "COMPACTION_GRACE_SECONDS", cls.compaction_grace_seconds
             ),
-            partitions_start=_day("PARTITIONS_START"),
+            partitions_start=partitions_start_setting(),
         )
+
+
+def partitions_start_setting() -> date | None:
+    """DYNAMO_CDC_PARTITIONS_START as a day, or None when unset."""
+    return _day("PARTITIONS_START")
 
 
 def _day(name: str) -> date | None:
