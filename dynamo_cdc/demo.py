@@ -184,31 +184,6 @@ def _wait_for_ui(port: int, proc: subprocess.Popen[Any], timeout: float = 120.0)
     raise RuntimeError("dagster dev did not answer: see .demo/dagster.log")
 
 
-def _snapshot_command() -> list[str]:
-    """``dagster asset materialize`` of today's snapshot partition of every demo table."""
-    from datetime import UTC, datetime
-
-    from dynamo_cdc.config import dagster_safe_name
-
-    keys = ",".join(f"dynamodb/{dagster_safe_name(t)}/snapshot" for t in DEMO_TABLES)
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
-    module, folder = code_location()
-    return [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        module,
-        *(["--working-directory", folder] if folder else []),
-        "--select",
-        keys,
-        "--partition",
-        today,
-    ]
-
-
 def run_demo(
     lake_root: str = "./lake",
     *,
@@ -276,11 +251,11 @@ def run_demo(
         )
         print(f"Dagster UI: http://127.0.0.1:{ui_port}  (log: {home_path / 'dagster.log'})")
         _wait_for_ui(ui_port, procs[0])
-        print("Sensors are capturing the streams; taking today's snapshots ...", flush=True)
-        snap = subprocess.run(
-            _snapshot_command(), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        print(
+            "Sensors are capturing the streams; each asks for its table's first snapshot "
+            "(a run), then current follows.",
+            flush=True,
         )
-        print("Snapshots " + ("done." if snap.returncode == 0 else "FAILED: see the log."))
         print(f"Lake: {Path(lake_root).resolve()}")
         print(
             "Query:  duckdb -c \"SELECT count(*) FROM read_parquet('"
