@@ -125,14 +125,11 @@ def test_a_tick_lands_the_batch_and_reports_its_hour_materialized_without_a_run(
     assert len(result.cursor) < 300
 
 
-def test_the_first_tick_reports_the_table_observation_and_the_freshness_check(aws, resources):
+def test_the_first_tick_reports_the_freshness_check_without_a_run(aws, resources):
     result = tick(resources)
-    observation = next(e for e in result.asset_events if isinstance(e, dg.AssetObservation))
-    assert observation.asset_key == dg.AssetKey(["dynamodb", "app_devents_pv1", "table"])
-    assert observation.metadata["dynamodb_table"].value == TABLE
-    assert observation.tags["dagster/data_version"].startswith("0:0:arn:")
-    check = next(e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation))
+    (check,) = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
     assert check.check_name == "capture_freshness" and check.passed
+    assert check.asset_key == dg.AssetKey(["dynamodb", "app_devents_pv1", "changes"])
     assert result.run_requests == []
     # not again until the report interval has passed
     assert tick(resources, result.cursor).asset_events == []
