@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=10)
     args = parser.parse_args()
+    # stopped by a signal: unwind, so the PostgreSQL server started here is stopped by its pid
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from tests.postgres import missing_reason, postgres_server
 
     results: dict[str, list[bool | None]] = {"sqlite": [], "postgres": []}
