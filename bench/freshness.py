@@ -10,8 +10,8 @@ What it does:
    dynamo_cdc.cli demo``) in a temporary folder (its ``.demo/`` home, DAGSTER_HOME and lake are
    there), with every ``DYNAMO_CDC_*`` and ``DAGSTER_*`` variable removed from its environment so
    the defaults apply (sensor interval, budget, ...). The demo starts the local AWS, the demo
-   tables, the workload, ``dagster dev`` with the sensors on and today's snapshots; the probe
-   starts once it prints that everything runs. Only 127.0.0.1 is contacted: the local AWS
+   tables, the workload, ``dagster dev`` with the sensors on (they ask for the first
+   snapshots); the probe starts once it prints that everything runs. Only 127.0.0.1 is contacted: the local AWS
    endpoint the demo prints and the Dagster UI on a free port.
 2. A writer puts ``FRESH_WRITES`` marker items into ``orders`` (hash key
    ``freshness-probe-<run id>``) with boto3 against the local AWS, spread over
@@ -28,7 +28,8 @@ What it does:
    yet; those are *lost*.
 5. Before stopping, the ticks of the stream sensors and their runs are read from the Dagster UI's
    GraphQL (interval in effect, tick spacing and duration, run start delays), to explain the
-   figures.
+   figures, and every run created while the probe wrote and waited: runs per table per day
+   (that count scaled to 24 h; the demo's workload writes to every demo table steadily).
 6. Stops the demo by its pid (SIGTERM: the demo stops its workload, ``dagster dev`` and the local
    AWS by their pids); whatever it started that is still alive after that (recorded by pid and
    process group while it ran) is killed by pid. Also on Ctrl-C, SIGTERM or an error.
@@ -491,6 +492,54 @@ def sensor_facts(port: int, name: str, since: float, until: float) -> dict[str, 
     }
 
 
+RUNS_QUERY = """
+{
+  runsOrError(limit: 5000) {
+    ... on Runs { results { runId status creationTime tags { key value } assetSelection { path } } }
+  }
+}
+"""
+
+DAY_SECONDS = 86400.0
+
+
+def runs_per_table_per_day(
+    runs: Sequence[dict[str, Any]], tables: Sequence[str], since: float, until: float
+) -> dict[str, Any]:
+    """Runs created within [since, until] of each table, extrapolated to a day.
+
+    A run belongs to the table of its ``dynamo_cdc/table`` tag, else of the second part of the
+    first asset key it selects (``dynamodb/<safe name>/...``); others are ``other``.
+    """
+    safe = {dagster_safe_name(t): t for t in tables}
+    counts: dict[str, int] = dict.fromkeys(tables, 0)
+    kinds: dict[str, dict[str, int]] = {t: {} for t in tables}
+    other = 0
+    for run in runs:
+        if not since <= run["creationTime"] <= until:
+            continue
+        tags = {t["key"]: t["value"] for t in run.get("tags") or []}
+        name = tags.get("dynamo_cdc/table")
+        paths = [a["path"] for a in run.get("assetSelection") or []]
+        if name is None and paths and len(paths[0]) == 3 and paths[0][0] == "dynamodb":
+            name = paths[0][1]
+        table = safe.get(name or "")
+        if table is None:
+            other += 1
+            continue
+        counts[table] += 1
+        kind = tags.get("dynamo_cdc/kind") or ",".join(sorted({p[-1] for p in paths})) or "?"
+        kinds[table][kind] = kinds[table].get(kind, 0) + 1
+    scale = DAY_SECONDS / max(until - since, 1e-9)
+    return {
+        "window_seconds": round(until - since, 1),
+        "runs": counts,
+        "by_kind": kinds,
+        "other_runs": other,
+        "per_table_per_day": {t: round(n * scale, 1) for t, n in counts.items()},
+    }
+
+
 def attribute_to_ticks(markers: Sequence[Marker], ticks: Sequence[Sequence[float]]) -> dict:
     """Split each landed latency into waiting for the tick that landed the marker and the
     tick's own time until the file was written."""
@@ -747,6 +796,10 @@ def main() -> int:
                     facts_.pop("_ticks", None)
                 result["sensors"] = sensors
                 result["interval_seconds"] = own.get("interval_seconds")
+                runs = _graphql(demo.ui_port, RUNS_QUERY, {})["runsOrError"].get("results") or []
+                result["runs_per_table_per_day"] = runs_per_table_per_day(
+                    runs, list(DEMO_TABLES), result["probe_started"], result["probe_ended"]
+                )
             except (OSError, RuntimeError, KeyError) as exc:
                 result["sensors_error"] = str(exc)
         except KeyboardInterrupt:
@@ -802,6 +855,13 @@ def main() -> int:
             f"max {_fmt(sp['max'])}, duration median {_fmt(du['median'])} max {_fmt(du['max'])}; "
             f"{s['runs']} runs {s['run_statuses']}, start delay median {_fmt(rd['median'])}"
         )
+    per_day = result.get("runs_per_table_per_day")
+    if per_day:
+        for t, n in per_day["per_table_per_day"].items():
+            print(
+                f"runs per day      {t}: {n:g} ({per_day['runs'][t]} runs in "
+                f"{per_day['window_seconds']:g} s of probe: {per_day['by_kind'][t]})"
+            )
     att = result.get("attribution")
     if att:
         w, k = att["write_to_tick_start_seconds"], att["tick_start_to_file_seconds"]

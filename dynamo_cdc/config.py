@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # The most tables one code location is supported with (its definitions load in tens of seconds
 # at this size, measured in docs/reliability.md): past it, parse_table_list warns.
 SUPPORTED_TABLES = 1_000
+# How often the Dagster integration refreshes ``current`` after new changes (a run each, so a
+# process, container or pod in production): every 30 minutes, 48 runs a day at most.
+DEFAULT_CURRENT_CRON = "*/30 * * * *"
 
 TABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 

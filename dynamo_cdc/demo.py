@@ -239,29 +239,6 @@ def _wait_for_ui(port: int, proc: subprocess.Popen[Any], timeout: float = 120.0)
     raise RuntimeError("dagster dev did not answer: see .demo/dagster.log")
 
 
-def _snapshot_command() -> list[str]:
-    """``dg launch`` of today's snapshot partition of every demo table (what the superseded
-    ``dagster asset materialize`` did)."""
-    from datetime import UTC, datetime
-
-    from dynamo_cdc.config import dagster_safe_name
-
-    keys = ",".join(f"dynamodb/{dagster_safe_name(t)}/snapshot" for t in DEMO_TABLES)
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
-    module, folder = code_location()
-    return [
-        _dg(),
-        "launch",
-        "-m",
-        module,
-        *(["--working-directory", folder] if folder else []),
-        "--assets",
-        keys,
-        "--partition",
-        today,
-    ]
-
-
 def _dg() -> str:
     """The ``dg`` command installed beside this Python."""
     return str(Path(sys.executable).parent / "dg")
@@ -336,11 +313,11 @@ def run_demo(
         print(f"Starting the Dagster UI (log: {home_path / 'dagster.log'}) ...", flush=True)
         _wait_for_ui(ui_port, procs[0])
         print(f"Dagster UI: http://127.0.0.1:{ui_port}", flush=True)
-        print("Sensors are capturing the streams; taking today's snapshots ...", flush=True)
-        snap = subprocess.run(
-            _snapshot_command(), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        print(
+            "Sensors are capturing the streams; each asks for its table's first snapshot "
+            "(a run), then current follows.",
+            flush=True,
         )
-        print("Snapshots " + ("done." if snap.returncode == 0 else "FAILED: see the log."))
         print(f"Lake: {Path(lake_root).resolve()}")
         changes = f"{Path(lake_root).resolve()}/orders/changes/*/*/*.parquet"
         sql = f"SELECT event_name, count(*) FROM read_parquet('{changes}') GROUP BY 1"

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+from tests.postgres import PostgresServer, missing_reason, postgres_server
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +33,26 @@ def _iceberg_only_where_tested(request: pytest.FixtureRequest, monkeypatch: pyte
     lake; tests that are not about them turn them off, tests marked ``iceberg`` keep them."""
     if request.node.get_closest_marker("iceberg") is None:
         monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 server on 127.0.0.1 for the session (see tests/postgres.py)."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dagster_home(postgres: PostgresServer, tmp_path: Path) -> Iterator[Path]:
+    """A DAGSTER_HOME holding the production deploy/dagster.yaml over a fresh database of the
+    session's server; its DAGSTER_PG_* variables are set while the test runs."""
+    home = tmp_path / "dagster_home_pg"
+    home.mkdir()
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in postgres.new_instance_env().items():
+            mp.setenv(key, value)
+        yield home

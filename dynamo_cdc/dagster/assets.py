@@ -9,10 +9,10 @@ bytes, lag); checks that need the materialized partition are reported by the ass
 
 import importlib.metadata
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -27,8 +27,8 @@ from dynamo_cdc.changes import (
     capture_once,
     partition_path,
 )
-from dynamo_cdc.checkpoint import CheckpointStore
-from dynamo_cdc.config import TableSpec
+from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
+from dynamo_cdc.config import DEFAULT_CURRENT_CRON, TableSpec
 from dynamo_cdc.dagster.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
@@ -447,13 +447,6 @@ class ChangesConfig(dg.Config):
     grace_seconds: float = Field(
         default=DEFAULT_GRACE_SECONDS, description="How long after its end an hour may still fill."
     )
-    batch_id: str = Field(default="", description="The micro-batch that triggered this run.")
-    batch_records: int = Field(default=0, description="Records in that micro-batch.")
-    batch_files: int = Field(default=0, description="Files that micro-batch wrote in this hour.")
-    lag_seconds: float | None = Field(
-        default=None, description="Capture lag when the micro-batch landed."
-    )
-    shard_ranges: str = Field(default="", description="Shard sequence ranges of the micro-batch.")
     heal: bool = Field(
         default=False,
         description="Heal a stream gap: incremental exports of the lost window, then capture "
@@ -574,12 +567,7 @@ def build_changes_asset(
                 batch_records=captured.records,
                 batch_stopped_by=captured.stopped_by,
                 hours_touched=dg.MetadataValue.json(touched),
-                shard_ranges=dg.MetadataValue.json(
-                    {
-                        sid: [r.first_sequence_number, r.last_sequence_number, r.count]
-                        for sid, r in captured.ranges.items()
-                    }
-                ),
+                shard_ranges=shard_ranges_metadata(captured.ranges),
             )
             if captured.lag_seconds is not None:
                 metadata["lag_seconds"] = round(captured.lag_seconds, 3)
@@ -625,20 +613,8 @@ def build_changes_asset(
             metadata.update(source="export", export_arns=dg.MetadataValue.json(filled.export_arns))
             files = data_files(the_lake, rel)
         facts = describe_hour(the_lake, files)
-        if "lag_seconds" not in metadata:
-            if config.lag_seconds is not None:
-                metadata["lag_seconds"] = round(config.lag_seconds, 3)
-            elif facts["newest"] is not None:
-                metadata["lag_seconds"] = round(time.time() - facts["newest"].timestamp(), 3)
-        if config.batch_id:
-            metadata.update(
-                batch_id=config.batch_id,
-                batch_records=config.batch_records,
-                batch_files=config.batch_files,
-            )
-            if config.shard_ranges:
-                metadata["shard_ranges"] = dg.MetadataValue.json(_json_or_text(config.shard_ranges))
-        uri = the_lake.uri(rel)
+        if "lag_seconds" not in metadata and facts["newest"] is not None:
+            metadata["lag_seconds"] = round(time.time() - facts["newest"].timestamp(), 3)
         metadata.update(
             {
                 **table_metadata(
@@ -646,11 +622,8 @@ def build_changes_asset(
                 ),
                 "files": len(files),
                 "bytes": facts["bytes"],
-                "path": dg.MetadataValue.path(uri),
                 "newest_change_time": str(facts["newest"]) if facts["newest"] else "",
-                "duckdb": dg.MetadataValue.md(
-                    f"```sql\nSELECT * FROM read_parquet('{uri}/*.parquet');\n```"
-                ),
+                **dataset_metadata(the_lake.uri(rel)),
             }
         )
         return dg.MaterializeResult(
@@ -667,42 +640,62 @@ def build_changes_asset(
     return changes
 
 
-def _json_or_text(text: str) -> Any:
-    import json
+def shard_ranges_metadata(ranges: Mapping[str, Any]) -> dg.JsonMetadataValue:
+    """Per shard, ``[first sequence number, last sequence number, records]`` of a capture (the
+    stream position a batch came from: its lineage)."""
+    return dg.MetadataValue.json(
+        {
+            sid: [r.first_sequence_number, r.last_sequence_number, r.count]
+            for sid, r in sorted(ranges.items())[:50]
+        }
+    )
 
-    try:
-        return json.loads(text)
-    except ValueError:
-        return {"text": text}
+
+def dataset_metadata(uri: str) -> dict[str, Any]:
+    """Where a partition's Parquet files are and how to query them."""
+    return {
+        "path": dg.MetadataValue.path(uri),
+        "duckdb": dg.MetadataValue.md(
+            f"```sql\nSELECT * FROM read_parquet('{uri}/*.parquet');\n```"
+        ),
+    }
 
 
-def build_freshness_check(
-    spec: TableSpec, max_age_seconds: float, cron: str = "*/5 * * * *"
-) -> dg.AssetChecksDefinition:
-    """Fails when the stream capture has not committed a poll for ``max_age_seconds``."""
+CAPTURE_FRESHNESS_CHECK = "capture_freshness"
+
+
+def capture_freshness_result(
+    checkpoint: StreamCheckpoint, max_age_seconds: float, now: float
+) -> dg.AssetCheckResult:
+    """Passes when the capture committed a poll (``checkpoint``) within ``max_age_seconds``."""
+    if checkpoint.updated_at is None:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no poll was ever committed"})
+    age = now - checkpoint.updated_at
+    return dg.AssetCheckResult(
+        passed=age <= max_age_seconds,
+        metadata={
+            "age_seconds": round(age, 1),
+            "max_age_seconds": max_age_seconds,
+            "newest_change_time": checkpoint.last_change_time() or "",
+        },
+    )
+
+
+def build_freshness_check(spec: TableSpec, max_age_seconds: float) -> dg.AssetChecksDefinition:
+    """Fails when the stream capture has not committed a poll for ``max_age_seconds``.
+
+    The stream sensor reports it every few minutes without a run (see
+    :mod:`dynamo_cdc.dagster.sensors`); this definition runs it on demand.
+    """
 
     @dg.asset_check(
         asset=asset_key(spec, "changes"),
-        name="capture_freshness",
+        name=CAPTURE_FRESHNESS_CHECK,
         description=f"The stream capture committed a poll within {max_age_seconds:.0f} s.",
-        # an AutomationCondition[AssetKey] by its type, though it is evaluated for the check
-        automation_condition=cast(Any, dg.AutomationCondition.cron_tick_passed(cron)),
     )
     def capture_freshness(lake: LakeResource) -> dg.AssetCheckResult:
         checkpoint = CheckpointStore(lake.get_lake(), spec.name).load()
-        if checkpoint.updated_at is None:
-            return dg.AssetCheckResult(
-                passed=False, metadata={"reason": "no poll was ever committed"}
-            )
-        age = time.time() - checkpoint.updated_at
-        return dg.AssetCheckResult(
-            passed=age <= max_age_seconds,
-            metadata={
-                "age_seconds": round(age, 1),
-                "max_age_seconds": max_age_seconds,
-                "newest_change_time": checkpoint.last_change_time() or "",
-            },
-        )
+        return capture_freshness_result(checkpoint, max_age_seconds, time.time())
 
     return capture_freshness
 
@@ -745,18 +738,24 @@ def refresh_current_view(lake: Lake, table: str, clients: Any, log: Any) -> dict
     return metadata
 
 
-def current_automation_condition(cron: str) -> dg.AutomationCondition:
-    """Refresh ``current`` on each ``cron`` tick when snapshot or changes were updated since
-    the last request, and not while a refresh is running."""
-    return (
-        dg.AutomationCondition.cron_tick_passed(cron)
-        & dg.AutomationCondition.any_deps_updated().since(dg.AutomationCondition.newly_requested())
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label(f"refresh on '{cron}' after new snapshot or changes")
+def current_automation_condition(spec: TableSpec, cron: str) -> dg.AutomationCondition:
+    """Refresh ``current`` once a snapshot of the table exists: first as soon as it lands, then
+    on each ``cron`` tick when snapshot or changes were updated since the last request; never
+    while a refresh is running (without a snapshot a refresh could only fail)."""
+    has_snapshot = dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(
+        dg.AssetSelection.assets(asset_key(spec, "snapshot"))
+    )
+    first = (dg.AutomationCondition.missing() & has_snapshot).newly_true()
+    cadence = dg.AutomationCondition.cron_tick_passed(
+        cron
+    ) & dg.AutomationCondition.any_deps_updated().since(dg.AutomationCondition.newly_requested())
+    return ((first | cadence) & has_snapshot & ~dg.AutomationCondition.in_progress()).with_label(
+        f"first refresh after the first snapshot, then on '{cron}' after new snapshot or changes"
+    )
 
 
 def build_current_asset(
-    spec: TableSpec, cron: str = "* * * * *", fresh_within: timedelta | None = None
+    spec: TableSpec, cron: str = DEFAULT_CURRENT_CRON, fresh_within: timedelta | None = None
 ) -> dg.AssetsDefinition:
     """The ``current`` asset: one row per key, the latest snapshot plus the later changes."""
 
@@ -770,7 +769,7 @@ def build_current_asset(
         kinds={"parquet"},
         tags=_tags(spec),
         metadata={"dynamodb_table": spec.name},
-        automation_condition=current_automation_condition(cron),
+        automation_condition=current_automation_condition(spec, cron),
         description=(
             f"The mirror of `{spec.name}`: the latest snapshot with later changes replayed, "
             "one row per key. Read it with dynamo_cdc.read_table(root, table)."
@@ -825,7 +824,7 @@ def build_current_sample_check(
 def build_table_assets(
     spec: TableSpec,
     *,
-    current_cron: str = "* * * * *",
+    current_cron: str = DEFAULT_CURRENT_CRON,
     freshness_seconds: float = 900.0,
     changes_fresh_within: timedelta | None = None,
     current_fresh_within: timedelta | None = None,

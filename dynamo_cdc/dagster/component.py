@@ -31,7 +31,12 @@ from typing import Annotated, Any, Literal
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
-from dynamo_cdc.config import TableSpec, load_table_list, validate_table_name
+from dynamo_cdc.config import (
+    DEFAULT_CURRENT_CRON,
+    TableSpec,
+    load_table_list,
+    validate_table_name,
+)
 from dynamo_cdc.errors import UnsafeTableNameError
 
 #: ``{{ env.NAME }}`` or ``{{ env('NAME') }}``, the only way a secret may be written.
@@ -100,7 +105,7 @@ attributes:
   # aws_access_key_id: "{{{{ env.DYNAMO_CDC_AWS_ACCESS_KEY_ID }}}}"
   # aws_secret_access_key: "{{{{ env.DYNAMO_CDC_AWS_SECRET_ACCESS_KEY }}}}"
   # Cadences and bounds (defaults shown): sensor_interval_seconds: 30, sensor_budget_seconds: 20,
-  # current_cron: "* * * * *", snapshot_cron: "30 0 * * *", capture_max_age_seconds: 900,
+  # current_cron: "*/30 * * * *", snapshot_cron: "30 0 * * *", capture_max_age_seconds: 900,
   # changes_fresh_within_seconds: 86400, current_fresh_within_seconds: 86400
 """
 
@@ -159,7 +164,8 @@ class DynamoCdcComponent(dg.Component, dg.Resolvable, dg.Model):
         default=True, description="Whether the stream sensors start running."
     )
     current_cron: str = Field(
-        default="* * * * *", description="Cadence of refreshing `current` after new changes."
+        default=DEFAULT_CURRENT_CRON,
+        description="Cadence of refreshing `current` after new changes (a run each).",
     )
     snapshot_cron: str = Field(
         default="30 0 * * *",

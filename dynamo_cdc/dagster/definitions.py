@@ -16,7 +16,7 @@ variable                            default    meaning
 DYNAMO_CDC_SENSOR_INTERVAL_SECONDS  30         stream sensor tick interval
 DYNAMO_CDC_SENSOR_BUDGET_SECONDS    20         time budget of one tick's stream poll
 DYNAMO_CDC_SENSOR_STATUS            running    default status of the stream sensors
-DYNAMO_CDC_CURRENT_CRON             * * * * *  cadence of refreshing ``current``
+DYNAMO_CDC_CURRENT_CRON             30 min     cron of refreshing ``current`` (``*/30 * * * *``)
 DYNAMO_CDC_FRESHNESS_SECONDS        900        the capture freshness check's bound
 DYNAMO_CDC_COMPACTION_GRACE_SECONDS 300        how long after its end an hour may still fill
 DYNAMO_CDC_PARTITIONS_START         see below  first day (YYYY-MM-DD) of every table's partitions
@@ -40,7 +40,13 @@ from typing import Any
 import dagster as dg
 
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.config import Settings, TableSpec, load_table_list, no_table_list_error
+from dynamo_cdc.config import (
+    DEFAULT_CURRENT_CRON,
+    Settings,
+    TableSpec,
+    load_table_list,
+    no_table_list_error,
+)
 from dynamo_cdc.dagster.assets import (
     PITR_MAX_DAYS,
     build_table_assets,
@@ -63,7 +69,7 @@ class PipelineOptions:
     sensor_interval_seconds: int = 30
     sensor_budget_seconds: float = 20.0
     sensors_running: bool = True
-    current_cron: str = "* * * * *"
+    current_cron: str = DEFAULT_CURRENT_CRON
     freshness_seconds: float = 900.0
     compaction_grace_seconds: float = 300.0
     snapshot_cron: str = SNAPSHOT_CRON
@@ -102,7 +108,8 @@ class PipelineOptions:
             # Dagster times a sensor evaluation out after 60 s; leave room for the writes.
             sensor_budget_seconds=min(budget, 40.0),
             sensors_running=status == "running",
-            current_cron=os.environ.get("DYNAMO_CDC_CURRENT_CRON", "").strip() or "* * * * *",
+            current_cron=os.environ.get("DYNAMO_CDC_CURRENT_CRON", "").strip()
+            or DEFAULT_CURRENT_CRON,
             freshness_seconds=number("FRESHNESS_SECONDS", cls.freshness_seconds),
             compaction_grace_seconds=number(
                 "COMPACTION_GRACE_SECONDS", cls.compaction_grace_seconds
@@ -177,6 +184,7 @@ def build_table_defs(
         interval_seconds=options.sensor_interval_seconds,
         budget_seconds=options.sensor_budget_seconds,
         grace_seconds=options.compaction_grace_seconds,
+        freshness_seconds=options.freshness_seconds,
         running=options.sensors_running,
     )
     return dg.Definitions(

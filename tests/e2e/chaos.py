@@ -14,11 +14,13 @@ What it does, all on a local AWS of its own (a child process, 127.0.0.1) and a l
 * a table with a hash and a range key, a NEW_AND_OLD_IMAGES stream, PITR and TTL;
 * rounds of: a random slice of :class:`~dynamo_cdc.local.workload.Workload` (puts, updates,
   deletes, BatchWriteItem, TransactWriteItems, items with a due TTL), maybe one fault, then one
-  stream sensor tick (:func:`dynamo_cdc.dagster.sensors.stream_tick`, the sensor's body) whose run
+  stream sensor tick (:func:`dynamo_cdc.dagster.sensors.stream_tick`, the sensor's body) whose
+  asset events are recorded in the instance as the sensor daemon records them and whose run
   requests are executed as real Dagster runs of the ``changes`` asset on the on-disk instance
   (a run key already in the instance is not run again, as the daemon does); every few rounds
   the ``current`` asset is materialized;
-* the snapshot asset of today after the first tick (capture starts before its ExportTime);
+* the snapshot asset of today, requested by the first tick (capture starts before its
+  ExportTime);
 * faults (each kind at least once, then at random until the time is up):
 
   ``sigkill_mid_write``
@@ -56,6 +58,7 @@ exactly once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -113,6 +116,7 @@ class ChaosFigures:
     faults: Counter[str] = field(default_factory=Counter)
     fault_log: list[str] = field(default_factory=list)
     dagster_runs: Counter[str] = field(default_factory=Counter)
+    asset_events: Counter[str] = field(default_factory=Counter)
     server_errors: dict[str, int] = field(default_factory=dict)
     stream_records: int = 0
     stream_rows: int = 0
@@ -156,6 +160,8 @@ class ChaosFigures:
         rows += [(f"  {kind}", self.faults.get(kind, 0)) for kind in FAULTS]
         rows.append(("dagster runs", sum(self.dagster_runs.values())))
         rows += [(f"  {kind}", n) for kind, n in sorted(self.dagster_runs.items())]
+        rows.append(("asset events the sensor reported (no run)", sum(self.asset_events.values())))
+        rows += [(f"  {kind}", n) for kind, n in sorted(self.asset_events.items())]
         rows.append(("errors answered by the local AWS", sum(self.server_errors.values())))
         rows += [(f"  {code}", n) for code, n in sorted(self.server_errors.items())]
         rows += [
@@ -311,8 +317,14 @@ class ChaosRun:
     """One chaos run (see the module docstring); :meth:`run` returns the figures."""
 
     def __init__(
-        self, seed: int, minutes: float, workdir: Path, echo: Callable[[str], None] = print
+        self,
+        seed: int,
+        minutes: float,
+        workdir: Path,
+        echo: Callable[[str], None] = print,
+        postgres_env: dict[str, str] | None = None,
     ) -> None:
+        self.postgres_env = postgres_env
         self.seed = seed
         self.minutes = minutes
         self.workdir = workdir
@@ -342,7 +354,9 @@ class ChaosRun:
         self.root = str(self.workdir / "lake")
         home = self.workdir / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "dagster_project" / "dagster.yaml", home / "dagster.yaml")
+        # SQLite (the project's settings), or PostgreSQL with the production deploy/dagster.yaml
+        config = "deploy" if self.postgres_env else "dagster_project"
+        shutil.copy(REPO / config / "dagster.yaml", home / "dagster.yaml")
         tables_csv = self.workdir / "tables.csv"
         tables_csv.write_text(f"{TABLE}\n")
         self.env_overrides = {
@@ -355,6 +369,7 @@ class ChaosRun:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
+            **(self.postgres_env or {}),
         }
         os.environ.update(self.env_overrides)
         self.control = LocalAwsControl(endpoint, control_token)
@@ -431,15 +446,20 @@ class ChaosRun:
         return result
 
     def _run_requests(self, result: Any) -> None:
-        """Run each request of a sensor result once (a run key the instance knows is skipped,
-        as the sensor daemon does)."""
+        """Record the asset events of a sensor result and run each of its requests once (a run
+        key the instance knows is skipped), as the sensor daemon does."""
         import dagster as dg
 
         from dynamo_cdc.dagster.assets import hour_of_partition_key
 
+        for event in result.asset_events or []:
+            self.instance.report_runless_asset_event(event)
+            self.figures.asset_events[type(event).__name__] += 1
         newest_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         for request in result.run_requests or []:
-            if hour_of_partition_key(request.partition_key) > newest_hour:
+            if request.tags.get("dynamo_cdc/kind") == "first_snapshot":
+                pass
+            elif hour_of_partition_key(request.partition_key) > newest_hour:
                 # The server's clock jumped ahead (expired_iterators), so records fall into an
                 # hour that Dagster's partitions do not hold yet. The files are in the lake all
                 # the same (the run only records them); count it instead of failing.
@@ -449,6 +469,12 @@ class ChaosRun:
             if self.instance.get_runs(filters=dg.RunsFilter(tags=tag), limit=1):
                 continue
             kind = request.tags.get("dynamo_cdc/kind", "batch")
+            if kind == "first_snapshot":  # the sensor asks for the table's first snapshot
+                config = {"workers": 1, "poll_seconds": 0.2}
+                self._materialize(
+                    "snapshot (first, sensor)", self.snapshot_asset, request.partition_key, config
+                )
+                continue
             config = request.run_config["ops"][self.changes_asset.op.name]["config"]
             run_config = {"ops": {self.changes_asset.op.name: {"config": config}}}
             out = dg.materialize(
@@ -498,7 +524,7 @@ class ChaosRun:
         self._run_requests(result)
         cursor = StreamSensorCursor.from_json(self.cursor)
         caught_up = cursor.caught_up_at is not None and cursor.caught_up_at == cursor.last_poll_at
-        return caught_up and not result.run_requests
+        return caught_up and not result.run_requests and not result.asset_events
 
     def _jumping_clients(self) -> Any:
         """Clients whose first GetRecords that continues with a NextShardIterator comes 16
@@ -737,12 +763,11 @@ class ChaosRun:
     def _rounds(self, started: float) -> None:
         deadline = started + self.minutes * 60
         self.workload.run(150)
-        self._tick(1000)  # capture starts before the snapshot's ExportTime (stitching)
-        self.workload.run(50)
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
-        self._materialize(
-            "snapshot", self.snapshot_asset, today, {"workers": 1, "poll_seconds": 0.2}
-        )
+        # The table has no snapshot: the tick captures, then requests today's snapshot, which
+        # runs after (capture starts before the snapshot's ExportTime: stitching).
+        self._tick(1000)
+        if not self.figures.dagster_runs["snapshot (first, sensor)"]:
+            raise ChaosFailure(f"seed {self.seed}: the sensor did not request a first snapshot")
         schedule = list(FAULTS)
         self.rng.shuffle(schedule)
         while schedule or time.monotonic() < deadline:
@@ -797,7 +822,11 @@ class ChaosRun:
 
 
 def run_chaos(
-    seed: int, minutes: float, workdir: Path | None = None, echo: Callable[[str], None] = print
+    seed: int,
+    minutes: float,
+    workdir: Path | None = None,
+    echo: Callable[[str], None] = print,
+    postgres_env: dict[str, str] | None = None,
 ) -> ChaosFigures:
     """Run the chaos run (see the module docstring) and return its figures.
 
@@ -807,12 +836,14 @@ def run_chaos(
         workdir: where the lake, DAGSTER_HOME and the server's log go (default: a temp folder,
             removed afterwards).
         echo: progress lines.
+        postgres_env: the ``DAGSTER_PG_*`` variables of a database: the Dagster instance is
+            then deploy/dagster.yaml on PostgreSQL (default: SQLite).
     """
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        return ChaosRun(seed, minutes, workdir, echo).run()
+        return ChaosRun(seed, minutes, workdir, echo, postgres_env).run()
     with tempfile.TemporaryDirectory(prefix="dynamo-cdc-chaos-") as tmp:
-        return ChaosRun(seed, minutes, Path(tmp), echo).run()
+        return ChaosRun(seed, minutes, Path(tmp), echo, postgres_env).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -820,10 +851,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the lake here")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the Dagster instance on a PostgreSQL server started here (deploy/dagster.yaml)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
-    print(f"chaos run: seed {seed}, {args.minutes} minutes", flush=True)
-    figures = run_chaos(seed, args.minutes, args.workdir, echo=lambda s: print(s, flush=True))
+    instance = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"chaos run: seed {seed}, {args.minutes} minutes, {instance}", flush=True)
+    with contextlib.ExitStack() as stack:
+        postgres_env = None
+        if args.postgres:
+            from tests.postgres import postgres_server
+
+            postgres_env = stack.enter_context(postgres_server()).new_instance_env()
+        figures = run_chaos(
+            seed,
+            args.minutes,
+            args.workdir,
+            echo=lambda s: print(s, flush=True),
+            postgres_env=postgres_env,
+        )
     print("faults in order: " + ", ".join(figures.fault_log))
     if figures.refresh_failures:
         print("concurrent refresh failures: " + "; ".join(figures.refresh_failures))

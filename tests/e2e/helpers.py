@@ -1,5 +1,9 @@
 """Helpers shared by the end-to-end tests."""
 
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,3 +41,75 @@ def wait_until(predicate, timeout: float, interval: float = 1.0, what: str = "co
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+INSTANCES = ["sqlite", "postgres"]
+
+
+def instance_home(
+    kind: str, home: Path, request: pytest.FixtureRequest, env: dict[str, str]
+) -> None:
+    """Fill ``home`` (a new DAGSTER_HOME) with the instance settings of ``kind``: the project's
+    SQLite ``dagster.yaml`` (one step per pool), or the production deploy/dagster.yaml over a
+    fresh database of the session's PostgreSQL server (its ``DAGSTER_PG_*`` go into ``env``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    if kind == "sqlite":
+        shutil.copy(REPO / "dagster_project" / "dagster.yaml", home / "dagster.yaml")
+        return
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    env.update(request.getfixturevalue("postgres").new_instance_env())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def restore_signals() -> None:
+    # Background processes here may start with SIGINT/SIGTERM ignored; dagster dev must obey.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_session(proc: subprocess.Popen) -> None:
+    """Stop a Dagster process (the leader of its own session) and its children by its pid."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children left behind, if any
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout=10)
+
+
+def dagster_process_env(endpoint_url: str, lake_root: str, home: Path, **extra: str) -> dict:
+    """The environment of a Dagster child process on the local AWS: this one without any
+    ``DYNAMO_CDC_*`` or ``DAGSTER_*`` variable, plus the endpoint, the lake, DAGSTER_HOME, the
+    demo tables' list (written into DAGSTER_HOME: no table list means no tables), fake
+    credentials and ``extra``."""
+    from dynamo_cdc.local.demo import DEMO_TABLES
+
+    home.mkdir(parents=True, exist_ok=True)
+    tables = home / "tables.csv"
+    tables.write_text("".join(f"{name}\n" for name in DEMO_TABLES))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNAMO_CDC_", "DAGSTER_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        DYNAMO_CDC_TABLES=str(tables),
+        DYNAMO_CDC_ENDPOINT_URL=endpoint_url,
+        DYNAMO_CDC_LAKE_ROOT=lake_root,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONPATH=str(REPO),
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env

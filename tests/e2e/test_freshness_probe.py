@@ -12,6 +12,7 @@ from bench.freshness import (
     ChangesPoller,
     Marker,
     percentile,
+    runs_per_table_per_day,
     verdict,
     write_offsets,
 )
@@ -99,3 +100,26 @@ def test_poller_finds_each_marker_once_in_new_files(tmp_path: Path) -> None:
     )
     write_change_batch(lake, "orders", more)
     assert set(poller.poll()) == {"m0001"}
+
+
+def test_runs_per_table_per_day_counts_each_tables_runs_in_the_window_scaled_to_a_day() -> None:
+    def run(created: float, table: str | None = None, path: list[str] | None = None) -> dict:
+        tags = [{"key": "dynamo_cdc/table", "value": table}] if table else []
+        return {
+            "creationTime": created,
+            "tags": tags,
+            "assetSelection": [{"path": path}] if path else [],
+        }
+
+    runs = [
+        run(100, "orders"),
+        run(200, path=["dynamodb", "orders", "current"]),
+        run(300, path=["dynamodb", "app_devents_pv1", "changes"]),
+        run(30, "orders"),  # before the window
+        run(400, path=["elsewhere"]),
+    ]
+    figures = runs_per_table_per_day(runs, ["orders", "app-events.v1"], 60, 3660)
+    assert figures["runs"] == {"orders": 2, "app-events.v1": 1}
+    assert figures["per_table_per_day"] == {"orders": 48.0, "app-events.v1": 24.0}
+    assert figures["other_runs"] == 1
+    assert figures["by_kind"]["orders"] == {"?": 1, "current": 1}

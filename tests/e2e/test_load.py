@@ -13,9 +13,13 @@ the same one the daemon calls; tests/e2e/test_ui.py runs it under the real daemo
 Measured per tick: its wall time (must stay under Dagster's 60 s sensor timeout) and, per record
 landed, the lag from the workload's write (wall time when the write was sent) to the end of the
 tick that made its row readable in the changes Parquet. At the end every write must be in the
-changes exactly once. A figures table is printed.
+changes exactly once, and every micro-batch is recorded by the sensor's asset events without a
+run. A figures table is printed, with the runs per table per day: the runs the ticks requested,
+scaled to a day, plus the ``current`` refreshes of the default cadence (the automation sensor's
+runs, which this test does not drive).
 """
 
+import itertools
 import os
 import random
 import statistics
@@ -24,11 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.config import Settings, TableSpec
+from dynamo_cdc.config import DEFAULT_CURRENT_CRON, Settings, TableSpec
 from dynamo_cdc.dagster.sensors import DEFAULT_BUDGET_SECONDS, stream_tick
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAwsProcess, launch_local_aws
@@ -108,6 +113,15 @@ class Workload:
             self.error = exc
 
 
+def cron_ticks_per_day(cron: str) -> int:
+    """How many times ``cron`` fires in a day (UTC)."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    start = 1_700_006_400  # a midnight, UTC
+    ticks = cron_string_iterator(start, cron, "UTC")
+    return sum(1 for _ in itertools.takewhile(lambda t: t.timestamp() < start + 86400, ticks))
+
+
 def test_twenty_tables_with_two_shards_each_through_one_sensor_daemon(
     load_aws: LocalAwsProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -141,6 +155,8 @@ def test_twenty_tables_with_two_shards_each_through_one_sensor_daemon(
     shards_seen: dict[str, set[str]] = {t: set() for t in tables}
     tick_seconds: list[float] = []
     lags: list[float] = []
+    run_requests: dict[str, int] = dict.fromkeys(tables, 0)
+    materialized: dict[str, set[str]] = {t: set() for t in tables}
     rounds = 0
     started = time.monotonic()
     workload.start()
@@ -160,6 +176,10 @@ def test_twenty_tables_with_two_shards_each_through_one_sensor_daemon(
             tick_seconds.append(time.monotonic() - t0)
             readable_at = time.time()
             cursors[spec.name] = result.cursor
+            run_requests[spec.name] += len(result.run_requests or [])
+            for event in result.asset_events or []:
+                if isinstance(event, dg.AssetMaterialization):
+                    materialized[spec.name].add(event.metadata["batch_id"].value)
             files = [f for f in lake.list(f"{spec.name}/changes") if f.endswith(".parquet")]
             for rel in sorted(set(files) - seen_files[spec.name]):
                 seen_files[spec.name].add(rel)
@@ -188,6 +208,14 @@ def test_twenty_tables_with_two_shards_each_through_one_sensor_daemon(
     assert duplicates == {}
     assert all(len(s) == 3 for s in shards_seen.values()), shards_seen  # parent + 2 children
     assert max(tick_seconds) < SENSOR_TIMEOUT_SECONDS
+    # every table's batches were reported as materializations, none needed a run
+    assert all(materialized.values()) and sum(run_requests.values()) == 0, run_requests
+
+    wall = time.monotonic() - started
+    sensor_runs_per_day = sum(run_requests.values()) / TABLES * 86400 / wall
+    current_runs_per_day = cron_ticks_per_day(DEFAULT_CURRENT_CRON)
+    # at most one compaction per hour closes (none within this short run)
+    compactions_per_day = 24
 
     figures = {
         "tables": TABLES,
@@ -199,7 +227,13 @@ def test_twenty_tables_with_two_shards_each_through_one_sensor_daemon(
             f"{max(tick_seconds):.2f} / {statistics.median(tick_seconds):.2f}"
         ),
         "lag seconds max / median": f"{max(lags):.2f} / {statistics.median(lags):.2f}",
-        "wall seconds": f"{time.monotonic() - started:.1f}",
+        "wall seconds": f"{wall:.1f}",
+        "batches recorded without a run": sum(len(v) for v in materialized.values()),
+        "runs per table per day": (
+            f"{sensor_runs_per_day + current_runs_per_day + compactions_per_day:.0f} (sensor "
+            f"batches {sensor_runs_per_day:.0f}, compactions <= {compactions_per_day}, current "
+            f"<= {current_runs_per_day} on '{DEFAULT_CURRENT_CRON}')"
+        ),
     }
     width = max(len(k) for k in figures)
     lines = ["", "load figures (one sensor daemon, default budget)"]

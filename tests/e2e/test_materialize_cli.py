@@ -162,7 +162,7 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(cl
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    windows = _capture_windows(dagster_env["DAGSTER_HOME"], "dynamodb__orders__changes")
+    windows = _capture_windows(dagster_env, "dynamodb__orders__changes")
     assert len(windows) == 2
     (s1, e1), (s2, e2) = sorted(windows)
     assert e1 <= s2, f"two captures held the table's lock at once: {windows}"
@@ -171,15 +171,15 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(cl
     assert rows.num_rows == len(set(rows.column("event_id").to_pylist())) >= 2500
 
 
-def _capture_windows(home: str, step_key: str) -> list[tuple[float, float]]:
-    """The ``capture_locked_between`` metadata of every materialization ``step_key`` made."""
-    import os
-
+def _capture_windows(env: dict[str, str], step_key: str) -> list[tuple[float, float]]:
+    """The ``capture_locked_between`` metadata of every materialization ``step_key`` made, read
+    from the instance of ``env`` (its DAGSTER_HOME and, on PostgreSQL, DAGSTER_PG_*)."""
     import dagster as dg
 
-    old = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = home
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            if key.startswith("DAGSTER_"):
+                mp.setenv(key, value)
         with dg.DagsterInstance.get() as instance:
             out = []
             for run in instance.get_runs():
@@ -193,8 +193,3 @@ def _capture_windows(home: str, step_key: str) -> list[tuple[float, float]]:
                     start, end = metadata["capture_locked_between"].value
                     out.append((start, end))
             return out
-    finally:
-        if old is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = old

@@ -168,26 +168,28 @@ def test_current_is_requested_after_new_changes_on_the_next_cron_tick():
     current = dg.AssetKey(["dynamodb", "orders", "current"])
     changes = dg.AssetKey(["dynamodb", "orders", "changes"])
     with dg.instance_for_test() as instance:
+        _snapshot_and_first_refresh(instance, "orders")
         t0 = datetime(2026, 3, 2, 10, 0, 30, tzinfo=UTC)
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=t0)
         assert result.get_num_requested(current) == 0
+        # what the stream sensor reports for a micro-batch, without a run
         instance.report_runless_asset_event(
             dg.AssetMaterialization(asset_key=changes, partition="2026-03-02-10:00")
         )
         # Between cron ticks nothing happens ...
-        t1 = t0 + timedelta(seconds=10)
+        t1 = t0 + timedelta(minutes=10)
         result = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, evaluation_time=t1, cursor=result.cursor
         )
         assert result.get_num_requested(current) == 0
-        # ... the next tick refreshes current once ...
-        t2 = t0 + timedelta(seconds=60)
+        # ... the next tick (every 30 minutes by default) refreshes current once ...
+        t2 = t0 + timedelta(minutes=30)
         result = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, evaluation_time=t2, cursor=result.cursor
         )
         assert result.get_num_requested(current) == 1
         # ... and without new changes the tick after does not.
-        t3 = t2 + timedelta(seconds=60)
+        t3 = t2 + timedelta(minutes=30)
         result = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, evaluation_time=t3, cursor=result.cursor
         )
@@ -236,3 +238,87 @@ def test_a_malformed_partitions_start_is_a_config_error_naming_the_variable(monk
     monkeypatch.setenv("DYNAMO_CDC_PARTITIONS_START", "last year")
     with pytest.raises(ConfigError, match="DYNAMO_CDC_PARTITIONS_START"):
         PipelineOptions.from_env()
+
+
+def _snapshot_and_first_refresh(instance: dg.DagsterInstance, table: str) -> None:
+    for kind, partition in (("snapshot", "2026-03-01"), ("current", None)):
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=["dynamodb", table, kind], partition=partition)
+        )
+
+
+def test_current_waits_for_the_first_snapshot_then_refreshes_without_waiting_for_cron():
+    defs = build_defs([TableSpec("orders")], SINCE_2026)
+    current = dg.AssetKey(["dynamodb", "orders", "current"])
+    with dg.instance_for_test() as instance:
+        t0 = datetime(2026, 3, 2, 10, 0, 30, tzinfo=UTC)
+        result = None
+        # changes land every few minutes, but there is no snapshot: no refresh (it would fail)
+        for minutes in range(0, 65, 5):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=["dynamodb", "orders", "changes"], partition="2026-03-02-10:00"
+                )
+            )
+            result = dg.evaluate_automation_conditions(
+                defs=defs,
+                instance=instance,
+                evaluation_time=t0 + timedelta(minutes=minutes),
+                cursor=result.cursor if result else None,
+            )
+            assert result.get_num_requested(current) == 0
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=["dynamodb", "orders", "snapshot"], partition="2026-03-02"
+            )
+        )
+        at = t0 + timedelta(minutes=66)  # not a cron tick
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=at, cursor=result.cursor
+        )
+        assert result.get_num_requested(current) == 1
+
+
+def _requests_over(defs, instance, start, hours, every, on_tick=None):
+    """Automation requests per asset key over ``hours`` of evaluations every ``every``."""
+    counts: dict[dg.AssetKey, int] = {}
+    cursor = None
+    steps = int(timedelta(hours=hours) / every)
+    for i in range(steps + 1):
+        now = start + i * every
+        if on_tick is not None:
+            on_tick(now)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, evaluation_time=now, cursor=cursor
+        )
+        cursor = result.cursor
+        for r in result.results:
+            if r.true_subset.size:
+                counts[r.key] = counts.get(r.key, 0) + r.true_subset.size
+    return counts
+
+
+def test_an_idle_table_gets_no_automated_run():
+    defs = build_defs([TableSpec("orders")], SINCE_2026)
+    with dg.instance_for_test() as instance:
+        start = datetime(2026, 11, 27, 7, 1, tzinfo=UTC)
+        assert _requests_over(defs, instance, start, 3, timedelta(minutes=5)) == {}
+
+
+def test_a_steadily_written_table_refreshes_current_every_30_minutes_and_nothing_else():
+    defs = build_defs([TableSpec("orders")], SINCE_2026)
+    changes = dg.AssetKey(["dynamodb", "orders", "changes"])
+    current = dg.AssetKey(["dynamodb", "orders", "current"])
+    with dg.instance_for_test() as instance:
+        _snapshot_and_first_refresh(instance, "orders")
+
+        def batch_lands(now: datetime) -> None:  # as the stream sensor reports it
+            hour = now.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%d-%H:00")
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=changes, partition=hour)
+            )
+
+        start = datetime(2026, 11, 27, 7, 1, tzinfo=UTC)
+        counts = _requests_over(defs, instance, start, 3, timedelta(minutes=5), batch_lands)
+        # 07:30, 08:00, ..., 10:00: six refreshes in three hours, 48 a day
+        assert counts == {current: 6}

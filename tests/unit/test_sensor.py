@@ -1,5 +1,5 @@
-"""The stream sensor, called with build_sensor_context, and the compaction of a closed hour it
-requests.
+"""The stream sensor, called with build_sensor_context: the materializations it reports without
+a run, the first snapshot and the compaction of a closed hour it requests.
 
 The table and its stream are the local AWS's (serving in a thread of this process on
 127.0.0.1): DynamoDB Streams come from the stream simulator, as on AWS, with shards that close,
@@ -24,7 +24,7 @@ from dynamo_cdc.dagster.compaction import compact_hour, data_files
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.dagster.sensors import (
     StreamSensorCursor,
-    batch_run_key,
+    batch_id,
     build_stream_sensor,
     stream_tick,
 )
@@ -63,8 +63,16 @@ def put(clients, *keys):
         clients.dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": k}, "v": {"N": "1"}})
 
 
+def publish_snapshot_marker(root) -> None:
+    """What a published snapshot partition leaves for readers to find (its lineage file)."""
+    folder = root / TABLE / "snapshot" / "export_date=2026-01-01"
+    folder.mkdir(parents=True)
+    (folder / "_lineage.json").write_text("{}")
+
+
 @pytest.fixture
 def resources(local, tmp_path):
+    publish_snapshot_marker(tmp_path / "lake")
     return {
         "dynamodb": DynamoDBResource(max_attempts=1, endpoint_url=local.endpoint_url),
         "lake": LakeResource(root=str(tmp_path / "lake"), s3=S3Resource()),
@@ -87,30 +95,51 @@ def test_cursor_round_trips_through_json():
     assert StreamSensorCursor.from_json('{"v": 99}') == StreamSensorCursor()
 
 
-def test_a_tick_lands_the_batch_and_requests_one_run_per_hour_touched(aws, resources, tmp_path):
+def materializations(result) -> list[dg.AssetMaterialization]:
+    return [e for e in result.asset_events if isinstance(e, dg.AssetMaterialization)]
+
+
+def test_a_tick_lands_the_batch_and_reports_its_hour_materialized_without_a_run(
+    aws, resources, tmp_path
+):
     put(aws, "a", "b", "c")
     result = tick(resources)
-    assert len(result.run_requests) == 1
-    request = result.run_requests[0]
-    config = request.run_config["ops"][OP]["config"]
-    assert config["batch_records"] == 3
-    assert request.tags["dynamo_cdc/table"] == "app_devents_pv1"
+    assert result.run_requests == []
+    (event,) = materializations(result)
+    assert event.asset_key == dg.AssetKey(["dynamodb", "app_devents_pv1", "changes"])
     lake = Lake(str(tmp_path / "lake"))
     files = data_files(lake, f"{TABLE}/changes")
     assert len(files) == 1
-    assert request.partition_key == hour_partition_key(hour_of_path(files[0]))
-    assert request.run_key == batch_run_key(TABLE, request.partition_key, files)
+    assert event.partition == hour_partition_key(hour_of_path(files[0]))
+    metadata = {k: v.value for k, v in event.metadata.items()}
+    assert metadata["batch_rows"] == 3 and metadata["batch_files"] == 1
+    assert metadata["batch_id"] == batch_id(TABLE, event.partition, files)
+    assert metadata["batch_bytes"] > 0
+    (shard,) = metadata["shard_ranges"].values()
+    assert shard[2] == 3  # lineage: the sequence range of the stream the rows came from
+    assert metadata["path"] == lake.uri(files[0].rsplit("/", 1)[0])
+    assert event.tags["dynamo_cdc/table"] == "app_devents_pv1"
     assert ds.dataset(lake.uri(files[0])).count_rows() == 3
     cursor = json.loads(result.cursor)
-    assert cursor["batches"] == 1 and cursor["pending_hours"] == [request.partition_key]
+    assert cursor["batches"] == 1 and cursor["pending_hours"] == [event.partition]
     assert len(result.cursor) < 300
 
 
-def test_no_run_when_nothing_is_new(aws, resources):
+def test_the_first_tick_reports_the_freshness_check_without_a_run(aws, resources):
+    result = tick(resources)
+    (check,) = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert check.check_name == "capture_freshness" and check.passed
+    assert check.asset_key == dg.AssetKey(["dynamodb", "app_devents_pv1", "changes"])
+    assert result.run_requests == []
+    # not again until the report interval has passed
+    assert tick(resources, result.cursor).asset_events == []
+
+
+def test_nothing_is_reported_or_run_when_nothing_is_new(aws, resources):
     put(aws, "a")
     first = tick(resources)
     second = tick(resources, first.cursor)
-    assert second.run_requests == []
+    assert second.run_requests == [] and second.asset_events == []
     assert "nothing new" in second.skip_reason.skip_message
     assert StreamSensorCursor.from_json(second.cursor).batches == 1
 
@@ -120,12 +149,12 @@ def test_only_new_records_make_the_next_batch(aws, resources):
     first = tick(resources)
     put(aws, "b", "c")
     second = tick(resources, first.cursor)
-    assert len(second.run_requests) == 1
-    assert second.run_requests[0].run_config["ops"][OP]["config"]["batch_records"] == 2
-    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+    (event,) = materializations(second)
+    assert event.metadata["batch_rows"].value == 2
+    assert event.metadata["batch_id"] != materializations(first)[0].metadata["batch_id"]
 
 
-def test_run_key_is_stable_when_a_crashed_batch_is_read_again(aws, resources, tmp_path):
+def test_a_crashed_batch_read_again_is_reported_with_the_same_batch_id(aws, resources, tmp_path):
     put(aws, "a", "b")
     lake = Lake(str(tmp_path / "lake"))
     before = CheckpointStore(lake, TABLE).path
@@ -133,7 +162,9 @@ def test_run_key_is_stable_when_a_crashed_batch_is_read_again(aws, resources, tm
     # As if the tick had crashed after writing the Parquet but before the commit.
     (tmp_path / "lake" / before).unlink()
     again = tick(resources)
-    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    assert [e.metadata["batch_id"] for e in materializations(again)] == [
+        e.metadata["batch_id"] for e in materializations(first)
+    ]
     assert len(data_files(lake, f"{TABLE}/changes")) == 1
 
 
@@ -168,6 +199,7 @@ def test_a_stream_gap_requests_one_heal_run_when_on_gap_is_heal(aws, resources, 
 
 def test_a_closed_hour_is_compacted_once_and_keeps_exactly_its_rows(aws, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
+    publish_snapshot_marker(tmp_path / "lake")
     put(aws, "a", "b")
     t0 = datetime.now(UTC).timestamp()
     first = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
@@ -178,7 +210,7 @@ def test_a_closed_hour_is_compacted_once_and_keeps_exactly_its_rows(aws, tmp_pat
     second = stream_tick(
         SPEC, first.cursor, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5)
     )
-    hour_key = second.run_requests[0].partition_key
+    hour_key = materializations(second)[0].partition
     rel = f"{TABLE}/changes"
     files = data_files(lake, rel)
     assert len(files) == 2
@@ -231,12 +263,13 @@ def test_uncommitted_files_are_never_folded_into_a_compacted_file(aws, tmp_path)
 
 def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(aws, tmp_path):
     lake = Lake(str(tmp_path / "lake"))
+    publish_snapshot_marker(tmp_path / "lake")
     put(aws, "a", "b")
     behind = datetime.now(UTC).timestamp() - 2 * 3600  # this sensor's clock lags the records
     result = stream_tick(
         SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5), clock=lambda: behind
     )
-    assert result.run_requests == []
+    assert result.run_requests == [] and materializations(result) == []
     assert len(StreamSensorCursor.from_json(result.cursor).pending_hours) == 1
     assert len(data_files(lake, f"{TABLE}/changes")) == 1  # landed all the same
 
@@ -250,10 +283,10 @@ def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp
     put(aws, "a")
     with lake.exclusive(capture_lock(lake, TABLE), wait_seconds=0):  # a manual run, say
         busy = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
-    assert not busy.run_requests and busy.skip_reason is not None
+    assert not busy.asset_events and busy.skip_reason is not None
     assert "capturing the stream" in busy.skip_reason.skip_message
     after = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
-    assert len(after.run_requests) == 1  # the next tick lands the batch
+    assert len(materializations(after)) == 1  # the next tick lands the batch
 
 
 # -- shards that split and rotate ------------------------------------------------------------
@@ -273,13 +306,13 @@ def _stream_shards(aws) -> list[dict]:
 
 
 def _tick_until_caught_up(resources, cursor=None, limit=20):
-    requests = []
+    events = []
     for _ in range(limit):
         result = tick(resources, cursor)
         cursor = result.cursor
-        if not result.run_requests:
-            return requests, cursor
-        requests += result.run_requests
+        if not materializations(result):
+            return events, cursor
+        events += materializations(result)
     raise AssertionError("the sensor did not catch up")
 
 
@@ -296,7 +329,7 @@ def test_a_split_between_ticks_lands_parent_then_children_once_and_prunes_the_pa
     shards = _stream_shards(aws)
     assert {s.get("ParentShardId") for s in shards if s["ShardId"] in children} == {parent}
 
-    requests, cursor = _tick_until_caught_up(resources, first.cursor)
+    events, cursor = _tick_until_caught_up(resources, first.cursor)
 
     rows = _landed(tmp_path)
     assert len(rows) == len({r[0] for r in rows}) == 43  # every record once
@@ -309,7 +342,7 @@ def test_a_split_between_ticks_lands_parent_then_children_once_and_prunes_the_pa
     checkpoint = CheckpointStore(Lake(str(tmp_path / "lake")), TABLE).load()
     assert parent not in checkpoint.shards  # read to its end, children known: pruned
     assert set(children) <= set(checkpoint.shards)
-    assert sum(r.run_config["ops"][OP]["config"]["batch_records"] for r in requests) == 41
+    assert sum(e.metadata["batch_rows"].value for e in events) == 41
 
 
 def test_shards_rotating_every_few_records_lose_and_duplicate_nothing_across_ticks(
@@ -332,3 +365,30 @@ def test_shards_rotating_every_few_records_lose_and_duplicate_nothing_across_tic
     checkpoint = CheckpointStore(Lake(str(tmp_path / "lake")), TABLE).load()
     assert len(checkpoint.shards) <= 3  # finished generations were pruned
     assert len(cursor) < 300  # the sensor cursor stays small through every rotation
+
+
+def test_a_table_without_a_snapshot_gets_todays_snapshot_requested_once_a_day(aws, tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    put(aws, "a")
+    now = datetime.now(UTC).timestamp()
+
+    def tick_at(when, cursor=None):
+        budget = ReadBudget(max_seconds=5)
+        return stream_tick(SPEC, cursor, aws, lake, op_name=OP, budget=budget, clock=lambda: when)
+
+    first = tick_at(now)
+    (request,) = first.run_requests
+    assert request.asset_selection == [dg.AssetKey(["dynamodb", "app_devents_pv1", "snapshot"])]
+    assert request.partition_key == datetime.now(UTC).strftime("%Y-%m-%d")
+    assert request.tags["dynamo_cdc/kind"] == "first_snapshot"
+    assert materializations(first)  # the capture ran first: the snapshot overlaps the stream
+    # the same run key all day (Dagster launches it once), a new one the next day
+    for later in (now + 60, now + 86400):
+        day = datetime.fromtimestamp(later, tz=UTC).strftime("%Y-%m-%d")
+        keys = [r.run_key for r in tick_at(later, first.cursor).run_requests]
+        assert f"first-snapshot:{day}" in keys
+    # once a snapshot is published, never again
+    publish_snapshot_marker(tmp_path / "lake")
+    later = tick_at(now + 120, first.cursor)
+    assert later.run_requests == []
+    assert StreamSensorCursor.from_json(later.cursor).has_snapshot
