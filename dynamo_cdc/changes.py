@@ -1103,8 +1103,9 @@ class CaptureResult:
         ranges: per shard, the sequence range read.
         finished_shards: shards read to their end.
         newest_change_time: the newest ApproximateCreationDateTime written (ISO UTC) or None.
-        lag_seconds: now minus ``newest_change_time`` when the poll stopped on its budget (the
-            stream holds more); 0 when it caught up; None when nothing was read.
+        lag_seconds: how far behind the stream's tip capture stands after this poll: 0 when it
+            read every shard up to the poll's start, else the poll's
+            :attr:`~dynamo_cdc.stream.StreamBatch.lag_seconds`.
         stopped_by: why the poll ended (see :class:`dynamo_cdc.stream.StreamBatch`).
         checkpoint: the committed checkpoint.
         locked_between: epoch seconds (wall clock) when this capture took the table's capture
@@ -1210,13 +1211,6 @@ def capture_once(
     newest = None
     if newest_micros is not None:
         newest = datetime.fromtimestamp(newest_micros / 1e6, tz=UTC)
-    clock = reader_options.get("clock", time.time)
-    if newest is None:
-        lag = None
-    elif batch.stopped_by == "caught_up":
-        lag = 0.0
-    else:
-        lag = max(0.0, clock() - newest.timestamp())
     log.info(
         "%s: %d change rows in %d files (%s)",
         table,
@@ -1231,7 +1225,7 @@ def capture_once(
         ranges=batch.ranges,
         finished_shards=batch.finished_shards,
         newest_change_time=newest.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if newest else None,
-        lag_seconds=lag,
+        lag_seconds=batch.lag_seconds,
         stopped_by=batch.stopped_by,
         checkpoint=batch.checkpoint,
         locked_between=(locked_at, released_at),

@@ -15,9 +15,18 @@ How a poll works (:meth:`StreamReader.poll`):
    five times per second. New shards start at TRIM_HORIZON, known ones AFTER_SEQUENCE_NUMBER
    their checkpoint. A shard is finished when GetRecords returns no NextShardIterator (or the
    record at its EndingSequenceNumber was read); its children become ready in the same poll.
-4. The poll stops at its budget of records, bytes, seconds or calls, or when every ready shard
-   is caught up. It returns the records and a new checkpoint; committing it is the caller's
-   job, after the Parquet is written.
+4. A shard that returned records is served again: GetRecords stops at 1 MB as well as at its
+   Limit, so a short page says nothing about the tip. An open shard is caught up for this poll
+   when a call returns no records, or when a record's ApproximateCreationDateTime (whole
+   seconds) is later than the second the poll started in: everything written before the poll
+   started is then read. The poll's start is taken on the stream's clock (the ``Date`` header
+   of DynamoDB's answers, when it differs from the local clock by more than
+   :data:`CLOCK_TOLERANCE_SECONDS`), so a skewed local clock neither stops a poll early nor
+   keeps it chasing the tip.
+5. The poll stops at its budget of records, bytes, seconds or calls, or when every ready shard
+   is caught up. It returns the records, a new checkpoint (committing it is the caller's job,
+   after the Parquet is written) and its lag: how far behind the stream's tip the records it
+   leaves unread are (:attr:`StreamBatch.lag_seconds`).
 
 Throttling (LimitExceededException, ProvisionedThroughputExceededException, also after
 botocore's own retries ran out) backs off exponentially with jitter; when it persists the poll
@@ -30,12 +39,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -66,6 +77,8 @@ TRANSIENT_CODES = THROTTLE_CODES | {"InternalServerError", "ServiceUnavailable"}
 MAX_CALLS_PER_SHARD_PER_SECOND = 5
 MAX_RECORDS_PER_CALL = 1000
 DEFAULT_RETENTION_SECONDS = 24 * 3600.0
+# A Date header has whole seconds and the call took a while: within this, the clocks agree.
+CLOCK_TOLERANCE_SECONDS = 2.0
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -343,6 +356,11 @@ class StreamBatch:
         throttled: throttled calls that were retried.
         stopped_by: why the poll ended: "caught_up", "records", "bytes", "seconds", "calls",
             or "throttled".
+        lag_seconds: how far behind the stream's tip the poll left its table, in seconds: 0
+            when every shard was read up to the poll's start; otherwise, over the shards left
+            behind, the most of (the stream's now minus the creation time of the last record
+            read from the shard, in this poll or before). None when no shard left behind was
+            ever read (its oldest unread record is unknown).
     """
 
     pages: list[tuple[str, Sequence[dict[str, Any]]]]
@@ -353,6 +371,7 @@ class StreamBatch:
     bytes: int = 0
     throttled: int = 0
     stopped_by: str = "caught_up"
+    lag_seconds: float | None = 0.0
 
     @property
     def count(self) -> int:
@@ -455,6 +474,26 @@ def _iso(ts: float | datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _epoch(ts: float | datetime | str) -> float:
+    """Epoch seconds of a creation time as the readers give it (epoch seconds, a datetime) or
+    as the checkpoint keeps it (ISO text)."""
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    if isinstance(ts, datetime):
+        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+    return float(ts)
+
+
+def _server_time(response: Any) -> float | None:
+    """Epoch seconds of a botocore response's ``Date`` header, or None."""
+    try:
+        return parsedate_to_datetime(
+            response["ResponseMetadata"]["HTTPHeaders"]["date"]
+        ).timestamp()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
 def gap_fix(table: str) -> str:
     """The fix text of a stream gap on ``table``."""
     return (
@@ -522,6 +561,9 @@ class StreamReader:
         self._iterators: dict[str, tuple[str, str | None]] = {}
         self._call_times: dict[str, deque[float]] = {}
         self.throttled = 0
+        # How far the stream's clock (DynamoDB's Date header) is ahead of ``clock``; 0 when
+        # they agree within CLOCK_TOLERANCE_SECONDS.
+        self._skew = 0.0
 
     # -- public ----------------------------------------------------------------------------
 
@@ -541,7 +583,7 @@ class StreamReader:
         started = self._clock()
         self.throttled = 0
         ckpt = self.checkpoint
-        self._check_arn(ckpt, started)
+        self._check_arn(ckpt, self._now())
         self._check_age(ckpt, started)
         try:
             shards = list_shards(self.client, self.stream_arn, call=self._call)
@@ -551,14 +593,18 @@ class StreamReader:
                     "stream_not_found",
                     f"stream {self.stream_arn} no longer exists",
                     ckpt.last_change_time(),
-                    started,
+                    self._now(),
                 ) from None
             raise
         except _Throttled:
-            return StreamBatch([], replace(ckpt), stopped_by="throttled")
+            return StreamBatch([], replace(ckpt), stopped_by="throttled", lag_seconds=None)
         listed = {s.shard_id: s for s in shards}
-        working = self._working_set(ckpt, listed, started)
+        working = self._working_set(ckpt, listed, self._now())
         return self._read(ckpt, working, listed, started)
+
+    def _now(self) -> float:
+        """Now on the stream's clock (epoch seconds)."""
+        return self._clock() + self._skew
 
     # -- checks ----------------------------------------------------------------------------
 
@@ -642,6 +688,9 @@ class StreamReader:
         calls = 0
         size = 0
         empties: dict[str, int] = {}
+        caught_up: set[str] = set()  # open shards read up to the poll's start
+        # a record created in a later second than the poll's start was written after it
+        start_second = math.floor(self._now())
         last_served = ckpt.rotation_cursor
         stopped_by = "caught_up"
 
@@ -682,8 +731,10 @@ class StreamReader:
                     # What was read, not the records' SizeBytes: a lying endpoint cannot make
                     # a poll read more than its budget (by more than one response).
                     size += resp.get(BODY_BYTES) or (_json_bytes(recs) if recs else 0)
+                    past_start = False
                     if recs:
                         first, last, _, when = page_summary(recs)
+                        past_start = when is not None and _epoch(when) > start_second
                         pages.append((sid, recs))
                         count += len(recs)
                         rng = ranges.setdefault(sid, [first, last, 0])
@@ -717,9 +768,8 @@ class StreamReader:
                         ):
                             if ready(child) and child not in next_active:
                                 next_active.append(child)
-                    elif recs and (listed[sid].closed or len(recs) >= limit):
-                        # A full answer: more may follow. An open shard that answered less
-                        # than asked is at its tip; the next poll goes on from there.
+                    elif recs and (listed[sid].closed or not past_start):
+                        # More may follow, however short the page (GetRecords stops at 1 MB).
                         empties[sid] = 0
                         next_active.append(sid)
                     elif listed[sid].closed:
@@ -727,7 +777,12 @@ class StreamReader:
                         empties[sid] = empties.get(sid, 0) + 1
                         if empties[sid] < 3:
                             next_active.append(sid)
-                    # An open shard that answered nothing is caught up for this poll.
+                        else:
+                            caught_up.add(sid)
+                    else:
+                        # An open shard that answered nothing, or reached records written
+                        # after the poll started, is caught up for this poll.
+                        caught_up.add(sid)
                 active = next_active
                 if active and served_this_round == 0:
                     # Every remaining shard hit its 5 calls/s: wait for the first to free up.
@@ -737,6 +792,11 @@ class StreamReader:
         except _Throttled:
             stopped_by = "throttled"
 
+        behind = [
+            sid
+            for sid in working
+            if ready(sid) and sid not in caught_up and not working[sid].finished
+        ]
         new = StreamCheckpoint(
             table=self.table,
             stream_arn=self.stream_arn,
@@ -753,7 +813,17 @@ class StreamReader:
             bytes=size,
             throttled=self.throttled,
             stopped_by=stopped_by,
+            lag_seconds=self._lag([working[sid] for sid in behind]),
         )
+
+    def _lag(self, behind: Sequence[ShardCheckpoint]) -> float | None:
+        """See :attr:`StreamBatch.lag_seconds`."""
+        if not behind:
+            return 0.0
+        known = [_epoch(sc.last_change_time) for sc in behind if sc.last_change_time]
+        if not known:
+            return None
+        return max(0.0, self._now() - min(known))
 
     def _over_budget(self, n: int, size: int, calls: int, started: float) -> str | None:
         b = self.budget
@@ -834,7 +904,7 @@ class StreamReader:
         code = error_code(exc)
         sc = self.checkpoint.shards.get(sid)
         start = (sc.last_change_time if sc else None) or self.checkpoint.last_change_time()
-        now = self._clock()
+        now = self._now()
         if code == "TrimmedDataAccessException":
             raise self._gap(
                 "trimmed",
@@ -857,7 +927,7 @@ class StreamReader:
         """Call ``fn``; back off with jitter on throttling, give up with _Throttled."""
         for attempt in range(self.max_retries + 1):
             try:
-                return fn(**kwargs)
+                response = fn(**kwargs)
             except ClientError as exc:
                 raise_if_credentials(exc, f"read the stream of table {self.table!r}")
                 if error_code(exc) not in TRANSIENT_CODES:
@@ -873,4 +943,10 @@ class StreamReader:
                     raise _Throttled from None
                 delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
                 self._sleep(delay * (0.5 + self._rng.random() / 2))
+                continue
+            server = _server_time(response)
+            if server is not None:
+                skew = server - self._clock()
+                self._skew = skew if abs(skew) > CLOCK_TOLERANCE_SECONDS else 0.0
+            return response
         raise AssertionError("unreachable")

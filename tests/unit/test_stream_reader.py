@@ -371,6 +371,79 @@ def test_a_poll_stops_at_its_record_budget(clock) -> None:
     assert len(reader.poll().records) == 120
 
 
+def _write_padded(sim: StreamSimulator, n: int, pad_bytes: int, when=None) -> list[str]:
+    """``n`` new items of about ``pad_bytes`` each; returns their event ids."""
+    ids = []
+    for i in range(n):
+        keys = {"pk": {"S": f"p{i:05d}-{when or 0}"}}
+        new = {**keys, "pad": {"S": "x" * pad_bytes}}
+        wire = sim.record(TABLE, "INSERT", keys, None, new, when=when)
+        assert wire is not None
+        ids.append(wire["eventID"])
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("items", "pad_bytes"), [(1200, 2_500), (40, 300_000)], ids=["2.5KB", "300KB"]
+)
+def test_a_poll_reads_on_past_pages_the_1_mb_limit_cut_short(clock, items, pad_bytes) -> None:
+    sim = _sim(clock, enforce_read_limit=True)
+    ids = _write_padded(sim, items, pad_bytes)
+    clock.advance(30)
+    reader = StreamReader(
+        _client(sim),
+        TABLE,
+        StreamCheckpoint(TABLE),
+        stream_arn=sim.stream_arn(TABLE),
+        clock=clock,
+        sleep=clock.advance,
+    )
+
+    batch = reader.poll()
+
+    assert max(len(page) for _, page in batch.pages) < 1000  # GetRecords cut every page at 1 MB
+    assert len(batch.pages) > 2
+    assert [r["eventID"] for r in batch.records] == ids
+    assert batch.stopped_by == "caught_up" and batch.lag_seconds == 0.0
+    assert sim.errors["LimitExceededException"] == 0  # at most 5 GetRecords a second
+
+
+def test_a_poll_stops_at_records_written_after_it_started(clock) -> None:
+    sim = _sim(clock)
+    before = _write_padded(sim, 500, 10)
+    _write_padded(sim, 500, 10, when=clock() + 5)  # stamped after the poll's start
+    reader = StreamReader(
+        _client(sim),
+        TABLE,
+        StreamCheckpoint(TABLE),
+        ReadBudget(records_per_call=100),
+        stream_arn=sim.stream_arn(TABLE),
+        clock=clock,
+        sleep=clock.advance,
+    )
+
+    batch = reader.poll()
+
+    # every record from before the start, and then only the page that reached past it
+    assert [r["eventID"] for r in batch.records][:500] == before
+    assert len(batch.records) == 600
+    assert batch.stopped_by == "caught_up" and batch.lag_seconds == 0.0
+
+
+def test_the_lag_of_a_poll_cut_by_its_budget_is_its_distance_to_the_tip(tmp_path, clock) -> None:
+    sim = _sim(clock)
+    _write_padded(sim, 60, 300_000)  # 3 records a page, every page short of the Limit
+    clock.advance(40)
+    _write_padded(sim, 10, 10)
+
+    result = _capture(
+        sim, _client(sim), Lake(str(tmp_path)), clock, ReadBudget(max_bytes=5 * 1024 * 1024)
+    )
+
+    assert result.stopped_by == "bytes" and 15 <= result.records < 60
+    assert result.lag_seconds == pytest.approx(40, abs=1)
+
+
 def test_with_more_shards_than_a_poll_covers_every_shard_gets_its_turn(clock) -> None:
     sim = StreamSimulator(clock=clock, seed=7)
     arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=250)
