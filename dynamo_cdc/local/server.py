@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -1429,13 +1430,19 @@ class LocalAwsServer:
                 "who can reach it could read and change everything in it. Bind 127.0.0.1, or "
                 "force it (--allow-remote, allow_remote=True) on a network you trust."
             )
+        self.app = app or LocalAwsApp()
+        clock = self.app.clock_seconds
 
         class Handler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 if log_requests:
                     super().log_request(*args, **kwargs)
 
-        self.app = app or LocalAwsApp()
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                # The Date header: AWS's answers carry AWS's time, which clients may read (the
+                # stream reader does, to learn the stream's clock).
+                return formatdate(clock() if timestamp is None else timestamp, usegmt=True)
+
         self._server: BaseWSGIServer = make_server(
             host, port, self.app, threaded=True, request_handler=Handler
         )

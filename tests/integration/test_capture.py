@@ -70,6 +70,41 @@ def test_2000_writes_land_as_exactly_one_row_per_stream_record(
         last[pk] = seq
 
 
+def put_padded(clients, table: str, count: int, pad_bytes: int, prefix: str = "p") -> None:
+    """``count`` new items of about ``pad_bytes`` each (BatchWriteItem, 25 a call)."""
+    for start in range(0, count, 25):
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {"pk": {"S": f"{prefix}{i:05d}"}, "pad": {"S": "x" * pad_bytes}}
+                }
+            }
+            for i in range(start, min(start + 25, count))
+        ]
+        while requests:
+            out = clients.dynamodb.batch_write_item(RequestItems={table: requests})
+            requests = (out.get("UnprocessedItems") or {}).get(table) or []
+
+
+def test_one_capture_reads_every_1_mb_page_though_this_clock_is_a_day_behind_the_streams(
+    local_aws, clients, make_table, tmp_path
+) -> None:
+    """Records stamped a day after this machine's clock are no reason to stop reading: the
+    poll's start is taken on the stream's clock (DynamoDB's Date header)."""
+    table = make_table()
+    local_aws.control.advance_clock(25 * 3600)
+    put_padded(clients, table, 1200, 2_500)
+    lake = Lake(str(tmp_path))
+
+    result = capture_once(clients, lake, table)
+
+    assert result.records == 1200 and result.stopped_by == "caught_up"
+    assert result.lag_seconds == 0.0
+    assert Counter(landed_event_ids(str(tmp_path), table)) == Counter(
+        all_stream_event_ids(clients, table)
+    )
+
+
 def test_captures_of_one_table_started_at_once_take_turns_and_land_each_record_once(
     clients, make_table, tmp_path
 ) -> None:

@@ -165,6 +165,22 @@ def test_clock_advance_moves_write_timestamps(aws, ddb, table):
     assert datetime.fromisoformat(clock["now"]) > datetime.now(UTC)
 
 
+def test_answers_carry_the_local_clock_in_their_date_header(aws, ddb, table):
+    from email.utils import parsedate_to_datetime
+
+    aws.control.advance_clock(25 * 3600)
+    now = aws.control.clock()["now_micros"] / 1e6
+
+    answers = [
+        ddb.describe_table(TableName=table),
+        Clients(Settings(endpoint_url=aws.endpoint_url)).streams.list_streams(),
+    ]
+
+    for answer in answers:
+        date = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
+        assert abs(date.timestamp() - now) < 5
+
+
 def test_a_recreated_table_starts_a_new_history(aws, ddb, table):
     ddb.put_item(TableName=table, Item=pk("old"))
     old_id = aws.app.history.get(ACCOUNT, REGION, table).table_id
