@@ -375,12 +375,11 @@ def heal_gap(
     end = _parse(gap.window_end) if gap.window_end else now
     end = min(end + timedelta(seconds=slack_seconds), now)
     windows = export_windows(start, end, now=now, earliest=earliest) if start else []
-    # A stream time is rounded down to the second: a start in PITR's first second is exportable.
-    if (
-        start is None
-        or start < _floor_second(earliest)
-        or any(e - s < MIN_WINDOW for s, e in windows)
-    ):
+    # A window must not start before PITR's earliest time, not even within its first second:
+    # stream times are whole seconds, so there a key the stream saw created and the export
+    # leaves out may have been written before PITR began (unchanged, to keep) or after (created
+    # and deleted inside the window, to remove); a fresh snapshot settles it.
+    if start is None or start < earliest or any(e - s < MIN_WINDOW for s, e in windows):
         settings = getattr(clients, "settings", None)
         snap_bucket = bucket or getattr(settings, "export_bucket", None)
         if not snap_bucket:
