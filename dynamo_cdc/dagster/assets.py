@@ -434,7 +434,8 @@ class ChangesConfig(dg.Config):
     capture: bool = Field(
         default=False,
         description="Poll the stream first (headless runs such as `dynamo-cdc sync --once`). "
-        "Never while the table's stream sensor is running: one capture per table at a time.",
+        "Never while the table's stream sensor is running: one capture per table at a time. "
+        "A stream gap is healed first when the table's on_gap is heal, as the sensor does.",
     )
     capture_seconds: float = Field(default=20.0, description="Time budget of that poll.")
     compact: bool = Field(
@@ -461,24 +462,17 @@ STREAM_RETENTION = timedelta(hours=24)
 
 
 def heal_gap_view(
-    config: ChangesConfig, dynamodb: DynamoDBResource, lake: Lake, table: str, log: Any
+    gap: StreamGapError, dynamodb: DynamoDBResource, lake: Lake, table: str, log: Any
 ) -> dict[str, Any]:
-    """Heal the gap the sensor reported (see :func:`dynamo_cdc.heal.heal_gap`); metadata."""
-    gap = StreamGapError(
-        f"Stream gap of table {table!r} ({config.gap_reason}).",
-        table=table,
-        reason=config.gap_reason,
-        window_start=config.gap_window_start or None,
-        window_end=config.gap_window_end or None,
-    )
+    """Heal ``gap`` (see :func:`dynamo_cdc.heal.heal_gap`); metadata."""
     result = heal_gap(dynamodb.get_clients(), lake, table, gap, bucket=dynamodb.bucket())
     log.warning(
-        f"healed the stream gap of {table} ({config.gap_reason}) by {result.action}: "
+        f"healed the stream gap of {table} ({gap.reason}) by {result.action}: "
         f"windows {result.windows}, {result.rows} rows, checkpoint reset: "
         f"{result.checkpoint_reset}"
     )
     return {
-        "healed_gap": config.gap_reason,
+        "healed_gap": gap.reason,
         "heal_action": result.action,
         "heal_windows": dg.MetadataValue.json([list(w) for w in result.windows]),
         "heal_export_arns": dg.MetadataValue.json(result.export_arns),
@@ -550,12 +544,14 @@ def build_changes_asset(
         hour = hour_of_partition_key(context.partition_key)
         metadata: dict[str, Any] = {}
         if config.capture:
-            captured = capture_once(
-                dynamodb.get_clients(),
-                the_lake,
-                spec.name,
-                ReadBudget(max_seconds=config.capture_seconds),
-            )
+            budget = ReadBudget(max_seconds=config.capture_seconds)
+            try:
+                captured = capture_once(dynamodb.get_clients(), the_lake, spec.name, budget)
+            except StreamGapError as gap:
+                if spec.on_gap != "heal":
+                    raise
+                metadata.update(heal_gap_view(gap, dynamodb, the_lake, spec.name, context.log))
+                captured = capture_once(dynamodb.get_clients(), the_lake, spec.name, budget)
             touched = sorted(
                 {hour_partition_key(h) for f in captured.files if (h := hour_of_path(f))}
             )
@@ -576,7 +572,14 @@ def build_changes_asset(
                     list(captured.locked_between)
                 )
         if config.heal:
-            metadata.update(heal_gap_view(config, dynamodb, the_lake, spec.name, context.log))
+            gap = StreamGapError(
+                f"Stream gap of table {spec.name!r} ({config.gap_reason}).",
+                table=spec.name,
+                reason=config.gap_reason,
+                window_start=config.gap_window_start or None,
+                window_end=config.gap_window_end or None,
+            )
+            metadata.update(heal_gap_view(gap, dynamodb, the_lake, spec.name, context.log))
         if config.compact:
             # Under the capture lock: the checkpoint it trusts is the one captures commit.
             with the_lake.exclusive(

@@ -4,11 +4,18 @@ Each table runs through Dagster's :func:`dagster.materialize` with the same asse
 resources as the code location, in this order (DESIGN.md's stitching: capture starts before the
 snapshot's ExportTime):
 
-1. ``changes`` of the current hour with ``capture=true``: the stream is polled and landed;
+1. ``changes`` of the current hour with ``capture=true``, run again until a poll reports the
+   stream caught up (every shard read up to the poll's start): the stream is polled and
+   landed. A stream gap is healed by incremental exports first when the table's ``on_gap`` is
+   ``heal`` (the default), as the sensor does; with ``fail`` the table fails with the
+   :class:`~dynamo_cdc.errors.StreamGapError`;
 2. ``snapshot`` of today, only when the table has no snapshot yet (each export costs money);
-3. ``changes`` again with ``capture=true``: what arrived during the export;
-4. ``changes`` of the other hours the captures touched (recorded, not re-read);
+3. step 1 again: what arrived during the export;
+4. ``changes`` of the other hours the captures touched (recorded, not re-read; an hour Dagster
+   has no partition for yet, stamped by a clock ahead of this one, is landed but not recorded);
 5. ``current``.
+
+So every table is caught up to the moment its pass started.
 
 Do not run it while the table's stream sensor is running: one capture per table at a time.
 """
@@ -17,17 +24,20 @@ import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
 from dynamo_cdc.cli import duckdb_command, failure_message, report_failure
 from dynamo_cdc.config import Settings, TableSpec
-from dynamo_cdc.dagster.assets import asset_key, hour_partition_key
+from dynamo_cdc.dagster.assets import asset_key, hour_of_partition_key, hour_partition_key
 from dynamo_cdc.dagster.definitions import PipelineOptions, build_table_defs
 from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.lake import Lake
+
+# Polls in a row that read nothing without catching up (throttled) before a table fails.
+MAX_IDLE_POLLS = 3
 
 
 @dataclass
@@ -120,13 +130,23 @@ def sync_table(
     try:
 
         def capture() -> None:
-            meta = _materialize(changes, resources, instance, hour, {"capture": True})
-            md = _metadata(meta)
-            summary.change_rows += int(md.get("batch_records", 0) or 0)
-            if md.get("lag_seconds") is not None:
-                summary.lag_seconds = float(md["lag_seconds"])
-            touched.update(md.get("hours_touched") or [])
-            summary.steps.append(f"changes {hour} (capture)")
+            idle = 0
+            while True:
+                meta = _materialize(changes, resources, instance, hour, {"capture": True})
+                md = _metadata(meta)
+                records = int(md.get("batch_records", 0) or 0)
+                summary.change_rows += records
+                summary.lag_seconds = md.get("lag_seconds")
+                touched.update(md.get("hours_touched") or [])
+                summary.steps.append(f"changes {hour} (capture)")
+                if md.get("batch_stopped_by") == "caught_up":
+                    return
+                idle = 0 if records else idle + 1
+                if idle >= MAX_IDLE_POLLS:
+                    raise RuntimeError(
+                        f"the capture of {spec.name!r} is not caught up: {idle} polls in a row "
+                        f"read nothing ({md.get('batch_stopped_by')}); run sync again later"
+                    )
 
         capture()
         has_snapshot = any(
@@ -143,7 +163,12 @@ def sync_table(
             summary.snapshot_rows = int(_metadata(result).get("rows", 0))
             summary.steps.append("snapshot")
             capture()
+        last_hour = hour_partition_key(
+            hour_of_partition_key(hour) + timedelta(hours=1)  # HOURLY's end_offset
+        )
         for other in sorted(touched - {hour}):
+            if other > last_hour:  # the keys sort as times
+                continue
             _materialize(changes, resources, instance, other)
             summary.steps.append(f"changes {other}")
         _materialize(current, resources, instance)
