@@ -407,6 +407,9 @@ class ExportManifest:
     source: ExportSource
     summary: dict[str, Any]
     files: list[DataFile] = field(default_factory=list)
+    #: the table's CreationDateTime (ISO text) when the exporter knew it: change rows older
+    #: than it are an earlier table's of the same name (see dynamo_cdc.mirror)
+    table_created: str | None = None
 
     @property
     def export_arn(self) -> str:

@@ -398,6 +398,8 @@ def heal_gap(
                 table,
                 bucket=snap_bucket,
                 prefix=prefix or getattr(settings, "export_prefix", None) or "dynamo-cdc/exports",
+                # a definite time: a request for "now" could re-attach to an earlier export
+                export_time=now,
             ),
             poll_seconds=poll_seconds,
         )

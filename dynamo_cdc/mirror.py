@@ -57,7 +57,9 @@ Applying changes
 
 The newest snapshot partition (by its ``_lineage.json``) is the bootstrap; a newer one, or a
 different bucket count, rebuilds. Change rows with ``approximate_creation_time >= ExportTime -
-margin`` are replayed per key in order of (approximate_creation_time, sequence_number): REMOVE
+margin``, and not older than the table's CreationDateTime (rows of an earlier table of the same
+name, deleted and created again, stay in ``changes`` as history but never reach ``current``),
+are replayed per key in order of (approximate_creation_time, sequence_number): REMOVE
 (no ``_new_image``) deletes, INSERT/MODIFY set the row to ``_new_image``. With full new images
 this is idempotent, so the overlap with the snapshot is safe. Which change files were applied is
 tracked by file name per hour partition (in ``_state.json``), not by a time watermark: shards
@@ -673,6 +675,11 @@ def _refresh_current(
         raise ValueError(f"key_attributes of {table!r} are unknown: pass them.")
     export_time = parse_time(lineage["export_time"])
     replay_from = export_time - timedelta(seconds=margin_seconds)
+    if lineage.get("table_created"):
+        # Older rows are an earlier table's of the same name (deleted, then created again).
+        # Stream times are whole seconds: the creation's second stays in.
+        created = parse_time(lineage["table_created"]).replace(microsecond=0)
+        replay_from = max(replay_from, created)
     snap_id = {
         "path": snap_rel,
         "export_time": lineage["export_time"],

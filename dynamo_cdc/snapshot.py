@@ -578,6 +578,8 @@ class SnapshotPlan:
     source: dict[str, str]
     summary: dict[str, Any]
     files: list[dict[str, Any]]
+    # the table's CreationDateTime (ISO text), for the lineage: see write_snapshot
+    table_created: str | None = None
 
     def __post_init__(self) -> None:
         # A plan may come back from JSON (a step's config): its partition names a folder.
@@ -681,6 +683,7 @@ def plan_snapshot(
         source=where,
         summary=manifest.summary,
         files=[asdict(f) for f in files],
+        table_created=manifest.table_created,
     )
 
 
@@ -796,6 +799,8 @@ def commit_snapshot(
             "key_attributes": plan.key_attributes,
             "export_date": plan.export_date,
         }
+        if plan.table_created:
+            lineage["table_created"] = plan.table_created
         (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
         published = lake.publish_dir(staging, rel, marker=LINEAGE_FILE, carry=carry)
     size = sum(lake.size(p) for p in published if p.endswith(".parquet"))
@@ -835,7 +840,9 @@ def write_snapshot(
     """Convert ``manifest``'s export and publish it as the snapshot partition ``export_date``,
     in this process: the plan's one group converted by ``workers`` processes, then the commit.
 
-    Nothing is published unless every data file verified and converted.
+    Nothing is published unless every data file verified and converted. The manifest's
+    ``table_created`` (the table's CreationDateTime) goes into the lineage: change rows older
+    than it belong to an earlier table of the same name, which ``current`` must not replay.
     """
     plan = plan_snapshot(manifest, table, export_date, key_attributes)
     convert_group(plan, 0, lake, manifest=manifest, workers=workers, progress=progress)
@@ -893,6 +900,8 @@ def export_manifest(
     say(f"{request.table}: export {arn} requested")
     done = wait_for_export(clients, arn, table=request.table, poll_seconds=poll_seconds)
     manifest = manifest_from_export_description(clients, done)
+    created = desc.get("CreationDateTime")
+    manifest.table_created = created.astimezone(UTC).isoformat() if created else None
     when = done.get("ExportTime") or request.export_time or datetime.now(UTC)
     return manifest, when, key_attributes_of(desc)
 

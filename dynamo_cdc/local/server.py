@@ -1128,7 +1128,10 @@ class LocalAwsApp:
             if table is None:
                 self.history.drop(account, region, name)
         fields = fields_before if op == "DeleteTable" else None
-        out = self._with_stream_fields(streams, account, region, op, out, fields)
+        created = None
+        if table is not None and op != "DeleteTable":
+            created = self._ensure_history(account, region, table).created_micros / 1_000_000
+        out = self._with_stream_fields(streams, account, region, op, out, fields, created)
         return status, _with_body(headers, out), out
 
     @staticmethod
@@ -1167,8 +1170,11 @@ class LocalAwsApp:
         op: str,
         out: bytes,
         fields: dict[str, Any] | None,
+        created: float | None = None,
     ) -> bytes:
-        """moto's TableDescription with the simulator's stream members in place of moto's."""
+        """moto's TableDescription with the simulator's stream members in place of moto's, and
+        ``created`` (epoch seconds by the local clock, not moto's wall clock) as its
+        CreationDateTime."""
         doc = orjson.loads(out)
         desc = doc.get(TABLE_DESCRIPTION_OPS[op])
         if not isinstance(desc, dict) or "TableName" not in desc:
@@ -1178,6 +1184,8 @@ class LocalAwsApp:
         if fields is None:
             fields = streams.table_fields(account, region, desc["TableName"])
         desc.update(fields)
+        if created is not None:
+            desc["CreationDateTime"] = created
         return orjson.dumps(doc)
 
     def _pitr_response(

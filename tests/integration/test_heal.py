@@ -136,6 +136,38 @@ def test_a_re_enabled_stream_is_healed_and_capture_follows_the_new_stream(
     assert mirror(lake, table) == scan(env, table)
 
 
+def test_a_table_deleted_and_created_again_is_healed_with_no_row_of_its_old_life_in_current(
+    env: Env, make_table: Callable[..., str], tmp_path: Path
+):
+    table = make_table()
+    lake = Lake(str(tmp_path / "lake"))
+    env.advance(60)
+    for i in range(5):
+        put(env, table, f"old{i}", "1")
+    snapshot(env, lake, table)
+    put(env, table, "old5", "1")  # changes of the old table's last minutes, captured
+    delete(env, table, "old0")
+    capture_all(env, lake, table)
+    refresh_current(lake, table)
+    history = read_table(lake.root, table, "changes").num_rows
+    env.clients.dynamodb.delete_table(TableName=table)
+    env.advance(2)  # deleting and creating a table take seconds on AWS
+    make_table(name=table)  # a new stream ARN
+    put(env, table, "old1", "2")
+    put(env, table, "new", "1")
+    with pytest.raises(StreamGapError) as err:
+        capture_all(env, lake, table)
+    assert err.value.reason == "stream_arn_changed"
+
+    healed = heal_gap(env.clients, lake, table, err.value, bucket=env.bucket, poll_seconds=0.05)
+    capture_all(env, lake, table)
+    refresh_current(lake, table)
+
+    assert healed.action == "snapshot"  # PITR of the new table starts after the old one's end
+    assert mirror(lake, table) == scan(env, table)
+    assert read_table(lake.root, table, "changes").num_rows == history + 2  # history stays
+
+
 def test_backfilling_an_hour_writes_its_net_changes_as_export_rows(
     env: Env, make_table: Callable[..., str], tmp_path: Path
 ):

@@ -181,6 +181,24 @@ def test_answers_carry_the_local_clock_in_their_date_header(aws, ddb, table):
         assert abs(date.timestamp() - now) < 5
 
 
+def test_creation_date_time_follows_the_local_clock(aws, ddb):
+    aws.control.advance_clock(3 * 3600)
+    name = f"h-{uuid.uuid4().hex[:8]}.t"
+    before = aws.control.clock()["now_micros"] / 1e6
+
+    created = ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )["TableDescription"]["CreationDateTime"]
+    described = ddb.describe_table(TableName=name)["Table"]["CreationDateTime"]
+
+    assert described == created
+    assert before - 1 <= created.timestamp() <= aws.control.clock()["now_micros"] / 1e6
+
+
 def test_a_recreated_table_starts_a_new_history(aws, ddb, table):
     ddb.put_item(TableName=table, Item=pk("old"))
     old_id = aws.app.history.get(ACCOUNT, REGION, table).table_id
