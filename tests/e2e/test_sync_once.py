@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +16,17 @@ import pytest
 
 from dynamo_cdc import codec, read_table
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.config import Settings
-from dynamo_cdc.local import LocalAwsProcess, launch_local_aws
+from dynamo_cdc.local import LocalAwsProcess
 from tests.e2e.chaos import all_stream_event_ids
 from tests.e2e.helpers import REPO, VENV_BIN
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAwsProcess]:
-    """A local AWS of this module's own: its tests move its clock."""
-    log_path = tmp_path_factory.mktemp("local-aws") / "server.log"
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    server = launch_local_aws(0, export_delay_seconds=0.2, env=env, stderr_path=str(log_path))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def clients(aws: LocalAwsProcess) -> Clients:
-    return Clients(Settings(endpoint_url=aws.endpoint_url), max_attempts=3)
+def aws(local_aws: LocalAwsProcess) -> LocalAwsProcess:
+    """The module's own local AWS (tests/e2e/conftest.py): these tests move its clock."""
+    return local_aws
 
 
 class Sync:

@@ -215,11 +215,9 @@ def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
     env: Env, make_table: Callable[..., str], tmp_path: Path
 ):
     import dagster as dg
-    from dagster_aws.s3 import S3Resource
 
     from dynamo_cdc.config import TableSpec
     from dynamo_cdc.dagster.assets import build_changes_asset
-    from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
     from dynamo_cdc.dagster.sensors import stream_tick
     from dynamo_cdc.stream import ReadBudget
 
@@ -258,16 +256,7 @@ def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
 
     (request,) = tick().run_requests
     assert request.tags["dynamo_cdc/kind"] == "heal"
-    resources = {
-        "dynamodb": DynamoDBResource(
-            endpoint_url=env.local_aws.endpoint_url,
-            region_name="us-east-1",
-            export_bucket=env.bucket,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ),
-        "lake": LakeResource(root=lake.root, s3=S3Resource(region_name="us-east-1")),
-    }
+    resources = env.dagster_resources(lake.root)
     run = dg.materialize(
         [changes],
         # the request's hour follows the local AWS's clock, which this test moved ahead of

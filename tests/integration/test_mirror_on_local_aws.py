@@ -42,6 +42,23 @@ class Env:
     def advance(self, seconds: float) -> None:
         self.local_aws.control.advance_clock(seconds)
 
+    def dagster_resources(self, lake_root: str) -> dict[str, Any]:
+        """The Dagster resources of a run on this local AWS and lake."""
+        from dagster_aws.s3 import S3Resource
+
+        from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
+
+        return {
+            "dynamodb": DynamoDBResource(
+                endpoint_url=self.local_aws.endpoint_url,
+                region_name="us-east-1",
+                export_bucket=self.bucket,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            ),
+            "lake": LakeResource(root=lake_root, s3=S3Resource(region_name="us-east-1")),
+        }
+
 
 @pytest.fixture
 def env(local_aws: LocalAwsProcess, clients: Clients, bucket: str) -> Env:

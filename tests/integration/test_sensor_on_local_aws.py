@@ -12,13 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.compute as pc
 import pytest
-from dagster_aws.s3 import S3Resource
 
-from dagster_project.assets import build_changes_asset
-from dagster_project.resources import DynamoDBResource, LakeResource
-from dagster_project.sensors import DEFAULT_BUDGET_SECONDS, stream_tick
 from dynamo_cdc import read_table
 from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.assets import build_changes_asset
+from dynamo_cdc.dagster.sensors import DEFAULT_BUDGET_SECONDS, stream_tick
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.mirror import refresh_current
 from dynamo_cdc.stream import ReadBudget
@@ -112,16 +110,7 @@ def test_an_outage_longer_than_the_streams_24_hours_heals_through_the_run_the_ti
         # Dagster's; healing does not depend on the hour, so use one Dagster has
         partition_key=datetime.now(UTC).strftime("%Y-%m-%d-%H:00"),
         run_config={"ops": {changes.op.name: request.run_config["ops"][OP]}},
-        resources={
-            "dynamodb": DynamoDBResource(
-                endpoint_url=env.local_aws.endpoint_url,
-                region_name="us-east-1",
-                export_bucket=env.bucket,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            ),
-            "lake": LakeResource(root=lake.root, s3=S3Resource(region_name="us-east-1")),
-        },
+        resources=env.dagster_resources(lake.root),
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert run.success
