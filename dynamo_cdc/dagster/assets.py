@@ -547,10 +547,10 @@ def build_changes_asset(
             budget = ReadBudget(max_seconds=config.capture_seconds)
             try:
                 captured = capture_once(dynamodb.get_clients(), the_lake, spec.name, budget)
-            except StreamGapError as gap:
+            except StreamGapError as met:
                 if spec.on_gap != "heal":
                     raise
-                metadata.update(heal_gap_view(gap, dynamodb, the_lake, spec.name, context.log))
+                metadata.update(heal_gap_view(met, dynamodb, the_lake, spec.name, context.log))
                 captured = capture_once(dynamodb.get_clients(), the_lake, spec.name, budget)
             touched = sorted(
                 {hour_partition_key(h) for f in captured.files if (h := hour_of_path(f))}
