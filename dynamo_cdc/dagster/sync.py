@@ -85,7 +85,7 @@ def _materialize(
     # and a failure is raised as the step raised it (sync_table reports it in one line).
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     if config:
-        run_config["ops"] = {assets_def.op.name: {"config": config}}
+        run_config["ops"] = {assets_def.node_def.name: {"config": config}}  # op or graph
     result = dg.materialize(
         [assets_def],
         partition_key=partition_key,
