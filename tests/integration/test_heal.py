@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -224,7 +224,7 @@ def test_a_gap_met_by_the_sensor_heals_through_one_dagster_run(
     table = make_table()
     spec = TableSpec(table)  # on_gap=heal is the default
     lake = Lake(str(tmp_path / "lake"))
-    changes = build_changes_asset(spec)
+    changes = build_changes_asset(spec, date(2025, 1, 1))
     ddb = env.clients.dynamodb
 
     def tick() -> dg.SensorResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -92,7 +92,7 @@ def test_an_outage_longer_than_the_streams_24_hours_heals_through_the_run_the_ti
     table = make_table()
     spec = TableSpec(table)  # on_gap=heal, the default
     lake = Lake(str(tmp_path / "lake"))
-    changes = build_changes_asset(spec)
+    changes = build_changes_asset(spec, date(2025, 1, 1))
     env.advance(60)  # PITR was on a minute before the writes, as in real life
     put_padded(env.clients, table, 50, 1_000)
     snapshot(env, lake, table)
