@@ -51,8 +51,9 @@ def tick(
 
 
 def batch_config(result: dg.SensorResult) -> dict:
-    (request,) = [r for r in result.run_requests if r.tags["dynamo_cdc/kind"] == "batch"]
-    return request.run_config["ops"][OP]["config"]
+    """The metadata of the micro-batch the tick recorded (an asset event, no run)."""
+    (event,) = [e for e in result.asset_events or [] if isinstance(e, dg.AssetMaterialization)]
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
 
 
 def test_one_tick_lands_every_1_mb_page_of_every_shard(
