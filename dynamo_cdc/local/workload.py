@@ -26,6 +26,10 @@ class Workload:
         seed: the RNG seed: the same seed gives the same operations.
         keys: how many distinct keys the workload touches (collisions make updates and deletes).
         ttl_attribute: if set, some items get an already-due TTL (for the TTL sweep).
+        body_bytes: if set, (low, high): each item gets a ``body`` text of that many bytes, so
+            items have production's size (a GetRecords page of 1 MB then holds a few hundred).
+        large_share: the share of items whose ``body`` is ``large_bytes`` instead (near
+            DynamoDB's 400 KB item limit: a page holds two).
     """
 
     client: Any
@@ -35,6 +39,9 @@ class Workload:
     seed: int = 0
     keys: int = 500
     ttl_attribute: str | None = None
+    body_bytes: tuple[int, int] | None = None
+    large_share: float = 0.0
+    large_bytes: int = 350_000
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPERATIONS, 0))
 
     def __post_init__(self) -> None:
@@ -58,6 +65,11 @@ class Workload:
         item["meta"] = {"M": {"v": {"N": str(r.randrange(1000))}, "ok": {"BOOL": r.random() < 0.5}}}
         if r.random() < 0.2:
             item["blob"] = {"B": r.randbytes(8)}
+        if self.body_bytes is not None:
+            size = (
+                self.large_bytes if r.random() < self.large_share else r.randint(*self.body_bytes)
+            )
+            item["body"] = {"S": r.randbytes(size // 2).hex()}
         if self.ttl_attribute and r.random() < 0.05:
             item[self.ttl_attribute] = {"N": str(int(time.time()) - 60)}
         return item

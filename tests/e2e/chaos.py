@@ -399,8 +399,18 @@ class ChaosRun:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
         self.clients.s3.create_bucket(Bucket="chaos-exports")
+        # production's shapes: items of 2-4 KB (a 1 MB GetRecords page holds a few hundred),
+        # one in 200 near DynamoDB's 400 KB limit (a page holds two)
         self.workload = Workload(
-            db, TABLE, "pk", "sk", seed=self.seed, keys=600, ttl_attribute=TTL_ATTRIBUTE
+            db,
+            TABLE,
+            "pk",
+            "sk",
+            seed=self.seed,
+            keys=600,
+            ttl_attribute=TTL_ATTRIBUTE,
+            body_bytes=(2_000, 4_000),
+            large_share=0.005,
         )
         self.spec = TableSpec(name=TABLE)
         defs = build_table_defs(self.spec, PipelineOptions(sensors_running=False))
@@ -418,7 +428,7 @@ class ChaosRun:
     ) -> Any:
         import dagster as dg
 
-        run_config = {"ops": {asset.op.name: {"config": config}}} if config else None
+        run_config = {"ops": {asset.node_def.name: {"config": config}}} if config else None
         result = dg.materialize(
             [asset],
             partition_key=partition,
