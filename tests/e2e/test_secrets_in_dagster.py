@@ -53,6 +53,36 @@ def _files(*roots: Path) -> list[Path]:
     return [p for root in roots for p in root.rglob("*") if p.is_file()]
 
 
+def _instance_storage(env: dict[str, str], scanned: list[Path]) -> bytes:
+    """Everything the Dagster instance stored (runs, event log, schedules): the SQLite files in
+    DAGSTER_HOME, or every row of every table of its PostgreSQL database, as text."""
+    if "DAGSTER_PG_DB" not in env:
+        dbs = [p for p in scanned if p.name.endswith(".db")]
+        assert dbs  # the event log was really there
+        return b"".join(p.read_bytes() for p in dbs)
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host=env["DAGSTER_PG_HOST"],
+        port=env["DAGSTER_PG_PORT"],
+        user=env["DAGSTER_PG_USERNAME"],
+        password=env["DAGSTER_PG_PASSWORD"],
+        dbname=env["DAGSTER_PG_DB"],
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [row[0] for row in cur.fetchall()]
+            assert "event_logs" in tables
+            out = []
+            for table in tables:
+                cur.execute(f'SELECT t::text FROM "{table}" t')
+                out += [row[0].encode() for row in cur.fetchall()]
+    finally:
+        conn.close()
+    return b"\n".join(out)
+
+
 def test_no_credential_in_the_event_log_run_logs_or_lake_of_a_good_and_a_failed_sync(
     dagster_env, tmp_path
 ):
@@ -72,11 +102,11 @@ def test_no_credential_in_the_event_log_run_logs_or_lake_of_a_good_and_a_failed_
     assert run.returncode == 1, output[-3000:]
     assert "no-such-table-4e2a9c: FAILED" in output and "orders: ok" in output
     scanned = _files(Path(env["DAGSTER_HOME"]), Path(env["DYNAMO_CDC_LAKE_ROOT"]))
-    assert any(p.name.endswith(".db") for p in scanned)  # the event log was really there
     assert any(p.suffix == ".parquet" for p in scanned)
-    event_log = b"".join(p.read_bytes() for p in scanned if p.name.endswith(".db"))
+    event_log = _instance_storage(env, scanned)
     assert b"X-Amz-Security-Token" in event_log  # botocore's DEBUG records were captured
-    assert _leaks(scanned, {"output": output}) == []
+    stored = event_log.decode("latin-1")
+    assert _leaks(scanned, {"output": output, "instance storage": stored}) == []
 
 
 def test_no_credential_in_the_daemons_webservers_or_runs_logs_with_an_s3_lake(
@@ -115,5 +145,5 @@ def test_no_credential_in_the_daemons_webservers_or_runs_logs_with_an_s3_lake(
     }
     scanned = _files(tmp_path)  # DAGSTER_HOME (event log, run and compute logs) and the log
     assert log in scanned and b"dagster-webserver" in log.read_bytes()
-    assert any(p.name.endswith(".db") for p in scanned)
-    assert _leaks(scanned, lake_texts) == []
+    stored = _instance_storage(env, scanned).decode("latin-1")
+    assert _leaks(scanned, {**lake_texts, "instance storage": stored}) == []
