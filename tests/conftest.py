@@ -21,10 +21,17 @@ def _fake_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    # nothing may reach an address off this machine, not even the EC2 metadata service that
+    # boto3's credential chain asks
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     for name in list(__import__("os").environ):
         if name.startswith("DYNAMO_CDC_"):
             monkeypatch.delenv(name, raising=False)
+    # loading definitions asks DynamoDB when each table was created unless this is set: a test
+    # that loads them without the local AWS's endpoint must not ask AWS (the tests of that
+    # lookup remove it)
+    monkeypatch.setenv("DYNAMO_CDC_PARTITIONS_START", "2025-01-01")
 
 
 @pytest.fixture(autouse=True)

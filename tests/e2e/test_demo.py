@@ -11,6 +11,7 @@ import pytest
 from dynamo_cdc import catalog, read_table
 from dynamo_cdc.catalog import VIEWS
 from dynamo_cdc.lake import Lake
+from tests.e2e.helpers import warning_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.iceberg]
 
@@ -138,19 +139,8 @@ def test_demo_on_a_busy_ui_port_prints_the_url_it_serves_without_the_community_d
     assert "Traceback" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: loaded through the component (dagster_project.location), the asset checks "
-    "reach Dagster as AssetsDefinitions and Dagster's conversion "
-    "(repository_data.get_asset_checks_defs_by_key) warns BetaWarning `execution_type`",
-)
 def test_the_demo_log_holds_no_dagster_beta_supersession_or_deprecation_warning(
     busy_port_demo: tuple[list[str], str],
 ) -> None:
     _, log = busy_port_demo
-    warnings = [
-        line
-        for line in log.splitlines()
-        if any(w in line for w in ("BetaWarning", "SupersessionWarning", "DeprecationWarning"))
-    ]
-    assert warnings == []
+    assert warning_lines(log) == []

@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     restore_signals,
     stop_session,
     wait_until,
+    warning_lines,
 )
 
 pytestmark = pytest.mark.e2e
@@ -238,5 +239,4 @@ def test_no_community_dialog_telemetry_banner_or_warning_greets_the_user(ui):
     assert ui.graphql("{ shouldShowNux }")["shouldShowNux"] is False
     log = ui.log.read_text()
     assert "Telemetry:" not in log  # the banner dagster dev prints when telemetry is on
-    for warning in ("BetaWarning", "SupersessionWarning", "DeprecationWarning"):
-        assert warning not in log, log[-3000:]
+    assert warning_lines(log) == [], log[-3000:]

@@ -22,6 +22,7 @@ def test_partitions_start_on_the_tables_creation_day(
     (tmp_path / "tables.csv").write_text(f"{table}\n")
     monkeypatch.setenv("DYNAMO_CDC_TABLES", str(tmp_path / "tables.csv"))
     monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", local_aws.endpoint_url)
+    monkeypatch.delenv("DYNAMO_CDC_PARTITIONS_START")
     created = clients.dynamodb.describe_table(TableName=table)["Table"]["CreationDateTime"]
     day = created.astimezone(UTC).strftime("%Y-%m-%d")
 

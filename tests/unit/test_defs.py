@@ -228,6 +228,7 @@ def test_without_the_setting_or_aws_partitions_start_35_days_back_not_in_2025(
     (tmp_path / "tables.csv").write_text("orders\n")
     monkeypatch.setenv("DYNAMO_CDC_TABLES", str(tmp_path / "tables.csv"))
     monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing answers
+    monkeypatch.delenv("DYNAMO_CDC_PARTITIONS_START")
     defs = build_defs_from_env()
     first = (datetime.now(UTC) - timedelta(days=35)).strftime("%Y-%m-%d")
     assert _first_partitions(defs)["snapshot"] == first
