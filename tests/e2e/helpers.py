@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
+
+from dynamo_cdc.lake import Lake
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -113,3 +116,9 @@ def dagster_process_env(endpoint_url: str, lake_root: str, home: Path, **extra: 
     )
     env.update(extra)
     return env
+
+
+def lake_dataset(lake: Lake, rel: str) -> ds.Dataset:
+    """The Parquet files under ``rel`` in ``lake`` (a folder or s3://), hive partitions read."""
+    fs, base = lake.arrow_filesystem()
+    return ds.dataset(f"{base}/{rel}", filesystem=fs, format="parquet", partitioning="hive")
