@@ -246,6 +246,12 @@ def export_time_of(partition_end: datetime, now: datetime) -> datetime | None:
     return None if partition_end > now else partition_end
 
 
+def snapshot_request_id(run: dg.DagsterRun, partition_key: str) -> str:
+    """The export request of a run's snapshot partition: a retry of the run (a re-execution,
+    same root run) re-attaches to the export it started; any other run requests a new one."""
+    return f"{run.root_run_id or run.run_id}:{partition_key}"
+
+
 def _snapshot_step_names(spec: TableSpec) -> tuple[str, str, str]:
     """The op names of a snapshot's steps (op names are unique in a code location)."""
     return tuple(f"{spec.safe_name}__snapshot_{step}" for step in ("plan", "convert", "commit"))  # type: ignore[return-value]
@@ -300,6 +306,7 @@ def build_snapshot_asset(spec: TableSpec, start: date) -> dg.AssetsDefinition:
             bucket=dynamodb.bucket(),
             export_time=export_time,
             export_format=spec.export_format,
+            request_id=snapshot_request_id(context.run, context.partition_key),
         )
         manifest, _, keys = export_manifest(
             clients,
