@@ -31,7 +31,8 @@ the values would give files whose schemas do not unify. (Cast in queries: ``CAST
 BIGINT)``.) A key attribute named like one of the columns above is written as ``key_<name>``.
 
 Files: each record goes to the hour partition of its ApproximateCreationDateTime,
-``<table>/changes/date=YYYY-MM-DD/hour=HH/``, one file per (partition, shard) and batch, named
+``<table>/changes/date=YYYY-MM-DD/hour=HH/`` (``cdc_date``, ``cdc_hour`` for a table keyed on
+``date`` or ``hour``: :mod:`dynamo_cdc.layout`), one file per (partition, shard) and batch, named
 ``<shard id>_<first seq>_<last seq>.parquet`` (padded sequence numbers). A change file is never
 deleted by a capture. Files of the same shard in that partition whose range overlaps the new
 batch, and compacted files whose statistics do not rule the shard's range out, are read (the
@@ -69,6 +70,7 @@ import pyarrow.parquet as pq
 from dynamo_cdc import catalog, codec, fastconvert, native, nesting
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.errors import StreamRecordError
+from dynamo_cdc.layout import PARTITION_COLUMNS, lake_partition_columns, table_partition_columns
 from dynamo_cdc.stream import (
     ReadBudget,
     RecordPage,
@@ -874,9 +876,20 @@ _PLUS_ONE = functools.partial(operator.add, 1)
 # -- Arrow -> Parquet files ------------------------------------------------------------------
 
 
-def partition_path(lake: Any, table: str, hour_start: datetime) -> str:
-    """``<table>/changes/date=YYYY-MM-DD/hour=HH`` of the hour starting at ``hour_start``."""
-    return lake.table_path(table, "changes", f"date={hour_start:%Y-%m-%d}", f"hour={hour_start:%H}")
+def partition_path(
+    lake: Any, table: str, hour_start: datetime, columns: Sequence[str] | None = None
+) -> str:
+    """``<table>/changes/date=YYYY-MM-DD/hour=HH`` of the hour starting at ``hour_start``.
+
+    ``columns`` are the table's partition columns (:func:`dynamo_cdc.layout.partition_columns`);
+    None: as the lake has them (``date``, ``hour`` when it has no partition yet).
+    """
+    if columns is None:
+        columns = lake_partition_columns(lake, table, "changes") or PARTITION_COLUMNS["changes"]
+    date, hour = columns
+    return lake.table_path(
+        table, "changes", f"{date}={hour_start:%Y-%m-%d}", f"{hour}={hour_start:%H}"
+    )
 
 
 # What AWS documents of the identifiers a change file is named by (DynamoDB Streams API
@@ -1006,13 +1019,15 @@ def write_change_batch(
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(order)]])
     event_ids = rows.column("event_id").combine_chunks()
+    keys = [c for c in rows.column_names if c not in CHANGE_COLUMNS and c not in IMAGE_COLUMNS]
+    columns = table_partition_columns(lake, table, "changes", keys)
     listing: dict[str, list[str]] = {}
     holding: set[str] = set()
     for start, end in zip(starts, ends, strict=True):
         idx = order[start:end]
         hour = int(hours[idx[0]])
         code = int(codes[idx[0]])
-        part = partition_path(lake, table, datetime.fromtimestamp(hour * 3600, tz=UTC))
+        part = partition_path(lake, table, datetime.fromtimestamp(hour * 3600, tz=UTC), columns)
         if code < 0:
             if not batch_id:
                 raise ValueError("rows without a shard_id need a batch_id to name their file")

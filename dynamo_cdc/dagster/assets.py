@@ -35,6 +35,7 @@ from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import hour_of_path
 from dynamo_cdc.mirror import newest_snapshot
 from dynamo_cdc.snapshot import (
     SnapshotPlan,
@@ -90,19 +91,6 @@ def hour_partition_key(hour_start: datetime) -> str:
 def hour_of_partition_key(key: str) -> datetime:
     """Inverse of :func:`hour_partition_key`."""
     return datetime.strptime(key, HOUR_KEY_FORMAT).replace(tzinfo=UTC)
-
-
-def hour_of_path(path: str) -> datetime | None:
-    """The hour of a change file path ``.../date=YYYY-MM-DD/hour=HH/...``, else None."""
-    date = hour = None
-    for part in path.split("/"):
-        if part.startswith("date="):
-            date = part[5:]
-        elif part.startswith("hour="):
-            hour = part[5:]
-    if date is None or hour is None:
-        return None
-    return datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
 
 
 @dataclass
