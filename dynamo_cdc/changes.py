@@ -28,7 +28,8 @@ every change file of a table has the same schema. An ``N`` key is the canonical 
 (:func:`dynamo_cdc.codec.canonical_number_text`): DynamoDB numbers have 38 digits and exponents
 from -130 to +125, which neither int64 nor one decimal128 scale holds, and a rule that looked at
 the values would give files whose schemas do not unify. (Cast in queries: ``CAST(id AS
-BIGINT)``.) A key attribute named like one of the columns above is written as ``key_<name>``.
+BIGINT)``.) A key attribute named like one of the columns above, case-insensitively, is written
+as ``key_<name>`` (:func:`key_column_name`).
 
 Files: each record goes to the hour partition of its ApproximateCreationDateTime,
 ``<table>/changes/date=YYYY-MM-DD/hour=HH/`` (``cdc_date``, ``cdc_hour`` for a table keyed on
@@ -178,9 +179,18 @@ def image_text(image: Mapping[str, Any] | None) -> str | None:
 # -- records -> Arrow ------------------------------------------------------------------------
 
 
-def key_column_name(name: str) -> str:
-    """The change-row column of key attribute ``name`` (``key_<name>`` when it collides)."""
-    return f"key_{name}" if name in CHANGE_COLUMNS or name in IMAGE_COLUMNS else name
+_OUR_COLUMNS = frozenset(c.casefold() for c in (*CHANGE_COLUMNS, *IMAGE_COLUMNS))
+
+
+def key_column_name(name: str, key_names: Sequence[str] = ()) -> str:
+    """The change-row column of key attribute ``name``: ``key_<name>`` when ``name`` is one of
+    the change-row columns above, case-insensitively (DuckDB, Athena and Spark fold case), again
+    until it is free of those and of the table's other ``key_names``."""
+    taken = _OUR_COLUMNS | {k.casefold() for k in key_names if k != name}
+    column = name
+    while column.casefold() in taken:
+        column = f"key_{column}"
+    return column
 
 
 def change_schema(key_attributes: Sequence[tuple[str, str]]) -> pa.Schema:
@@ -199,10 +209,11 @@ def change_schema(key_attributes: Sequence[tuple[str, str]]) -> pa.Schema:
         pa.field("ttl_delete", pa.bool_(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
     ]
+    names = [name for name, _ in key_attributes]
     for name, kind in key_attributes:
         if kind not in _KEY_ARROW_TYPES:
             raise ValueError(f"key attribute {name!r} has type {kind!r}; keys are S, N or B")
-        fields.append(pa.field(key_column_name(name), _KEY_ARROW_TYPES[kind]))
+        fields.append(pa.field(key_column_name(name, names), _KEY_ARROW_TYPES[kind]))
     fields += [pa.field(c, pa.string()) for c in IMAGE_COLUMNS]
     return pa.schema(fields)
 
