@@ -79,3 +79,12 @@ def dagster_env(
     )
     instance_home(request.param, home, request, env)
     return env
+
+
+@pytest.fixture
+def dagster_settings(dagster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`dagster_env`'s ``DYNAMO_CDC_*`` settings in this process, for in-process runs and
+    sensor ticks with the code location's own resources."""
+    for name, value in dagster_env.items():
+        if name.startswith("DYNAMO_CDC_"):
+            monkeypatch.setenv(name, value)

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dynamo_cdc import codec
 from dynamo_cdc.dagster.assets import hour_partition_key
 from tests.e2e.conftest import LAKE_KINDS, make_lake_root
-from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, run_dagster
+from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items, run_dagster
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +21,6 @@ MODULE = ["-m", "dagster_project.location"]  # the example project, its defs.yam
 @pytest.fixture(params=LAKE_KINDS)
 def lake_root(request, clients, tmp_path) -> str:
     return make_lake_root(request.param, clients, tmp_path)
-
-
-def _scan(clients, table):
-    return clients.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
 
 
 def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dagster_env, lake):
@@ -49,14 +44,7 @@ def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dag
     )
     folder = lake.table_path("orders", "snapshot", f"export_date={today}")
     table = lake_dataset(lake, folder).to_table()
-    live = {
-        codec.item_to_json_text(codec.normalize_stream_item(i)) for i in _scan(clients, "orders")
-    }
-    landed = {
-        codec.item_to_json_text(codec.item_from_json_text(t))
-        for t in table.column("_item").to_pylist()
-    }
-    assert landed == live
+    assert landed_items(table) == live_items(clients, "orders")
     lineage = json.loads(lake.read_bytes(f"{folder}/_lineage.json") or b"{}")
     assert lineage["item_count"] == table.num_rows
 

@@ -8,26 +8,19 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from dagster_project.assets import asset_key, snapshot_request_id
-from dagster_project.definitions import PipelineOptions, build_table_defs
-from dagster_project.resources import build_resources
-from dynamo_cdc import codec, read_table
+from dynamo_cdc import read_table
 from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.assets import asset_key, snapshot_request_id
+from dynamo_cdc.dagster.definitions import PipelineOptions, build_table_defs
+from dynamo_cdc.dagster.resources import build_resources
+from tests.e2e.helpers import landed_items, live_items
 
 pytestmark = pytest.mark.e2e
 
 
-def _live(clients, table: str) -> set[str]:
-    items = clients.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-    return {codec.item_to_json_text(codec.normalize_stream_item(i)) for i in items}
-
-
 def test_a_second_run_of_todays_snapshot_partition_exports_the_table_again(
-    clients, dagster_env, lake, monkeypatch
+    clients, dagster_settings, lake
 ):
-    for name, value in dagster_env.items():
-        if name.startswith("DYNAMO_CDC_"):
-            monkeypatch.setenv(name, value)
     spec = TableSpec(name="orders")
     defs = build_table_defs(spec, PipelineOptions())
     snapshot = next(
@@ -45,11 +38,7 @@ def test_a_second_run_of_todays_snapshot_partition_exports_the_table_again(
             run_config={"ops": {snapshot.op.name: {"config": {"workers": 1, "poll_seconds": 0.2}}}},
         )
         assert result.success
-        rows = read_table(lake.root, "orders", "snapshot", s3_client=lake.s3_client)
-        return {
-            codec.item_to_json_text(codec.item_from_json_text(t))
-            for t in rows.column("_item").to_pylist()
-        }
+        return landed_items(read_table(lake.root, "orders", "snapshot", s3_client=lake.s3_client))
 
     run()
     tag = uuid.uuid4().hex[:8]
@@ -58,7 +47,7 @@ def test_a_second_run_of_todays_snapshot_partition_exports_the_table_again(
             TableName="orders",
             Item={"customer_id": {"S": f"rerun-{tag}"}, "order_id": {"S": f"o-{i}"}},
         )
-    assert run() == _live(clients, "orders")
+    assert run() == live_items(clients, "orders")
 
 
 def test_a_retry_of_a_run_keeps_its_export_request_and_another_run_does_not():

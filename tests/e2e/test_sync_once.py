@@ -27,7 +27,7 @@ from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.local import LocalAwsProcess
 from tests.e2e.chaos import all_stream_event_ids
 from tests.e2e.conftest import LAKE_KINDS, make_lake_root
-from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset
+from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items
 
 pytestmark = pytest.mark.e2e
 
@@ -44,11 +44,6 @@ def _put_orders(clients, n: int) -> None:
             TableName="orders",
             Item={"customer_id": {"S": f"sync-{tag}"}, "order_id": {"S": f"o-{i}"}},
         )
-
-
-def _live(clients, table: str) -> set[str]:
-    items = clients.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
-    return {codec.item_to_json_text(codec.normalize_stream_item(i)) for i in items}
 
 
 def test_sync_once_leaves_current_equal_to_the_table(clients, dagster_env, lake, tmp_path):
@@ -68,19 +63,12 @@ def test_sync_once_leaves_current_equal_to_the_table(clients, dagster_env, lake,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "orders: ok" in proc.stdout
     current = read_table(lake.root, "orders", s3_client=lake.s3_client)
-    landed = {
-        codec.item_to_json_text(codec.item_from_json_text(t))
-        for t in current.column("_item").to_pylist()
-    }
-    assert landed == _live(clients, "orders")
+    assert landed_items(current) == live_items(clients, "orders")
 
 
 def test_a_stream_sensor_tick_with_the_locations_resources_lands_the_writes(
-    clients, dagster_env, lake, monkeypatch
+    clients, dagster_settings, lake
 ):
-    for name, value in dagster_env.items():
-        if name.startswith("DYNAMO_CDC_"):
-            monkeypatch.setenv(name, value)
     spec = TableSpec(name="app-events.v1")
     defs = build_defs([spec])
     sensor = defs.get_sensor_def("app_devents_pv1_stream_sensor")
