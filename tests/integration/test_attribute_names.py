@@ -31,7 +31,9 @@ SHAPES = {
 }
 
 
-def _make_table(clients, hash_key: str, hash_type: str, range_key: str, range_type: str) -> str:
+def make_keyed_table(
+    clients, hash_key: str, hash_type: str, range_key: str, range_type: str
+) -> str:
     name = unique_name()
     clients.dynamodb.create_table(
         TableName=name,
@@ -75,7 +77,7 @@ def test_every_view_keeps_key_attributes_named_like_partition_columns(
     clients, bucket, tmp_path, shape: str
 ) -> None:
     hash_key, hash_type, range_key, range_type = SHAPES[shape]
-    table = _make_table(clients, hash_key, hash_type, range_key, range_type)
+    table = make_keyed_table(clients, hash_key, hash_type, range_key, range_type)
     written = [_item(hash_key, range_key, day, hour) for day in (1, 2) for hour in (0, 7, 23)]
     for item in written[:3]:
         clients.dynamodb.put_item(TableName=table, Item=item)
@@ -140,7 +142,7 @@ def test_partition_columns_give_way_to_key_attributes_case_insensitively() -> No
 
 
 def test_a_lake_written_before_the_rule_is_refused_with_the_fix(clients, tmp_path) -> None:
-    table = _make_table(clients, "date", "S", "hour", "N")
+    table = make_keyed_table(clients, "date", "S", "hour", "N")
     lake = Lake(str(tmp_path / "lake"))
     lake.write_bytes(f"{table}/changes/date=2025-01-01/hour=00/old.parquet", b"")
     clients.dynamodb.put_item(TableName=table, Item=_item("date", "hour", 1, 0))
