@@ -11,7 +11,7 @@ import json
 import duckdb
 import pytest
 
-from dynamo_cdc import codec, read_table
+from dynamo_cdc import catalog, codec, read_table
 from dynamo_cdc.changes import capture_once
 from dynamo_cdc.errors import LakeError
 from dynamo_cdc.export import ExportRequest
@@ -72,16 +72,14 @@ def _keys_of(rows: list[dict], hash_key: str, range_key: str) -> set[tuple]:
     return {(r[hash_key], int(r[range_key])) for r in rows}
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_every_view_keeps_key_attributes_named_like_partition_columns(
-    clients, bucket, tmp_path, shape: str
-) -> None:
+def _every_view(clients, bucket, lake: Lake, shape: str) -> tuple[str, list[dict], set[tuple]]:
+    """A table of ``shape`` with a snapshot, two captures and ``current``: (its name, the items
+    written, their keys)."""
     hash_key, hash_type, range_key, range_type = SHAPES[shape]
     table = make_keyed_table(clients, hash_key, hash_type, range_key, range_type)
     written = [_item(hash_key, range_key, day, hour) for day in (1, 2) for hour in (0, 7, 23)]
     for item in written[:3]:
         clients.dynamodb.put_item(TableName=table, Item=item)
-    lake = Lake(str(tmp_path / "lake"))
     capture_once(clients, lake, table, ReadBudget(max_records=100))
     take_snapshot(
         clients, lake, ExportRequest(table=table, bucket=bucket, prefix="e"), poll_seconds=0.05
@@ -90,7 +88,16 @@ def test_every_view_keeps_key_attributes_named_like_partition_columns(
         clients.dynamodb.put_item(TableName=table, Item=item)
     capture_once(clients, lake, table, ReadBudget(max_records=100))
     refresh_current(lake, table, key_attributes=[hash_key, range_key])
-    keys = {(i[hash_key]["S"], int(i[range_key]["N"])) for i in written}
+    return table, written, {(i[hash_key]["S"], int(i[range_key]["N"])) for i in written}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_view_keeps_key_attributes_named_like_partition_columns(
+    clients, bucket, tmp_path, shape: str
+) -> None:
+    hash_key, _, range_key, _ = SHAPES[shape]
+    lake = Lake(str(tmp_path / "lake"))
+    table, written, keys = _every_view(clients, bucket, lake, shape)
     root = lake.root
 
     snapshot = read_table(root, table, "snapshot").to_pylist()
@@ -131,6 +138,27 @@ def test_every_view_keeps_key_attributes_named_like_partition_columns(
     assert {(str(d), f"{int(h):02d}") for *_, d, h in rows} <= hours
     rows = con.execute(duckdb_query(lake, table)).to_arrow_table().to_pylist()
     assert _keys_of(rows, hash_key, range_key) == keys
+
+
+@pytest.mark.iceberg
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_iceberg_tables_hold_every_view_of_a_table_keyed_like_partition_columns(
+    clients, bucket, tmp_path, shape: str
+) -> None:
+    hash_key, _, range_key, _ = SHAPES[shape]
+    lake = Lake(str(tmp_path / "lake"))
+    table, _, keys = _every_view(clients, bucket, lake, shape)
+
+    catalog.publish_all(lake, table)  # raises where the writers' own publish failed
+
+    for view in ("snapshot", "changes"):
+        tbl = catalog.load_table(lake, table, view)
+        registered = {df.file_path for df in catalog._live_files(tbl)}
+        files = [r for r in lake.list(f"{table}/{view}") if r.endswith(".parquet")]
+        assert registered == {f"file://{lake.uri(r)}" for r in files}, view
+    for view in ("changes", "current"):
+        rows = catalog.load_table(lake, table, view).scan().to_arrow().to_pylist()
+        assert _keys_of(rows, hash_key, range_key) == keys, view
 
 
 def test_partition_columns_give_way_to_key_attributes_case_insensitively() -> None:
