@@ -35,7 +35,9 @@ def test_a_second_run_of_todays_snapshot_partition_exports_the_table_again(
             partition_key=today,
             resources=build_resources(),
             instance=instance,
-            run_config={"ops": {snapshot.op.name: {"config": {"workers": 1, "poll_seconds": 0.2}}}},
+            run_config={
+                "ops": {snapshot.node_def.name: {"config": {"workers": 1, "poll_seconds": 0.2}}}
+            },
         )
         assert result.success
         return landed_items(read_table(lake.root, "orders", "snapshot", s3_client=lake.s3_client))
