@@ -26,7 +26,9 @@ def read_table(root: str, table: str, view: str = "current", *, s3_client: Any =
         root: the lake root (local folder or ``s3://bucket/prefix``).
         table: the DynamoDB table name.
         view: ``"current"`` (the mirror: one row per key), ``"snapshot"`` (the newest snapshot
-            partition) or ``"changes"`` (every change row, with ``date`` and ``hour``).
+            partition) or ``"changes"`` (every change row, with its partition columns ``date`` and
+            ``hour``, named ``cdc_date``, ``cdc_hour`` for a table keyed on such names: see
+            :mod:`dynamo_cdc.layout`).
         s3_client: a boto3 S3 client for an ``s3://`` root.
     """
     import pyarrow.dataset as ds
@@ -56,7 +58,12 @@ def read_table(root: str, table: str, view: str = "current", *, s3_client: Any =
     # The partition columns' types are declared, never inferred: DuckDB infers `hour=02` as
     # text and `hour=10` as BIGINT, pyarrow both as int32. The README's DuckDB lines pass the
     # same types (hive_types).
-    partitioning = ds.partitioning(pa.schema(CHANGE_PARTITION_TYPES), flavor="hive")
+    # Named as the lake has them (cdc_date, cdc_hour for a table keyed on date, hour).
+    from dynamo_cdc.layout import lake_partition_columns
+
+    names = lake_partition_columns(lake, table, "changes") or [n for n, _ in CHANGE_PARTITION_TYPES]
+    types = [t for _, t in CHANGE_PARTITION_TYPES]
+    partitioning = ds.partitioning(pa.schema(list(zip(names, types, strict=True))), flavor="hive")
     return ds.dataset(
         f"{base}/{rel}", filesystem=fs, format="parquet", partitioning=partitioning
     ).to_table()

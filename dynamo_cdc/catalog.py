@@ -52,13 +52,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from dynamo_cdc.config import dagster_safe_name
+from dynamo_cdc.layout import hour_of_path, partition_value
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -605,9 +605,11 @@ def _result(tbl: IcebergTable, table: str, view: str, **what: Any) -> PublishRes
 
 
 def _hour_of_partition(rel: str) -> int:
-    """Hours since the epoch of a change file's ``date=YYYY-MM-DD/hour=HH`` folders."""
-    parts = dict(p.split("=", 1) for p in rel.split("/") if "=" in p)
-    when = datetime.strptime(f"{parts['date']} {parts['hour']}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    """Hours since the epoch of a change file's ``date=YYYY-MM-DD/hour=HH`` folders (named per
+    table: :mod:`dynamo_cdc.layout`)."""
+    when = hour_of_path(rel)
+    if when is None:
+        raise ValueError(f"{rel!r} is not in an hour partition of changes")
     return int(when.timestamp()) // 3600
 
 
@@ -979,9 +981,9 @@ def publish_all(
     out = []
     prefix = lake.table_path(table, "snapshot")
     dates = [
-        d.split("=", 1)[1]
-        for d in mirror._list_dirs(lake, prefix)
-        if d.startswith("export_date=") and lake.read_bytes(f"{prefix}/{d}/_lineage.json")
+        partition_value(d)
+        for d in lake.folders(prefix)
+        if "=" in d and lake.read_bytes(f"{prefix}/{d}/_lineage.json")
     ]
     registered = _registered_dates(lake, table, settings)
     for date in dates:

@@ -28,10 +28,12 @@ every change file of a table has the same schema. An ``N`` key is the canonical 
 (:func:`dynamo_cdc.codec.canonical_number_text`): DynamoDB numbers have 38 digits and exponents
 from -130 to +125, which neither int64 nor one decimal128 scale holds, and a rule that looked at
 the values would give files whose schemas do not unify. (Cast in queries: ``CAST(id AS
-BIGINT)``.) A key attribute named like one of the columns above is written as ``key_<name>``.
+BIGINT)``.) A key attribute named like one of the columns above, case-insensitively, is written
+as ``key_<name>`` (:func:`key_column_name`).
 
 Files: each record goes to the hour partition of its ApproximateCreationDateTime,
-``<table>/changes/date=YYYY-MM-DD/hour=HH/``, one file per (partition, shard) and batch, named
+``<table>/changes/date=YYYY-MM-DD/hour=HH/`` (``cdc_date``, ``cdc_hour`` for a table keyed on
+``date`` or ``hour``: :mod:`dynamo_cdc.layout`), one file per (partition, shard) and batch, named
 ``<shard id>_<first seq>_<last seq>.parquet`` (padded sequence numbers). A change file is never
 deleted by a capture. Files of the same shard in that partition whose range overlaps the new
 batch, and compacted files whose statistics do not rule the shard's range out, are read (the
@@ -69,6 +71,7 @@ import pyarrow.parquet as pq
 from dynamo_cdc import catalog, codec, fastconvert, native, nesting
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.errors import StreamRecordError
+from dynamo_cdc.layout import PARTITION_COLUMNS, lake_partition_columns, table_partition_columns
 from dynamo_cdc.stream import (
     ReadBudget,
     RecordPage,
@@ -176,9 +179,18 @@ def image_text(image: Mapping[str, Any] | None) -> str | None:
 # -- records -> Arrow ------------------------------------------------------------------------
 
 
-def key_column_name(name: str) -> str:
-    """The change-row column of key attribute ``name`` (``key_<name>`` when it collides)."""
-    return f"key_{name}" if name in CHANGE_COLUMNS or name in IMAGE_COLUMNS else name
+_OUR_COLUMNS = frozenset(c.casefold() for c in (*CHANGE_COLUMNS, *IMAGE_COLUMNS))
+
+
+def key_column_name(name: str, key_names: Sequence[str] = ()) -> str:
+    """The change-row column of key attribute ``name``: ``key_<name>`` when ``name`` is one of
+    the change-row columns above, case-insensitively (DuckDB, Athena and Spark fold case), again
+    until it is free of those and of the table's other ``key_names``."""
+    taken = _OUR_COLUMNS | {k.casefold() for k in key_names if k != name}
+    column = name
+    while column.casefold() in taken:
+        column = f"key_{column}"
+    return column
 
 
 def change_schema(key_attributes: Sequence[tuple[str, str]]) -> pa.Schema:
@@ -197,10 +209,11 @@ def change_schema(key_attributes: Sequence[tuple[str, str]]) -> pa.Schema:
         pa.field("ttl_delete", pa.bool_(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
     ]
+    names = [name for name, _ in key_attributes]
     for name, kind in key_attributes:
         if kind not in _KEY_ARROW_TYPES:
             raise ValueError(f"key attribute {name!r} has type {kind!r}; keys are S, N or B")
-        fields.append(pa.field(key_column_name(name), _KEY_ARROW_TYPES[kind]))
+        fields.append(pa.field(key_column_name(name, names), _KEY_ARROW_TYPES[kind]))
     fields += [pa.field(c, pa.string()) for c in IMAGE_COLUMNS]
     return pa.schema(fields)
 
@@ -874,9 +887,20 @@ _PLUS_ONE = functools.partial(operator.add, 1)
 # -- Arrow -> Parquet files ------------------------------------------------------------------
 
 
-def partition_path(lake: Any, table: str, hour_start: datetime) -> str:
-    """``<table>/changes/date=YYYY-MM-DD/hour=HH`` of the hour starting at ``hour_start``."""
-    return lake.table_path(table, "changes", f"date={hour_start:%Y-%m-%d}", f"hour={hour_start:%H}")
+def partition_path(
+    lake: Any, table: str, hour_start: datetime, columns: Sequence[str] | None = None
+) -> str:
+    """``<table>/changes/date=YYYY-MM-DD/hour=HH`` of the hour starting at ``hour_start``.
+
+    ``columns`` are the table's partition columns (:func:`dynamo_cdc.layout.partition_columns`);
+    None: as the lake has them (``date``, ``hour`` when it has no partition yet).
+    """
+    if columns is None:
+        columns = lake_partition_columns(lake, table, "changes") or PARTITION_COLUMNS["changes"]
+    date, hour = columns
+    return lake.table_path(
+        table, "changes", f"{date}={hour_start:%Y-%m-%d}", f"{hour}={hour_start:%H}"
+    )
 
 
 # What AWS documents of the identifiers a change file is named by (DynamoDB Streams API
@@ -1006,13 +1030,15 @@ def write_change_batch(
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(order)]])
     event_ids = rows.column("event_id").combine_chunks()
+    keys = [c for c in rows.column_names if c not in CHANGE_COLUMNS and c not in IMAGE_COLUMNS]
+    columns = table_partition_columns(lake, table, "changes", keys)
     listing: dict[str, list[str]] = {}
     holding: set[str] = set()
     for start, end in zip(starts, ends, strict=True):
         idx = order[start:end]
         hour = int(hours[idx[0]])
         code = int(codes[idx[0]])
-        part = partition_path(lake, table, datetime.fromtimestamp(hour * 3600, tz=UTC))
+        part = partition_path(lake, table, datetime.fromtimestamp(hour * 3600, tz=UTC), columns)
         if code < 0:
             if not batch_id:
                 raise ValueError("rows without a shard_id need a batch_id to name their file")

@@ -113,7 +113,7 @@ def demo_env(endpoint_url: str, lake_root: str, home: Path) -> dict[str, str]:
         demo_base_env(),
         DYNAMO_CDC_ENDPOINT_URL=endpoint_url,
         DYNAMO_CDC_TABLES=str(tables),
-        DYNAMO_CDC_LAKE_ROOT=str(Path(lake_root).resolve()),
+        DYNAMO_CDC_LAKE_ROOT=_lake_uri(lake_root),
         DYNAMO_CDC_EXPORT_BUCKET=DEMO_BUCKET,
         DAGSTER_HOME=str(dagster_home.resolve()),
     )
@@ -167,6 +167,20 @@ def start_clean(home: Path, lake_root: Path) -> None:
         print("Starting clean: no earlier demo here.", flush=True)
     home.mkdir(parents=True, exist_ok=True)
     record.write_text(f"{lake_root}\n")
+
+
+def _lake_uri(lake_root: str) -> str:
+    """``lake_root`` as every process of the demo sees it: an s3:// URI as it is, else the
+    absolute path of the folder."""
+    return lake_root if lake_root.startswith("s3://") else str(Path(lake_root).resolve())
+
+
+def _create_lake_bucket(clients: Clients, lake_root: str) -> None:
+    """On the demo's own local AWS, an s3:// lake's bucket is made (it starts empty)."""
+    if lake_root.startswith("s3://"):
+        bucket = lake_root[len("s3://") :].split("/", 1)[0]
+        if bucket != DEMO_BUCKET:
+            clients.s3.create_bucket(Bucket=bucket)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -275,6 +289,7 @@ def run_demo(
     try:
         env = demo_env(server.endpoint_url, lake_root, home_path)
         clients = Clients(demo_settings(server.endpoint_url))
+        _create_lake_bucket(clients, lake_root)
         print(
             f"Local AWS: {server.endpoint_url} (tables: {', '.join(DEMO_TABLES)}; access key id "
             f"{DEMO_ACCESS_KEY_ID}, secret {DEMO_SECRET_ACCESS_KEY})",
@@ -318,8 +333,8 @@ def run_demo(
             "(a run), then current follows.",
             flush=True,
         )
-        print(f"Lake: {Path(lake_root).resolve()}")
-        changes = f"{Path(lake_root).resolve()}/orders/changes/*/*/*.parquet"
+        print(f"Lake: {_lake_uri(lake_root)}")
+        changes = f"{_lake_uri(lake_root)}/orders/changes/*/*/*.parquet"
         sql = f"SELECT event_name, count(*) FROM read_parquet('{changes}') GROUP BY 1"
         print(f"Query:  {duckdb_command(sql)}")
         print("Ctrl-C stops everything.", flush=True)

@@ -27,6 +27,7 @@ import random
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,7 +64,13 @@ MAX_LINE_BYTES = 8 << 20
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What to export and where. ``export_time`` None means "now" (AWS's default)."""
+    """What to export and where. ``export_time`` None means "now" (AWS's default).
+
+    ``request_id`` tells "now" requests apart: each new request (a CLI call, a Dagster run of
+    a partition) is a new export, while retries of the same request, which pass the same
+    request object or id, re-attach to the export it started. Requests at a given time (or
+    incremental windows) ignore it: the same time is the same data, so a re-run may reuse it.
+    """
 
     table: str
     bucket: str
@@ -76,6 +83,7 @@ class ExportRequest:
     incremental_from: datetime | None = None
     incremental_to: datetime | None = None
     incremental_view: str = "NEW_AND_OLD_IMAGES"
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
     def for_settings(cls, settings: Settings, table: str, **fields: Any) -> ExportRequest:
@@ -96,7 +104,15 @@ class ExportRequest:
         return self.incremental_from is not None
 
     def client_token(self, table_arn: str) -> str:
-        """A token derived from the request, so a retried call never starts a second export."""
+        """A token derived from the request, so a retried call never starts a second export.
+
+        DynamoDB returns the export of a token used in the last 8 hours: a "now" export's token
+        holds ``request_id``, else a second "now" snapshot would get the first one's data.
+        """
+        if self.export_time is not None:
+            at = _iso(self.export_time)
+        else:
+            at = "now" if self.is_incremental else f"now:{self.request_id}"
         parts = [
             table_arn,
             self.bucket,
@@ -105,7 +121,7 @@ class ExportRequest:
             self.bucket_owner or "",
             self.sse_algorithm or "",
             self.kms_key_id or "",
-            _iso(self.export_time) if self.export_time else "now",
+            at,
             _iso(self.incremental_from) if self.incremental_from else "",
             _iso(self.incremental_to) if self.incremental_to else "",
             self.incremental_view if self.is_incremental else "",

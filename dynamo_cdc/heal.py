@@ -75,6 +75,7 @@ from dynamo_cdc.export import (
     wait_for_export,
 )
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import lake_partition_columns
 from dynamo_cdc.stream import discover
 
 log = logging.getLogger(__name__)
@@ -234,8 +235,11 @@ def _stream_keys_in_window(lake: Lake, table: str, start: datetime, end: datetim
     fs, base = lake.arrow_filesystem()
     paths = []
     hour = start.replace(minute=0, second=0, microsecond=0)
+    columns = lake_partition_columns(lake, table, "changes")
+    if columns is None:
+        return set()
     while hour < end:
-        part = partition_path(lake, table, hour)
+        part = partition_path(lake, table, hour, columns)
         paths += [f"{base}/{rel}" for rel in lake.list(part) if rel.endswith(".parquet")]
         hour += timedelta(hours=1)
     if not paths:

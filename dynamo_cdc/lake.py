@@ -4,6 +4,7 @@ Layout (hive style, see DESIGN.md's data contract)::
 
     <root>/<table>/snapshot/export_date=YYYY-MM-DD/*.parquet
     <root>/<table>/changes/date=YYYY-MM-DD/hour=HH/*.parquet
+    (partition columns renamed per table where a key attribute has their name: see layout.py)
     <root>/<table>/current/...
     <root>/<table>/_state/...      checkpoints, staging, landing files (not data)
 
@@ -238,6 +239,26 @@ class Lake:
             for p in base_path.rglob("*")
             if p.is_file() and not p.name.startswith(".")
         )
+
+    def folders(self, rel: str) -> builtins.list[str]:
+        """Names of the folders directly under ``rel`` (sorted; on S3 the common prefixes)."""
+        rel = _check_rel(rel)
+        if self.is_s3:
+            prefix = self._key(rel).rstrip("/") + "/"
+            out: set[str] = set()
+
+            def pages() -> None:
+                paginator = self.s3_client.get_paginator("list_objects_v2")
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                    for p in page.get("CommonPrefixes", []):
+                        out.add(p["Prefix"][len(prefix) :].rstrip("/"))
+
+            self._s3_call("list", rel, pages)
+            return sorted(out)
+        path = self._local(rel)
+        if not path.is_dir():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def delete(self, rel: str) -> None:
         """Delete the file or folder at ``rel`` (no error if absent)."""

@@ -92,6 +92,7 @@ import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog, codec, schema
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import partition_value
 
 log = logging.getLogger(__name__)
 
@@ -491,22 +492,6 @@ def cast_rows(rows: pa.Table, mirror: pa.Schema) -> pa.Table:
 # -- lake helpers ---------------------------------------------------------------------------------
 
 
-def _list_dirs(lake: Lake, rel: str) -> list[str]:
-    """Names of the folders directly under ``rel`` (sorted)."""
-    if lake.is_s3:
-        prefix = lake._key(rel).rstrip("/") + "/"
-        out: set[str] = set()
-        paginator = lake.s3_client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=lake.bucket, Prefix=prefix, Delimiter="/"):
-            for p in page.get("CommonPrefixes", []):
-                out.add(p["Prefix"][len(prefix) :].rstrip("/"))
-        return sorted(out)
-    path = lake._local(rel)
-    if not path.is_dir():
-        return []
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=COMPRESSION)
@@ -519,7 +504,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 def newest_snapshot(lake: Lake, table: str) -> tuple[str, dict[str, Any]] | None:
     """(relative folder, lineage) of the newest published snapshot partition, or None."""
     prefix = lake.table_path(table, "snapshot")
-    for name in reversed(_list_dirs(lake, prefix)):
+    for name in reversed(lake.folders(prefix)):
         raw = lake.read_bytes(f"{prefix}/{name}/_lineage.json")
         if raw is not None:
             return f"{prefix}/{name}", json.loads(raw)
@@ -533,17 +518,18 @@ def parse_time(text: str) -> datetime:
 
 
 def change_files_since(lake: Lake, table: str, start: datetime) -> dict[str, list[str]]:
-    """Change files of the hour partitions from ``start``'s hour on: partition -> file names."""
+    """Change files of the hour partitions from ``start``'s hour on: partition -> file names
+    (the table's partition columns are named as the lake has them, see :mod:`dynamo_cdc.layout`)."""
     prefix = lake.table_path(table, "changes")
-    first_date = f"date={start:%Y-%m-%d}"
-    first_part = f"{first_date}/hour={start:%H}"
+    since = (f"{start:%Y-%m-%d}", f"{start:%H}")
     out: dict[str, list[str]] = {}
-    for date in _list_dirs(lake, prefix):
-        if not date.startswith("date=") or date < first_date:
+    for date in lake.folders(prefix):
+        if "=" not in date or partition_value(date) < since[0]:
             continue
         for rel in lake.list(f"{prefix}/{date}"):
             part, _, name = rel[len(prefix) + 1 :].rpartition("/")
-            if not name.endswith(".parquet") or part < first_part:
+            hour = partition_value(part.rsplit("/", 1)[-1]) if "/" in part else ""
+            if not name.endswith(".parquet") or (partition_value(date), hour) < since:
                 continue
             out.setdefault(part, []).append(name)
     return out
@@ -1119,7 +1105,7 @@ def _clean_old_versions(
     """Delete versions replaced more than ``grace_seconds`` ago (never the previous one)."""
     keep: list[dict[str, Any]] = []
     when = {r["version"]: r["at"] for r in retired}
-    for name in _list_dirs(lake, current_path(lake, table)):
+    for name in lake.folders(current_path(lake, table)):
         if not name.startswith("version="):
             continue
         v = int(name.split("=", 1)[1])

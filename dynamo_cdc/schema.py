@@ -41,8 +41,8 @@ a file can be converted without its statistics. Key columns are non-nullable.
 Column names are attribute names, unchanged. Attributes that get **no** typed column (their
 values are still in ``_item``):
 
-* a non-key attribute named like a reserved column (``_item``, plus whatever the caller
-  reserves, e.g. a hive partition name);
+* a non-key attribute named like a reserved column (``_item``, the table's snapshot partition
+  column ``export_date`` (see :mod:`dynamo_cdc.layout`), plus whatever the caller reserves);
 * non-key attributes whose names collide after case folding (``Name`` and ``name``), with each
   other, a key or a reserved name: engines such as DuckDB and Athena fold case;
 * beyond ``max_columns`` non-key attributes, the least frequent ones (ties: by name).
@@ -82,6 +82,7 @@ from dynamo_cdc.codec import (
     Item,
 )
 from dynamo_cdc.errors import CodecError
+from dynamo_cdc.layout import partition_columns
 
 ITEM_COLUMN = "_item"
 MIXED = "MIXED"
@@ -356,7 +357,8 @@ def decide_schema(
         key_attributes: hash key, then range key if any.
         key_types: ``S``/``N``/``B`` of each key (DescribeTable's AttributeDefinitions), used
             when ``stats`` has no value for a key (an empty chunk).
-        reserved: column names no attribute may take (``_item`` is always reserved).
+        reserved: column names no attribute may take (``_item`` and the table's snapshot
+            partition column, :func:`dynamo_cdc.layout.partition_columns`, always are).
         max_columns: most non-key typed columns; the least frequent attributes beyond get none.
 
     Returns:
@@ -365,7 +367,8 @@ def decide_schema(
     Raises:
         CodecError: a key attribute named ``_item``, or a key whose values are not S, N or B.
     """
-    reserved_names = {ITEM_COLUMN, *reserved}
+    # The snapshot's partition column too: hive readers would shadow a column of that name.
+    reserved_names = {ITEM_COLUMN, *partition_columns("snapshot", key_attributes), *reserved}
     fields = []
     for name in key_attributes:
         if name == ITEM_COLUMN:

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +59,7 @@ from dynamo_cdc.export import (
     verified_data_file,
 )
 from dynamo_cdc.lake import Lake, partition_date
+from dynamo_cdc.layout import PARTITION_COLUMNS, lake_partition_columns, table_partition_columns
 
 log = logging.getLogger(__name__)
 
@@ -762,6 +763,7 @@ def commit_snapshot(
     """
     started = time.perf_counter()
     say = progress or (lambda msg: log.info("%s", msg))
+    rel = snapshot_path(lake, plan.table, plan.export_date, plan.key_attributes)
     manifest = plan.manifest()
     results: list[GroupResult] = []
     for index in range(len(plan.groups)):
@@ -778,7 +780,6 @@ def commit_snapshot(
     metadata = _lineage_metadata(manifest)
     stats = [schema.SchemaStats.from_dict(r.stats) for r in results]
     final = _final_schema(stats, plan.key_attributes, metadata) if results else None
-    rel = snapshot_path(lake, plan.table, plan.export_date)
     carry: dict[str, str] = {}
     rewritten = 0
     fs, base = lake.arrow_filesystem()
@@ -820,11 +821,22 @@ def commit_snapshot(
     )
 
 
-def snapshot_path(lake: Lake, table: str, export_date: str) -> str:
-    """``<table>/snapshot/export_date=YYYY-MM-DD`` (LakeError unless ``export_date`` is a
-    date)."""
+def snapshot_path(
+    lake: Lake, table: str, export_date: str, key_attributes: Sequence[str] | None = None
+) -> str:
+    """``<table>/snapshot/export_date=YYYY-MM-DD`` (LakeError unless ``export_date`` is a date).
+
+    The partition column is renamed for a table keyed on ``export_date``
+    (:mod:`dynamo_cdc.layout`): a writer passes the table's ``key_attributes``; None (a reader)
+    takes the name the lake has (``export_date`` when it has no partition yet).
+    """
     date = partition_date(export_date, f"snapshot partition of table {table!r}")
-    return lake.table_path(table, "snapshot", f"export_date={date}")
+    if key_attributes is None:
+        found = lake_partition_columns(lake, table, "snapshot")
+        (column,) = found or PARTITION_COLUMNS["snapshot"]
+    else:
+        (column,) = table_partition_columns(lake, table, "snapshot", key_attributes)
+    return lake.table_path(table, "snapshot", f"{column}={date}")
 
 
 def write_snapshot(

@@ -35,6 +35,7 @@ from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import hour_of_path
 from dynamo_cdc.mirror import newest_snapshot
 from dynamo_cdc.snapshot import (
     SnapshotPlan,
@@ -90,19 +91,6 @@ def hour_partition_key(hour_start: datetime) -> str:
 def hour_of_partition_key(key: str) -> datetime:
     """Inverse of :func:`hour_partition_key`."""
     return datetime.strptime(key, HOUR_KEY_FORMAT).replace(tzinfo=UTC)
-
-
-def hour_of_path(path: str) -> datetime | None:
-    """The hour of a change file path ``.../date=YYYY-MM-DD/hour=HH/...``, else None."""
-    date = hour = None
-    for part in path.split("/"):
-        if part.startswith("date="):
-            date = part[5:]
-        elif part.startswith("hour="):
-            hour = part[5:]
-    if date is None or hour is None:
-        return None
-    return datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -246,6 +234,12 @@ def export_time_of(partition_end: datetime, now: datetime) -> datetime | None:
     return None if partition_end > now else partition_end
 
 
+def snapshot_request_id(run: dg.DagsterRun, partition_key: str) -> str:
+    """The export request of a run's snapshot partition: a retry of the run (a re-execution,
+    same root run) re-attaches to the export it started; any other run requests a new one."""
+    return f"{run.root_run_id or run.run_id}:{partition_key}"
+
+
 def _snapshot_step_names(spec: TableSpec) -> tuple[str, str, str]:
     """The op names of a snapshot's steps (op names are unique in a code location)."""
     return tuple(f"{spec.safe_name}__snapshot_{step}" for step in ("plan", "convert", "commit"))  # type: ignore[return-value]
@@ -300,6 +294,7 @@ def build_snapshot_asset(spec: TableSpec, start: date) -> dg.AssetsDefinition:
             bucket=dynamodb.bucket(),
             export_time=export_time,
             export_format=spec.export_format,
+            request_id=snapshot_request_id(context.run, context.partition_key),
         )
         manifest, _, keys = export_manifest(
             clients,

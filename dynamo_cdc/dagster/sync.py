@@ -215,9 +215,10 @@ def sync_once(
             else dg.DagsterInstance.ephemeral()
         )
     resources = build_resources()
-    lake_resource = resources["lake"]
-    root = settings.lake_root
-    lake = Lake(root, lake_resource.s3.get_client() if root.startswith("s3://") else None)
+    # The resources hold EnvVars, which Dagster resolves only when it initialises them (a run,
+    # a sensor tick, or build_resources): the summary's own lake is made the same way.
+    with dg.build_resources(resources) as resolved:
+        lake = resolved.lake.get_lake()
     failed = 0
     for spec in specs:
         summary = sync_table(

@@ -6,9 +6,9 @@ incremental formats wrong (see FACTS.md). This module replaces it. An export:
 * is validated like AWS: PITR must be on (PointInTimeRecoveryUnavailableException), ExportTime
   and the incremental window must lie in the PITR window and not in the future
   (InvalidExportTimeException), the incremental window is 15 minutes to 24 hours
-  (ValidationException), a ClientToken reused with other parameters is an
-  ImportConflictException (as the API reference documents) and with the same parameters returns
-  the same export;
+  (ValidationException), a ClientToken reused within 8 hours with other parameters is an
+  ExportConflictException (the error botocore's model of ExportTableToPointInTime names) and
+  with the same parameters returns the same export;
 * reads the table's state at ExportTime (or the net changes of the incremental window) from the
   write history, so items deleted after ExportTime are in it and items created after are not;
 * writes the real layout, under ``{S3Prefix}/AWSDynamoDB/{ExportId}/``: ``_started`` at once,
@@ -255,7 +255,7 @@ class ExportManager:
                 if seen and now - seen[0] < CLIENT_TOKEN_TTL_MICROS:
                     if seen[1] != compared:
                         raise AwsError(
-                            "ImportConflictException",
+                            "ExportConflictException",
                             "There was a conflict when attempting to export: the ClientToken "
                             f"{token!r} was already used with different parameters",
                         )

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
+
+from dynamo_cdc import codec
+from dynamo_cdc.lake import Lake
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -131,3 +135,23 @@ def warning_lines(log: str) -> list[str]:
         for line in log.splitlines()
         if any(w in line for w in kinds) and DAGSTER_INTERNAL_WARNING not in line
     ]
+
+
+def lake_dataset(lake: Lake, rel: str) -> ds.Dataset:
+    """The Parquet files under ``rel`` in ``lake`` (a folder or s3://), hive partitions read."""
+    fs, base = lake.arrow_filesystem()
+    return ds.dataset(f"{base}/{rel}", filesystem=fs, format="parquet", partitioning="hive")
+
+
+def live_items(clients, table: str) -> set[str]:
+    """The table's items (a consistent Scan) as canonical DynamoDB JSON texts."""
+    items = clients.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+    return {codec.item_to_json_text(codec.normalize_stream_item(i)) for i in items}
+
+
+def landed_items(rows) -> set[str]:
+    """The ``_item`` column of a pyarrow Table as canonical DynamoDB JSON texts."""
+    return {
+        codec.item_to_json_text(codec.item_from_json_text(t))
+        for t in rows.column("_item").to_pylist()
+    }

@@ -1,29 +1,29 @@
 """``dagster asset materialize`` on the local AWS: a snapshot partition and a changes hour, read
-back from the lake; and two changes runs of one table launched at once never overlap."""
+back from the lake; and two changes runs of one table launched at once never overlap. Each test
+that writes the lake runs on a local folder and on an s3:// lake."""
 
 import json
 import subprocess
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 
-from dynamo_cdc import codec
 from dynamo_cdc.dagster.assets import hour_partition_key
-from tests.e2e.helpers import REPO, VENV_BIN, run_dagster
+from tests.e2e.conftest import LAKE_KINDS, make_lake_root
+from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items, run_dagster
 
 pytestmark = pytest.mark.e2e
 
 MODULE = ["-m", "dagster_project.location"]  # the example project, its defs.yaml
 
 
-def _scan(clients, table):
-    return clients.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+@pytest.fixture(params=LAKE_KINDS)
+def lake_root(request, clients, tmp_path) -> str:
+    return make_lake_root(request.param, clients, tmp_path)
 
 
-def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dagster_env):
+def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dagster_env, lake):
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     config = {
         "ops": {"dynamodb__orders__snapshot": {"config": {"workers": 1, "poll_seconds": 0.2}}}
@@ -42,22 +42,14 @@ def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dag
         ],
         dagster_env,
     )
-    folder = (
-        Path(dagster_env["DYNAMO_CDC_LAKE_ROOT"]) / "orders" / "snapshot" / f"export_date={today}"
-    )
-    table = ds.dataset(folder, format="parquet").to_table()
-    live = {
-        codec.item_to_json_text(codec.normalize_stream_item(i)) for i in _scan(clients, "orders")
-    }
-    landed = {
-        codec.item_to_json_text(codec.item_from_json_text(t))
-        for t in table.column("_item").to_pylist()
-    }
-    assert landed == live
-    lineage = json.loads((folder / "_lineage.json").read_text())
+    folder = lake.table_path("orders", "snapshot", f"export_date={today}")
+    table = lake_dataset(lake, folder).to_table()
+    assert landed_items(table) == live_items(clients, "orders")
+    lineage = json.loads(lake.read_bytes(f"{folder}/_lineage.json") or b"{}")
     assert lineage["item_count"] == table.num_rows
 
 
+@pytest.mark.parametrize("lake_root", ["folder"], indirect=True)
 def test_a_snapshot_before_the_pitr_window_fails_naming_the_earliest_time(dagster_env):
     proc = subprocess.run(
         [
@@ -80,7 +72,7 @@ def test_a_snapshot_before_the_pitr_window_fails_naming_the_earliest_time(dagste
     assert "earliest restorable time" in proc.stdout + proc.stderr
 
 
-def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagster_env):
+def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagster_env, lake):
     keys = [f"e2e-{uuid.uuid4().hex[:8]}" for _ in range(5)]
     for k in keys:
         clients.dynamodb.put_item(
@@ -102,15 +94,16 @@ def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagste
         ],
         dagster_env,
     )
-    root = Path(dagster_env["DYNAMO_CDC_LAKE_ROOT"]) / "app-events.v1" / "changes"
-    rows = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    rows = lake_dataset(lake, lake.table_path("app-events.v1", "changes")).to_table()
     landed = set(rows.column("event_id").to_pylist())
     assert len(landed) == rows.num_rows
     landed_keys = {json.loads(t)["event_id"]["S"] for t in rows.column("_keys").to_pylist()}
     assert set(keys) <= landed_keys
 
 
-def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(clients, dagster_env):
+def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(
+    clients, dagster_env, lake
+):
     """Both runs are in the table's pool, but Dagster's slot claim on SQLite storage is not
     atomic across processes (two runs started within a few ms can both get the one slot: a
     read, then an UPDATE that does not re-check the slot is free), so their steps may overlap.
@@ -166,8 +159,7 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(cl
     assert len(windows) == 2
     (s1, e1), (s2, e2) = sorted(windows)
     assert e1 <= s2, f"two captures held the table's lock at once: {windows}"
-    root = Path(dagster_env["DYNAMO_CDC_LAKE_ROOT"]) / "orders" / "changes"
-    rows = ds.dataset(root, format="parquet", partitioning="hive").to_table(columns=["event_id"])
+    rows = lake_dataset(lake, lake.table_path("orders", "changes")).to_table(columns=["event_id"])
     assert rows.num_rows == len(set(rows.column("event_id").to_pylist())) >= 2500
 
 

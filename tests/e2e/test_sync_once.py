@@ -1,7 +1,11 @@
 """``dynamo-cdc sync --once`` in production's shapes, run as users run it (a child process) on the
 local AWS: items of 2.5 KB and of 300 KB whose stream pages GetRecords cuts at 1 MB, an outage
 longer than the stream's 24 hours (``on_gap=heal`` and ``on_gap=fail``), and a table deleted and
-created again under its name. After each run ``current`` equals a Scan of the table."""
+created again under its name. After each run ``current`` equals a Scan of the table.
+
+First (before the tests that move the local AWS's clock), on a local-folder lake and on an s3://
+lake: ``sync --once`` and a stream sensor tick with the code location's own resources, whose
+settings reach boto3 resolved (``EnvVar``)."""
 
 import os
 import subprocess
@@ -11,16 +15,75 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
 from dynamo_cdc import codec, read_table
 from dynamo_cdc.aws import Clients
+from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.definitions import build_defs
+from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.local import LocalAwsProcess
 from tests.e2e.chaos import all_stream_event_ids
-from tests.e2e.helpers import REPO, VENV_BIN
+from tests.e2e.conftest import LAKE_KINDS, make_lake_root
+from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=LAKE_KINDS)
+def lake_root(request, clients, tmp_path) -> str:
+    return make_lake_root(request.param, clients, tmp_path)
+
+
+def _put_orders(clients, n: int) -> None:
+    tag = uuid.uuid4().hex[:8]
+    for i in range(n):
+        clients.dynamodb.put_item(
+            TableName="orders",
+            Item={"customer_id": {"S": f"sync-{tag}"}, "order_id": {"S": f"o-{i}"}},
+        )
+
+
+def test_sync_once_leaves_current_equal_to_the_table(clients, dagster_env, lake, tmp_path):
+    tables = tmp_path / "tables.csv"
+    tables.write_text("orders\n")
+    _put_orders(clients, 30)
+    env = dict(dagster_env, DYNAMO_CDC_TABLES=str(tables))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynamo_cdc.cli", "sync", "--once"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "orders: ok" in proc.stdout
+    current = read_table(lake.root, "orders", s3_client=lake.s3_client)
+    assert landed_items(current) == live_items(clients, "orders")
+
+
+def test_a_stream_sensor_tick_with_the_locations_resources_lands_the_writes(
+    clients, dagster_settings, lake
+):
+    spec = TableSpec(name="app-events.v1")
+    defs = build_defs([spec])
+    sensor = defs.get_sensor_def("app_devents_pv1_stream_sensor")
+    keys = [f"tick-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    for k in keys:
+        clients.dynamodb.put_item(TableName="app-events.v1", Item={"event_id": {"S": k}})
+    with dg.build_sensor_context(resources=build_resources()) as context:
+        result = sensor(context)
+
+    assert isinstance(result, dg.SensorResult)
+    rows = lake_dataset(lake, lake.table_path("app-events.v1", "changes")).to_table()
+    landed = {
+        codec.item_from_json_text(t)["event_id"]["S"] for t in rows.column("_keys").to_pylist()
+    }
+    assert set(keys) <= landed
 
 
 @pytest.fixture

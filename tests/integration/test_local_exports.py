@@ -371,7 +371,7 @@ def test_client_token_returns_the_same_export_and_refuses_other_parameters(
     assert again["ExportArn"] == first["ExportArn"]
     assert again["ClientToken"] == "token-1"
     assert other["ExportArn"] != first["ExportArn"]
-    assert conflict == "ImportConflictException"
+    assert conflict == "ExportConflictException"
 
 
 def test_list_exports_pages_with_max_results_and_next_token(clients, make_table, bucket):

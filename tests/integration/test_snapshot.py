@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -355,3 +356,57 @@ def test_sse_kms_and_a_cross_account_bucket_owner_reach_the_export(
     assert desc["S3SseAlgorithm"] == "KMS" and desc["S3SseKmsKeyId"] == key_arn
     assert desc["S3BucketOwner"] == "123456789012"
     assert read_table(str(tmp_path), orders_table, "snapshot").num_rows == 20
+
+
+def test_a_second_now_snapshot_exports_the_table_again_instead_of_reusing_the_first(
+    clients, local_aws, orders_table, bucket, tmp_path, monkeypatch
+) -> None:
+    """`dynamo-cdc snapshot t` twice, writes between: the second shows them (a new export)."""
+    from dynamo_cdc.cli import main
+
+    put_items(clients, orders_table, list(generate_items(10, seed=3)))
+    monkeypatch.setenv("DYNAMO_CDC_ENDPOINT_URL", local_aws.endpoint_url)
+    monkeypatch.setenv("DYNAMO_CDC_EXPORT_BUCKET", bucket)
+    monkeypatch.setenv("DYNAMO_CDC_LAKE_ROOT", str(tmp_path))
+    assert main(["snapshot", orders_table]) == 0
+    first = read_table(str(tmp_path), orders_table, "snapshot").num_rows
+
+    put_items(clients, orders_table, list(generate_items(25, seed=4)))
+    assert main(["snapshot", orders_table]) == 0
+
+    table_arn = clients.dynamodb.describe_table(TableName=orders_table)["Table"]["TableArn"]
+    exports = clients.dynamodb.list_exports(TableArn=table_arn)["ExportSummaries"]
+    assert first == 10
+    assert len(exports) == 2
+    assert read_table(str(tmp_path), orders_table, "snapshot").num_rows == len(
+        scan_all(clients, orders_table)
+    )
+
+
+def test_a_retried_export_request_reattaches_to_the_export_it_started(
+    clients, orders_table, bucket
+) -> None:
+    """The same request sent twice (a retry) starts one export, "now" or at a time."""
+    from dynamo_cdc.export import request_export
+
+    now_request = ExportRequest(table=orders_table, bucket=bucket, prefix="exports")
+    timed = ExportRequest(
+        table=orders_table,
+        bucket=bucket,
+        prefix="exports",
+        export_time=clients.dynamodb.describe_continuous_backups(TableName=orders_table)[
+            "ContinuousBackupsDescription"
+        ]["PointInTimeRecoveryDescription"]["LatestRestorableDateTime"],
+    )
+    same_run = ExportRequest(
+        table=orders_table, bucket=bucket, prefix="exports", request_id="run-1:2026-12-06"
+    )
+
+    assert request_export(clients, now_request) == request_export(clients, now_request)
+    assert request_export(clients, timed) == request_export(clients, timed)
+    assert request_export(clients, same_run) == request_export(
+        clients, replace(same_run, export_format="DYNAMODB_JSON")
+    )
+    assert request_export(clients, same_run) != request_export(
+        clients, replace(same_run, request_id="run-2:2026-12-06")
+    )

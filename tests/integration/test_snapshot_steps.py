@@ -16,7 +16,7 @@ import pytest
 
 from bench.generate import generate_items
 from dynamo_cdc import read_table
-from dynamo_cdc.errors import ExportVerificationError
+from dynamo_cdc.errors import ExportVerificationError, LakeError
 from dynamo_cdc.export import ExportRequest, manifest_from_export_description
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.snapshot import (
@@ -26,6 +26,7 @@ from dynamo_cdc.snapshot import (
     plan_snapshot,
     write_snapshot,
 )
+from tests.integration.test_attribute_names import make_keyed_table
 from tests.integration.test_snapshot import put_items
 
 pytestmark = pytest.mark.integration
@@ -164,3 +165,40 @@ def test_a_convert_step_killed_mid_way_publishes_nothing_and_its_retry_completes
     result = commit_snapshot(plan, lake)
     assert result.rows == 20_000
     assert read_table(root, keyed_table, view="snapshot").num_rows == 20_000
+
+
+def test_steps_of_a_table_keyed_on_export_date_publish_under_its_own_partition_column(
+    clients, local_aws, bucket, tmp_path
+) -> None:
+    """The commit names the partition by :mod:`dynamo_cdc.layout` (``cdc_export_date`` for a
+    table keyed on ``export_date``), and refuses a lake written before that rule, publishing
+    nothing."""
+    table = make_keyed_table(clients, "export_date", "S", "Hour", "N")
+    items = [
+        {"export_date": {"S": f"2025-01-{d:02d}"}, "Hour": {"N": str(h)}, "v": {"N": str(h)}}
+        for d in (1, 2, 3)
+        for h in range(24)
+    ]
+    manifest = _export(clients, table, bucket, items)
+    plan = plan_snapshot(manifest, table, "2026-01-01", ["export_date", "Hour"], groups=2)
+    text = json.dumps(plan.to_dict())
+    new, old = Lake(str(tmp_path / "new")), Lake(str(tmp_path / "old"))
+    old.write_bytes(f"{table}/snapshot/export_date=2025-12-31/_lineage.json", b"{}")
+    for lake in (new, old):
+        for index in range(len(plan.groups)):
+            subprocess.run(
+                [sys.executable, "-c", STEP, text, str(index), lake.root],
+                env=_step_env(local_aws),
+                check=True,
+            )
+
+    commit_snapshot(SnapshotPlan.from_dict(json.loads(text)), new)
+    with pytest.raises(LakeError, match="docs/lake-layout.md"):
+        commit_snapshot(SnapshotPlan.from_dict(json.loads(text)), old)
+
+    assert new.folders(f"{table}/snapshot") == ["cdc_export_date=2026-01-01"]
+    rows = read_table(new.root, table, view="snapshot").to_pylist()
+    assert sorted((r["export_date"], int(r["Hour"])) for r in rows) == sorted(
+        (i["export_date"]["S"], int(i["Hour"]["N"])) for i in items
+    )
+    assert old.folders(f"{table}/snapshot") == ["export_date=2025-12-31"]

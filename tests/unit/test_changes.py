@@ -122,6 +122,17 @@ def test_key_types_come_from_the_attribute_definitions() -> None:
 def test_key_named_like_a_change_column_gets_a_prefix() -> None:
     assert key_column_name("source") == "key_source"
     assert key_column_name("pk") == "pk"
+
+
+def test_key_named_like_a_change_column_in_other_case_or_like_a_prefixed_key_stays_apart() -> None:
+    """DuckDB folds case (it would read ``EVENT_ID`` beside ``event_id`` as ``EVENT_ID_1``)."""
+    assert key_column_name("EVENT_ID") == "key_EVENT_ID"
+    assert key_column_name("_Keys") == "key__Keys"
+    assert key_column_name("source", ["source", "key_source"]) == "key_key_source"
+    assert key_column_name("key_source", ["source", "key_source"]) == "key_source"
+    schema = change_schema([("Source", "S"), ("key_source", "N")])
+    folded = [name.casefold() for name in schema.names]
+    assert len(folded) == len(set(folded))
     assert "key_event_id" in change_schema((("event_id", "S"),)).names
 
 
