@@ -115,3 +115,27 @@ def wait_export(clients: Clients) -> Callable[[str], dict[str, Any]]:
             time.sleep(0.05)
 
     return wait
+
+
+@pytest.fixture
+def orders_table(make_table: Callable[..., str], clients: Clients) -> str:
+    """A table keyed on string ``pk`` and ``sk`` (bench items' keys), PITR on."""
+    name = make_table()
+    clients.dynamodb.delete_table(TableName=name)
+    # the generator's items have a string sort key
+    clients.dynamodb.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    clients.dynamodb.update_continuous_backups(
+        TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
+    return name

@@ -50,29 +50,6 @@ def snapshot(clients, lake, table, bucket, **kw):
     return take_snapshot(clients, lake, request, poll_seconds=0.05, workers=2)
 
 
-@pytest.fixture
-def orders_table(make_table, clients):
-    name = make_table()
-    clients.dynamodb.delete_table(TableName=name)
-    # the generator's items have a string sort key
-    clients.dynamodb.create_table(
-        TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    clients.dynamodb.update_continuous_backups(
-        TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
-    )
-    return name
-
-
 def test_snapshot_of_10000_items_of_every_type_reads_back_exactly(
     clients, orders_table, bucket, tmp_path
 ) -> None:

@@ -45,28 +45,6 @@ convert_group(plan, int(sys.argv[2]), lake, s3_client=clients.s3, workers=1)
 """
 
 
-@pytest.fixture
-def keyed_table(make_table, clients):
-    name = make_table()
-    clients.dynamodb.delete_table(TableName=name)
-    clients.dynamodb.create_table(
-        TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    clients.dynamodb.update_continuous_backups(
-        TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
-    )
-    return name
-
-
 def _export(clients, table, bucket, items):
     put_items(clients, table, items)
     from dynamo_cdc.export import request_export, wait_for_export
@@ -94,14 +72,14 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_groups_converted_in_other_processes_publish_the_single_process_snapshot(
-    clients, local_aws, keyed_table, bucket, tmp_path, where
+    clients, local_aws, orders_table, bucket, tmp_path, where
 ) -> None:
     items = list(generate_items(6_000, seed=11))
     # an attribute that is an integer in the first items and a fraction later: some parts are
     # written narrower than the final schema and must be cast at the commit
     for i, item in enumerate(items):
         item["late_fraction"] = {"N": str(i) if i < 5_000 else f"{i}.5"}
-    manifest = _export(clients, keyed_table, bucket, items)
+    manifest = _export(clients, orders_table, bucket, items)
     assert len(manifest.files) >= 3, "the local AWS spreads an export over several files"
     if where == "s3":
         clients.s3.create_bucket(Bucket=f"{bucket}-lake")
@@ -110,10 +88,10 @@ def test_groups_converted_in_other_processes_publish_the_single_process_snapshot
         one_root, steps_root = str(tmp_path / "one"), str(tmp_path / "steps")
 
     single = write_snapshot(
-        manifest, _lake(one_root, clients), keyed_table, "2026-01-01", ["pk", "sk"], workers=1
+        manifest, _lake(one_root, clients), orders_table, "2026-01-01", ["pk", "sk"], workers=1
     )
 
-    plan = plan_snapshot(manifest, keyed_table, "2026-01-01", ["pk", "sk"], groups=3)
+    plan = plan_snapshot(manifest, orders_table, "2026-01-01", ["pk", "sk"], groups=3)
     assert len(plan.groups) == 3
     assert sorted(i for g in plan.groups for i in g) == list(range(len(manifest.files)))
     # the plan travels as JSON, and each group converts in a process of its own, in any order
@@ -127,21 +105,21 @@ def test_groups_converted_in_other_processes_publish_the_single_process_snapshot
 
     assert steps.rows == single.rows == 6_000
     assert steps.rewritten_parts >= 1
-    a = read_table(one_root, keyed_table, view="snapshot", s3_client=clients.s3)
-    b = read_table(steps_root, keyed_table, view="snapshot", s3_client=clients.s3)
+    a = read_table(one_root, orders_table, view="snapshot", s3_client=clients.s3)
+    b = read_table(steps_root, orders_table, view="snapshot", s3_client=clients.s3)
     assert b.schema.equals(a.schema)
     assert _sorted(b).equals(_sorted(a))
     # nothing of the steps is left in the lake's state
-    assert not [p for p in _lake(steps_root, clients).list(keyed_table) if "/_state/" in p]
+    assert not [p for p in _lake(steps_root, clients).list(orders_table) if "/_state/" in p]
 
 
 def test_a_convert_step_killed_mid_way_publishes_nothing_and_its_retry_completes(
-    clients, local_aws, keyed_table, bucket, tmp_path
+    clients, local_aws, orders_table, bucket, tmp_path
 ) -> None:
-    manifest = _export(clients, keyed_table, bucket, list(generate_items(20_000, seed=5)))
+    manifest = _export(clients, orders_table, bucket, list(generate_items(20_000, seed=5)))
     root = str(tmp_path / "lake")
     lake = Lake(root)
-    plan = plan_snapshot(manifest, keyed_table, "2026-01-01", ["pk", "sk"], groups=2)
+    plan = plan_snapshot(manifest, orders_table, "2026-01-01", ["pk", "sk"], groups=2)
     convert_group(plan, 1, lake, s3_client=clients.s3, workers=1)
 
     step = subprocess.Popen(
@@ -149,7 +127,7 @@ def test_a_convert_step_killed_mid_way_publishes_nothing_and_its_retry_completes
         env=_step_env(local_aws),
         start_new_session=True,
     )
-    staging = Path(root, keyed_table, "_state", "staging")
+    staging = Path(root, orders_table, "_state", "staging")
     deadline = time.monotonic() + 120
     while not list(staging.glob("*/part-*.parquet")) and step.poll() is None:
         assert time.monotonic() < deadline, "the step never started writing"
@@ -159,12 +137,12 @@ def test_a_convert_step_killed_mid_way_publishes_nothing_and_its_retry_completes
 
     with pytest.raises(ExportVerificationError, match="Group 0 of 2.*not converted"):
         commit_snapshot(plan, lake)
-    assert not Path(root, keyed_table, "snapshot").exists()
+    assert not Path(root, orders_table, "snapshot").exists()
 
     convert_group(plan, 0, lake, s3_client=clients.s3, workers=1)  # the retry
     result = commit_snapshot(plan, lake)
     assert result.rows == 20_000
-    assert read_table(root, keyed_table, view="snapshot").num_rows == 20_000
+    assert read_table(root, orders_table, view="snapshot").num_rows == 20_000
 
 
 def test_steps_of_a_table_keyed_on_export_date_publish_under_its_own_partition_column(
