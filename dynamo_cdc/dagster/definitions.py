@@ -34,7 +34,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -144,7 +144,8 @@ def table_partitions_start(spec: TableSpec, options: PipelineOptions) -> date:
     try:
         clients = Clients(Settings.from_env(), max_attempts=1, connect_timeout=5.0)
         created = describe_table(clients, spec.name)["CreationDateTime"]
-        return created.astimezone(UTC).date()
+        # never after today: a clock ahead of this one (skew) must not leave no partition at all
+        return min(created.astimezone(UTC).date(), datetime.now(UTC).date())
     except Exception as exc:  # the location must load without AWS; runs will say what is wrong
         log.warning(
             "dynamo-cdc: could not read when table %r was created (%s); its partitions start "
