@@ -30,7 +30,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog, schema
-from dynamo_cdc.changes import records_to_table, write_change_batch
+from dynamo_cdc.changefiles import write_change_batch
+from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.mirror import refresh_current
 

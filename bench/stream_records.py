@@ -10,7 +10,7 @@ Records are shaped as boto3's ``dynamodbstreams.get_records`` returns them: ``ev
 (a fifth of the removes are TTL deletes).
 
 ``ours`` is ``dynamo_cdc.changes:records_to_table``, imported lazily and skipped when absent,
-then the bytes of a change file (``dynamo_cdc.changes.parquet_bytes``, as ``write_change_batch``
+then the bytes of a change file (``dynamo_cdc.changefiles.parquet_bytes``, as ``write_change_batch``
 writes them). Both sides end with Parquet bytes in memory so they do the same amount of work.
 
 A second table starts one step earlier, from the GetRecords response bytes (1,000 records a
@@ -179,9 +179,9 @@ def _load_ours() -> Callable[[list[dict[str, Any]]], bytes] | str:
     try:
         module = importlib.import_module(module_name)
         func = getattr(module, func_name)
-        to_parquet = module.parquet_bytes
     except (ImportError, AttributeError) as exc:
         return f"{OURS} not available yet ({type(exc).__name__}: {exc})"
+    from dynamo_cdc.changefiles import parquet_bytes as to_parquet
     from dynamo_cdc.fastconvert import cyclic_gc_paused
 
     def ours(records: list[dict[str, Any]]) -> bytes:
@@ -233,7 +233,8 @@ def _from_responses(bodies: list[bytes], handler: Any, native: bool, repeat: int
     from botocore.parsers import create_parser
 
     from dynamo_cdc import native as native_module
-    from dynamo_cdc.changes import pages_to_table, write_change_batch
+    from dynamo_cdc.changefiles import write_change_batch
+    from dynamo_cdc.changes import pages_to_table
     from dynamo_cdc.fastconvert import cyclic_gc_paused
     from dynamo_cdc.lake import Lake
 

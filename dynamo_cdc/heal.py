@@ -54,14 +54,9 @@ import pyarrow.compute as pc
 
 from dynamo_cdc import codec, nesting
 from dynamo_cdc import export as export_api
-from dynamo_cdc.changes import (
-    CAPTURE_LOCK_WAIT_SECONDS,
-    SEQUENCE_DIGITS,
-    capture_lock,
-    partition_path,
-    records_to_table,
-    write_change_batch,
-)
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock
+from dynamo_cdc.changefiles import partition_path, write_change_batch
+from dynamo_cdc.changes import SEQUENCE_DIGITS, records_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.config import Settings
 from dynamo_cdc.errors import ConfigError, ExportVerificationError, StreamGapError

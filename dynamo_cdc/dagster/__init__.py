@@ -16,7 +16,7 @@ injective, the real name is in each asset's ``dynamodb_table`` metadata):
 Why the sensor captures and the runs record (the design choice):
 
 The stream is read in the sensor tick, through the library's capture step
-(:func:`dynamo_cdc.changes.capture_once`): the tick polls within a time budget, the library
+(:func:`dynamo_cdc.capture.capture_once`): the tick polls within a time budget, the library
 writes the micro-batch's Parquet into the hour partitions and commits the lake checkpoint only
 after the files are durable, and the tick then requests one run per hour touched with a run key
 derived from the batch's files, whose materialization records rows, files, bytes, shard ranges

@@ -21,12 +21,8 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from dynamo_cdc import catalog
-from dynamo_cdc.changes import (
-    CAPTURE_LOCK_WAIT_SECONDS,
-    capture_lock,
-    capture_once,
-    partition_path,
-)
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock, capture_once
+from dynamo_cdc.changefiles import partition_path
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.config import DEFAULT_CURRENT_CRON, TableSpec
 from dynamo_cdc.dagster.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files

@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog
-from dynamo_cdc.changes import SEQUENCE_DIGITS, partition_path
+from dynamo_cdc.changefiles import partition_path
+from dynamo_cdc.changes import SEQUENCE_DIGITS
 from dynamo_cdc.checkpoint import StreamCheckpoint
 from dynamo_cdc.lake import Lake
 

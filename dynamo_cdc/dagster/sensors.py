@@ -2,7 +2,7 @@
 
 A tick (see :func:`stream_tick`):
 
-1. calls the library's capture step, :func:`dynamo_cdc.changes.capture_once`, within a budget
+1. calls the library's capture step, :func:`dynamo_cdc.capture.capture_once`, within a budget
    (records, bytes, seconds, calls; the seconds stay well inside Dagster's 60 s sensor timeout
    even with thousands of shards, whose DescribeStream pages are not part of the budget but
    cost one call per 100 shards). The library writes the Parquet files of the batch into the
@@ -47,7 +47,8 @@ from typing import Any
 
 import dagster as dg
 
-from dynamo_cdc.changes import CaptureResult, capture_once, partition_path
+from dynamo_cdc.capture import CaptureResult, capture_once
+from dynamo_cdc.changefiles import partition_path
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.config import TableSpec
 from dynamo_cdc.dagster.assets import (

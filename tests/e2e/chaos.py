@@ -270,7 +270,7 @@ def compare_current_with_scan(
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from dynamo_cdc import changes
+    from dynamo_cdc import capture
     from dynamo_cdc.aws import Clients
     from dynamo_cdc.config import Settings
     from dynamo_cdc.lake import Lake
@@ -294,7 +294,7 @@ _CHILD = textwrap.dedent(
             writes.append(rel)
 
         lake.write_bytes = write_bytes
-    changes.capture_once(
+    capture.capture_once(
         Clients(Settings(endpoint_url=endpoint)), lake, table,
         ReadBudget(max_records=int(records), max_seconds=15),
         after_write=lambda files: die(f"killed after {len(files)} files, before the commit"),

@@ -16,7 +16,8 @@ from bench.freshness import (
     verdict,
     write_offsets,
 )
-from dynamo_cdc.changes import records_to_table, write_change_batch
+from dynamo_cdc.changefiles import write_change_batch
+from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.lake import Lake
 
 KEYS = [("customer_id", "S"), ("order_id", "S")]

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from dynamo_cdc import catalog, codec, read_table
-from dynamo_cdc.changes import capture_once
+from dynamo_cdc.capture import capture_once
 from dynamo_cdc.errors import LakeError
 from dynamo_cdc.export import ExportRequest
 from dynamo_cdc.lake import Lake

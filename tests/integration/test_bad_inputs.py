@@ -28,7 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.changes import capture_once
+from dynamo_cdc.capture import capture_once
 from dynamo_cdc.cli import main
 from dynamo_cdc.config import Settings, TableSpec
 from dynamo_cdc.errors import (

@@ -14,7 +14,8 @@ import duckdb
 import pytest
 
 from dynamo_cdc import native
-from dynamo_cdc.changes import capture_once, pages_to_table
+from dynamo_cdc.capture import capture_once
+from dynamo_cdc.changes import pages_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.workload import Workload
 from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, RecordPage, read_records
@@ -137,7 +138,7 @@ CHILD = textwrap.dedent(
     from dynamo_cdc.aws import Clients
     from dynamo_cdc.config import Settings
     from dynamo_cdc.lake import Lake
-    from dynamo_cdc import changes
+    from dynamo_cdc import capture
     from dynamo_cdc.stream import ReadBudget
 
     endpoint, root, table, where = sys.argv[1:5]
@@ -145,10 +146,10 @@ CHILD = textwrap.dedent(
     lake = Lake(root)
     budget = ReadBudget(max_records=700)
     if where == "after-write":
-        changes.capture_once(clients, lake, table, budget,
+        capture.capture_once(clients, lake, table, budget,
                              after_write=lambda files: os.kill(os.getpid(), signal.SIGKILL))
     else:
-        info, batch = changes.read_batch(clients, lake, table, budget)
+        info, batch = capture.read_batch(clients, lake, table, budget)
         assert batch.records, "the crash must happen with records in hand"
         os.kill(os.getpid(), signal.SIGKILL)
     """

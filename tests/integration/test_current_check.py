@@ -12,7 +12,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.changes import capture_once
+from dynamo_cdc.capture import capture_once
 from dynamo_cdc.config import TableSpec
 from dynamo_cdc.dagster.assets import build_current_sample_check
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource

@@ -21,7 +21,7 @@ import pytest
 
 from dynamo_cdc import read_table
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.changes import capture_once
+from dynamo_cdc.capture import capture_once
 from dynamo_cdc.export import ExportRequest
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAwsProcess

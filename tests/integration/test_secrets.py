@@ -15,7 +15,7 @@ import pytest
 import urllib3
 
 from dynamo_cdc.aws import Clients
-from dynamo_cdc.changes import capture_once
+from dynamo_cdc.capture import capture_once
 from dynamo_cdc.cli import main
 from dynamo_cdc.config import Settings
 from dynamo_cdc.export import ExportRequest

@@ -29,13 +29,8 @@ from hypothesis import strategies as st
 from strategies import attribute_names, attribute_values, items, number_texts
 
 from dynamo_cdc import changes, codec
-from dynamo_cdc.changes import (
-    PARQUET_COMPRESSION,
-    TTL_PRINCIPAL,
-    change_schema,
-    image_text,
-    records_to_table,
-)
+from dynamo_cdc.changefiles import PARQUET_COMPRESSION
+from dynamo_cdc.changes import TTL_PRINCIPAL, change_schema, image_text, records_to_table
 from dynamo_cdc.errors import CodecError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,13 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynamo_cdc import codec
-from dynamo_cdc.changes import (
-    change_schema,
-    image_text,
-    key_column_name,
-    records_to_table,
-    write_change_batch,
-)
+from dynamo_cdc.changefiles import write_change_batch
+from dynamo_cdc.changes import change_schema, image_text, key_column_name, records_to_table
 from dynamo_cdc.lake import Lake
 
 KEYS = (("pk", "S"), ("sk", "N"))
@@ -424,7 +419,7 @@ def test_a_file_s_rows_are_the_rows_picked_whether_taken_or_sliced(
 ) -> None:
     import numpy as np
 
-    from dynamo_cdc.changes import _rows_at
+    from dynamo_cdc.changefiles import _rows_at
 
     rows = pa.Table.from_batches(  # two chunks, as a poll of two pages gives
         [pa.record_batch({"i": list(range(lo, lo + 10))}) for lo in (0, 10)]

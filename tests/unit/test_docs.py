@@ -52,7 +52,7 @@ def test_the_design_page_exists_and_the_readme_points_at_it():
 
 
 def test_docs_agree_that_a_change_file_is_never_deleted_on_a_re_read():
-    # the writer leaves out rows already landed (dynamo_cdc.changes.write_change_batch)
+    # the writer leaves out rows already landed (dynamo_cdc.changefiles.write_change_batch)
     for doc in DOCS:
         text = " ".join(doc.read_text().split())
         assert "overlaps are deleted" not in text, doc.name

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bench.generate import generate_export
-from dynamo_cdc.changes import records_to_table, write_change_batch
+from dynamo_cdc.changefiles import write_change_batch
+from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.errors import ExportVerificationError, LakeError, StreamRecordError
 from dynamo_cdc.export import open_manifest
 from dynamo_cdc.lake import Lake

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dynamo_cdc import codec, read_table, schema
-from dynamo_cdc.changes import records_to_table, write_change_batch
+from dynamo_cdc.changefiles import write_change_batch
+from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.mirror import (
     bucket_of,

@@ -42,6 +42,7 @@ from strategies import (
 
 from dynamo_cdc import (
     _native,  # type: ignore[attr-defined]  # make test needs it built
+    changefiles,
     changes,
     native,
 )
@@ -111,7 +112,7 @@ def assert_same_rows(
     assert actual.schema == expected.schema
     assert actual.equals(expected), first_difference(actual, expected)
     assert _parquet(actual) == _parquet(expected)
-    assert changes.parquet_bytes(actual) == changes.parquet_bytes(expected)
+    assert changefiles.parquet_bytes(actual) == changefiles.parquet_bytes(expected)
     return actual
 
 

@@ -275,7 +275,7 @@ def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(
 
 
 def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp_path, monkeypatch):
-    from dynamo_cdc.changes import capture_lock
+    from dynamo_cdc.capture import capture_lock
     from dynamo_cdc.dagster import sensors
 
     monkeypatch.setattr(sensors, "LOCK_WAIT_SECONDS", 0.2)

@@ -19,7 +19,9 @@ from botocore.config import Config
 from moto import mock_aws
 
 from dynamo_cdc import native
-from dynamo_cdc.changes import capture_once, records_to_table, write_change_batch
+from dynamo_cdc.capture import capture_once
+from dynamo_cdc.changefiles import write_change_batch
+from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, ShardCheckpoint, StreamCheckpoint
 from dynamo_cdc.errors import StreamGapError, StreamNotEnabledError, TableNotFoundError
 from dynamo_cdc.lake import Lake
