@@ -17,6 +17,7 @@ from dynamo_cdc import fastconvert
 from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import _newest_micros, pages_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
+from dynamo_cdc.lock import exclusive
 from dynamo_cdc.stream import (
     ReadBudget,
     ShardRange,
@@ -111,8 +112,8 @@ def capture_once(
 ) -> CaptureResult:
     """Load the checkpoint, poll the stream, write Parquet, then commit the checkpoint.
 
-    All of it holds the table's capture lock (:func:`capture_lock`, :meth:`Lake.exclusive
-    <dynamo_cdc.lake.Lake.exclusive>`): two captures of one table (a sensor tick and a manual
+    All of it holds the table's capture lock (:func:`capture_lock`,
+    :func:`dynamo_cdc.lock.exclusive`): two captures of one table (a sensor tick and a manual
     run, or two runs that Dagster's pool let start together: its slot claim on SQLite storage
     is not atomic across processes) would read the same checkpoint and could write the same
     records twice. The second waits for the first.
@@ -135,7 +136,7 @@ def capture_once(
     """
     info = info or discover(clients, table)  # a missing table or stream: nothing in the lake
     what = f"capturing the stream of table {table!r}"
-    with lake.exclusive(capture_lock(lake, table), wait_seconds=lock_wait_seconds, what=what):
+    with exclusive(lake, capture_lock(lake, table), wait_seconds=lock_wait_seconds, what=what):
         locked_at = time.time()
         with fastconvert.cyclic_gc_paused():  # the batch's records: many small acyclic objects
             info, batch = read_batch(clients, lake, table, budget, info=info, **reader_options)

@@ -71,6 +71,7 @@ from dynamo_cdc.export import (
 )
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import lake_partition_columns
+from dynamo_cdc.lock import exclusive
 from dynamo_cdc.stream import discover
 
 log = logging.getLogger(__name__)
@@ -327,8 +328,8 @@ def reset_checkpoint(lake: Lake, table: str) -> None:
     whichever stream the table has now). Holds the capture lock: never between a capture's read
     of the checkpoint and its commit."""
     what = f"resetting the stream checkpoint of table {table!r}"
-    with lake.exclusive(
-        capture_lock(lake, table), wait_seconds=CAPTURE_LOCK_WAIT_SECONDS, what=what
+    with exclusive(
+        lake, capture_lock(lake, table), wait_seconds=CAPTURE_LOCK_WAIT_SECONDS, what=what
     ):
         CheckpointStore(lake, table).commit(StreamCheckpoint(table=table))
 

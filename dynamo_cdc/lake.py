@@ -19,41 +19,28 @@ from __future__ import annotations
 
 import builtins
 import errno
-import fcntl
-import functools
 import logging
 import os
-import random
 import re
 import shutil
-import socket
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import orjson
-
 from dynamo_cdc.config import validate_table_name
-from dynamo_cdc.errors import LakeBusyError, LakeError
+from dynamo_cdc.errors import LakeError
 
 log = logging.getLogger(__name__)
 
-# S3 codes of a conditional write that lost to another writer (NoSuchKey: the lease an If-Match
-# takeover aimed at was released meanwhile).
-_LOST_RACE = frozenset(
-    {"PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey", "404"}
-)
 
-
-class _Missing(Exception):
-    """An object that is not there (read_bytes answers None)."""
+class MissingObject(Exception):
+    """An object that is not there (:meth:`Lake.s3_call` with ``missing_ok``; read_bytes answers
+    None)."""
 
 
 # NUL and the other C0 control characters, and DEL: no lake path holds one.
@@ -134,10 +121,12 @@ class Lake:
             return f"s3://{self.bucket}/{key}"
         return os.path.join(self.root, rel) if rel else self.root
 
-    def _key(self, rel: str) -> str:
+    def key(self, rel: str) -> str:
+        """The S3 key of ``rel`` (the prefix, then ``rel``)."""
         return "/".join(p for p in (self.prefix, _check_rel(rel)) if p)
 
-    def _local(self, rel: str) -> Path:
+    def local_path(self, rel: str) -> Path:
+        """The local path of ``rel`` (a local lake)."""
         return Path(self.root) / _check_rel(rel)
 
     # -- single files ------------------------------------------------------------------------
@@ -145,16 +134,14 @@ class Lake:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write ``data`` at ``rel`` atomically (temp + fsync + rename, or one PUT)."""
         if self.is_s3:
-            self._s3_call(
+            self.s3_call(
                 "write",
                 rel,
-                lambda: self.s3_client.put_object(
-                    Bucket=self.bucket, Key=self._key(rel), Body=data
-                ),
+                lambda: self.s3_client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=data),
             )
             return
-        target = self._local(rel)
-        with self._local_errors("write", rel):
+        target = self.local_path(rel)
+        with self.local_errors("write", rel):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
             try:
@@ -170,16 +157,16 @@ class Lake:
         """Copy a local file to ``rel`` atomically."""
         if self.is_s3:
             with open(local_path, "rb") as fh:
-                self._s3_call(
+                self.s3_call(
                     "write",
                     rel,
                     lambda: self.s3_client.put_object(
-                        Bucket=self.bucket, Key=self._key(rel), Body=fh
+                        Bucket=self.bucket, Key=self.key(rel), Body=fh
                     ),
                 )
             return
-        target = self._local(rel)
-        with self._local_errors("write", rel):
+        target = self.local_path(rel)
+        with self.local_errors("write", rel):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
             try:
@@ -194,33 +181,33 @@ class Lake:
         """The content at ``rel``, or None when there is none."""
         if self.is_s3:
             try:
-                return self._s3_call(
+                return self.s3_call(
                     "read",
                     rel,
-                    lambda: self.s3_client.get_object(Bucket=self.bucket, Key=self._key(rel))[
+                    lambda: self.s3_client.get_object(Bucket=self.bucket, Key=self.key(rel))[
                         "Body"
                     ].read(),
                     missing_ok=True,
                 )
-            except _Missing:
+            except MissingObject:
                 return None
         try:
-            with self._local_errors("read", rel):
-                return self._local(rel).read_bytes()
+            with self.local_errors("read", rel):
+                return self.local_path(rel).read_bytes()
         except FileNotFoundError:
             return None
 
     def exists(self, rel: str) -> bool:
         if self.is_s3:
             return bool(self.list(rel)) or self.read_bytes(rel) is not None
-        return self._local(rel).exists()
+        return self.local_path(rel).exists()
 
     def list(self, rel: str) -> list[str]:
         """Relative paths of the files under ``rel`` (recursive, sorted); hidden temp files
         excluded."""
         rel = _check_rel(rel)
         if self.is_s3:
-            base = self._key(rel).rstrip("/") + "/"
+            base = self.key(rel).rstrip("/") + "/"
             cut = len(self.prefix) + 1 if self.prefix else 0
             out: list[str] = []
 
@@ -229,9 +216,9 @@ class Lake:
                 for page in paginator.paginate(Bucket=self.bucket, Prefix=base):
                     out.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
 
-            self._s3_call("list", rel, pages)
+            self.s3_call("list", rel, pages)
             return sorted(out)
-        base_path = self._local(rel)
+        base_path = self.local_path(rel)
         if not base_path.exists():
             return []
         return sorted(
@@ -244,7 +231,7 @@ class Lake:
         """Names of the folders directly under ``rel`` (sorted; on S3 the common prefixes)."""
         rel = _check_rel(rel)
         if self.is_s3:
-            prefix = self._key(rel).rstrip("/") + "/"
+            prefix = self.key(rel).rstrip("/") + "/"
             out: set[str] = set()
 
             def pages() -> None:
@@ -253,9 +240,9 @@ class Lake:
                     for p in page.get("CommonPrefixes", []):
                         out.add(p["Prefix"][len(prefix) :].rstrip("/"))
 
-            self._s3_call("list", rel, pages)
+            self.s3_call("list", rel, pages)
             return sorted(out)
-        path = self._local(rel)
+        path = self.local_path(rel)
         if not path.is_dir():
             return []
         return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -263,12 +250,12 @@ class Lake:
     def delete(self, rel: str) -> None:
         """Delete the file or folder at ``rel`` (no error if absent)."""
         if self.is_s3:
-            keys = [self._key(r) for r in self.list(rel)]
+            keys = [self.key(r) for r in self.list(rel)]
             if self.read_bytes(rel) is not None:
-                keys.append(self._key(rel))
+                keys.append(self.key(rel))
             for i in range(0, len(keys), 1000):
                 chunk = [{"Key": k} for k in keys[i : i + 1000]]
-                self._s3_call(
+                self.s3_call(
                     "delete",
                     rel,
                     lambda chunk=chunk: self.s3_client.delete_objects(
@@ -276,7 +263,7 @@ class Lake:
                     ),
                 )
             return
-        p = self._local(rel)
+        p = self.local_path(rel)
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -295,8 +282,8 @@ class Lake:
             with tempfile.TemporaryDirectory(prefix="dynamo-cdc-") as tmp:
                 yield Path(tmp)
             return
-        base = self._local(self.table_path(table, "_state", "staging"))
-        with self._local_errors("write", str(base)):
+        base = self.local_path(self.table_path(table, "_state", "staging"))
+        with self.local_errors("write", str(base)):
             base.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(dir=base))
         try:
@@ -327,7 +314,7 @@ class Lake:
         carry = carry or {}
         if not self.is_s3:
             for name, src in carry.items():
-                self._link_or_copy(self._local(src), staging / name)
+                self._link_or_copy(self.local_path(src), staging / name)
         names = sorted(p.name for p in staging.iterdir() if p.is_file())
         if self.is_s3:
             old = set(self.list(rel))
@@ -340,8 +327,8 @@ class Lake:
             for stale in sorted(old - new):
                 self.delete(stale)
             return sorted(new)
-        target = self._local(rel)
-        with self._local_errors("publish", rel):
+        target = self.local_path(rel)
+        with self.local_errors("publish", rel):
             for name in names:
                 with open(staging / name, "rb+") as fh:
                     os.fsync(fh.fileno())
@@ -361,20 +348,20 @@ class Lake:
         hard link locally, a server-side CopyObject on S3 (lake files are immutable, so sharing
         them is safe)."""
         if self.is_s3:
-            self._s3_call(
+            self.s3_call(
                 "write",
                 dst,
                 lambda: self.s3_client.copy_object(
                     Bucket=self.bucket,
-                    Key=self._key(dst),
-                    CopySource={"Bucket": self.bucket, "Key": self._key(src)},
+                    Key=self.key(dst),
+                    CopySource={"Bucket": self.bucket, "Key": self.key(src)},
                 ),
             )
             return
-        target = self._local(dst)
-        with self._local_errors("write", dst):
+        target = self.local_path(dst)
+        with self.local_errors("write", dst):
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._link_or_copy(self._local(src), target)
+            self._link_or_copy(self.local_path(src), target)
 
     def _link_or_copy(self, src: Path, target: Path) -> None:
         target.unlink(missing_ok=True)
@@ -391,13 +378,13 @@ class Lake:
     def size(self, rel: str) -> int:
         """The size in bytes of the file at ``rel``."""
         if self.is_s3:
-            head = self._s3_call(
+            head = self.s3_call(
                 "read",
                 rel,
-                lambda: self.s3_client.head_object(Bucket=self.bucket, Key=self._key(rel)),
+                lambda: self.s3_client.head_object(Bucket=self.bucket, Key=self.key(rel)),
             )
             return int(head["ContentLength"])
-        return self._local(rel).stat().st_size
+        return self.local_path(rel).stat().st_size
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -423,154 +410,10 @@ class Lake:
         fs = pafs.S3FileSystem(**kwargs)
         return fs, "/".join(p for p in (self.bucket, self.prefix) if p)
 
-    # -- locks -------------------------------------------------------------------------------
-
-    @contextmanager
-    def exclusive(
-        self, rel: str, *, wait_seconds: float, stale_seconds: float = 900.0, what: str = ""
-    ) -> Iterator[None]:
-        """Hold the lock ``rel`` while the block runs: one holder at a time, across processes
-        (and, on S3, machines).
-
-        Locally it is an ``flock`` on the file ``rel`` (never deleted), which the OS releases
-        when its process dies. On S3 it is a lease object created with ``If-None-Match: *`` and
-        deleted with ``If-Match`` its ETag; a lease older than ``stale_seconds`` (its holder
-        died) is taken over with ``If-Match``, so two takers never both succeed. While the
-        block runs, a thread renews the lease every third of ``stale_seconds``; only a holder
-        that cannot renew for that long (stopped, or cut off from S3) can be taken over while it
-        still works.
-
-        Args:
-            rel: the lock's path in the lake.
-            wait_seconds: how long to wait for another holder to finish.
-            stale_seconds: S3 only: when a lease counts as abandoned.
-            what: what the lock guards, for the error.
-
-        Raises:
-            LakeBusyError: another holder kept it longer than ``wait_seconds``.
-        """
-        release = self._s3_lock(rel, wait_seconds, stale_seconds, what) if self.is_s3 else None
-        if release is not None:
-            try:
-                yield
-            finally:
-                release()
-            return
-        deadline = time.monotonic() + wait_seconds
-        path = self._local(rel)
-        with self._local_errors("lock", rel):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise self._busy(rel, what, wait_seconds) from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def _busy(self, rel: str, what: str, wait_seconds: float, holder: str = "") -> LakeBusyError:
-        return LakeBusyError(
-            f"Another process is {what or 'holding ' + repr(rel)} (lock {self.uri(rel)}"
-            f"{', held by ' + holder if holder else ''}); waited {wait_seconds:g} s.",
-            fix="let it finish, or check that no other deployment writes the same lake root.",
-        )
-
-    def _s3_lock(
-        self, rel: str, wait_seconds: float, stale_seconds: float, what: str
-    ) -> Callable[[], None]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        deadline = time.monotonic() + wait_seconds
-        key = self._key(rel)
-        token = uuid.uuid4().hex
-        lease = {"owner": token, "host": socket.gethostname(), "pid": os.getpid()}
-        client = self.s3_client
-
-        def attempt(**condition: str) -> str | None:
-            body = orjson.dumps({**lease, "expires": time.time() + stale_seconds})
-            try:
-                put = client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in _LOST_RACE:
-                    return None
-                raise
-            return str(put["ETag"])
-
-        holder = ""
-        while True:
-            etag = self._s3_call("lock", rel, lambda: attempt(IfNoneMatch="*"))
-            if etag is None:
-                try:
-                    current = self._s3_call(
-                        "read",
-                        rel,
-                        lambda: client.get_object(Bucket=self.bucket, Key=key),
-                        missing_ok=True,
-                    )
-                except _Missing:
-                    continue  # released meanwhile
-                try:
-                    info = orjson.loads(current["Body"].read())
-                    expires = float(info["expires"])
-                    holder = f"{info.get('host', '?')} pid {info.get('pid', '?')}"
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                    info, expires, holder = {}, 0.0, "an unreadable lease"
-                if info.get("owner") == token:  # ours: a retried PUT whose first try landed
-                    etag = str(current["ETag"])
-                elif expires < time.time():  # abandoned: take it over, unless another does first
-                    old = str(current["ETag"])
-                    etag = self._s3_call("lock", rel, functools.partial(attempt, IfMatch=old))
-            if etag is not None:
-                break
-            if time.monotonic() >= deadline:
-                raise self._busy(rel, what, wait_seconds, holder)
-            time.sleep(0.2 + random.random() * 0.3)
-        held = [etag]  # the lease's current ETag: the renewals replace it
-        stop = threading.Event()
-
-        def renew() -> None:
-            # Push the expiry forward every third of stale_seconds while the block runs, so a
-            # long holder is never taken for a dead one.
-            while not stop.wait(stale_seconds / 3):
-                try:
-                    renewed = attempt(IfMatch=held[0])
-                except (ClientError, BotoCoreError) as exc:
-                    renewed, reason = None, str(exc)
-                else:
-                    reason = "it was taken over"
-                if renewed is None:
-                    log.warning("lock %s not renewed: %s", self.uri(rel), reason)
-                    return
-                held[0] = renewed
-
-        renewer = threading.Thread(target=renew, name=f"lease {rel}", daemon=True)
-        renewer.start()
-
-        def release() -> None:
-            stop.set()
-            renewer.join()
-            try:
-                client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held[0])
-            except (ClientError, BotoCoreError) as exc:
-                # Taken over (we were stopped past stale_seconds), or S3 unreachable: the lease
-                # then stays until it is stale. Never hides what the guarded block raised or did.
-                log.warning("lock %s not released: %s", self.uri(rel), exc)
-
-        return release
-
     # -- errors ------------------------------------------------------------------------------
 
     @contextmanager
-    def _local_errors(self, action: str, rel: str) -> Iterator[None]:
+    def local_errors(self, action: str, rel: str) -> Iterator[None]:
         try:
             yield
         except PermissionError:
@@ -591,7 +434,7 @@ class Lake:
                 ) from None
             raise
 
-    def _s3_call(self, action: str, rel: str, fn: Any, *, missing_ok: bool = False) -> Any:
+    def s3_call(self, action: str, rel: str, fn: Any, *, missing_ok: bool = False) -> Any:
         """Run an S3 call; its errors become :class:`LakeError` (or CredentialsError)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -607,7 +450,7 @@ class Lake:
                 else type(exc).__name__
             )
             if missing_ok and code in ("NoSuchKey", "404"):
-                raise _Missing from None
+                raise MissingObject from None
             permission = {
                 "read": "s3:GetObject",
                 "list": "s3:ListBucket",

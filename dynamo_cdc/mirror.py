@@ -93,6 +93,7 @@ import pyarrow.parquet as pq
 from dynamo_cdc import catalog, codec, schema
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import partition_value
+from dynamo_cdc.lock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -599,7 +600,8 @@ def refresh_current(
         FileNotFoundError: no snapshot partition of ``table`` exists yet.
         LakeBusyError: another refresh of the table held its lock past an hour.
     """
-    with lake.exclusive(
+    with exclusive(
+        lake,
         lake.table_path(table, "_state", "mirror.lock"),
         wait_seconds=REFRESH_LOCK_WAIT_SECONDS,
         stale_seconds=REFRESH_STALE_SECONDS,
@@ -625,7 +627,7 @@ def refresh_current(
 
 
 # One refresh of a table at a time: two would build the same next version folder and replace
-# each other's files. The lock (Lake.exclusive) is an flock locally and a lease object on S3; a
+# each other's files. The lock (lock.exclusive) is an flock locally and a lease object on S3; a
 # refresh waits this long for another, and an S3 lease older than REFRESH_STALE_SECONDS counts
 # as abandoned by a refresh that died (a bootstrap of a very large table must finish within it).
 REFRESH_LOCK_WAIT_SECONDS = 3600.0

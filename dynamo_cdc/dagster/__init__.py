@@ -35,7 +35,7 @@ when nothing changed, and two such runs could overlap. Here:
 
 Runs that write a table's changes (batch records, compactions, backfills) share the Dagster pool
 ``dynamo_cdc_<safe>``; ``dagster_project/dagster.yaml`` limits every pool to one at a time.
-Closed hours are compacted by runs the sensor requests (see :mod:`dynamo_cdc.dagster.compaction`).
+Closed hours are compacted by runs the sensor requests (see :mod:`dynamo_cdc.compaction`).
 """
 
 from dynamo_cdc.dagster.component import DynamoCdcComponent

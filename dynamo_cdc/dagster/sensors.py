@@ -50,6 +50,7 @@ import dagster as dg
 from dynamo_cdc.capture import CaptureResult, capture_once
 from dynamo_cdc.changefiles import partition_path
 from dynamo_cdc.checkpoint import CheckpointStore
+from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS
 from dynamo_cdc.config import TableSpec
 from dynamo_cdc.dagster.assets import (
     CAPTURE_FRESHNESS_CHECK,
@@ -62,7 +63,6 @@ from dynamo_cdc.dagster.assets import (
     parquet_stats,
     shard_ranges_metadata,
 )
-from dynamo_cdc.dagster.compaction import DEFAULT_GRACE_SECONDS
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import LakeBusyError, StreamGapError
 from dynamo_cdc.lake import Lake

@@ -18,9 +18,9 @@ from dagster_aws.s3 import S3Resource
 
 from dynamo_cdc.aws import Clients
 from dynamo_cdc.checkpoint import CheckpointStore
+from dynamo_cdc.compaction import compact_hour, data_files
 from dynamo_cdc.config import Settings, TableSpec
 from dynamo_cdc.dagster.assets import hour_of_path, hour_partition_key
-from dynamo_cdc.dagster.compaction import compact_hour, data_files
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.dagster.sensors import (
     StreamSensorCursor,
@@ -277,11 +277,12 @@ def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(
 def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp_path, monkeypatch):
     from dynamo_cdc.capture import capture_lock
     from dynamo_cdc.dagster import sensors
+    from dynamo_cdc.lock import exclusive
 
     monkeypatch.setattr(sensors, "LOCK_WAIT_SECONDS", 0.2)
     lake = Lake(str(tmp_path / "lake"))
     put(aws, "a")
-    with lake.exclusive(capture_lock(lake, TABLE), wait_seconds=0):  # a manual run, say
+    with exclusive(lake, capture_lock(lake, TABLE), wait_seconds=0):  # a manual run, say
         busy = stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
     assert not busy.asset_events and busy.skip_reason is not None
     assert "capturing the stream" in busy.skip_reason.skip_message
