@@ -15,7 +15,7 @@ from typing import Any
 
 from dynamo_cdc import fastconvert
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import _newest_micros, pages_to_table
+from dynamo_cdc.changes import newest_micros, pages_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.lock import exclusive
 from dynamo_cdc.stream import (
@@ -145,10 +145,10 @@ def capture_once(
             after_write(files)
         commit_batch(lake, table, batch)
         released_at = time.time()
-    newest_micros = max(map(_newest_micros, (records for _, records in batch.pages)), default=None)
+    latest = max(map(newest_micros, (records for _, records in batch.pages)), default=None)
     newest = None
-    if newest_micros is not None:
-        newest = datetime.fromtimestamp(newest_micros / 1e6, tz=UTC)
+    if latest is not None:
+        newest = datetime.fromtimestamp(latest / 1e6, tz=UTC)
     log.info(
         "%s: %d change rows in %d files (%s)",
         table,

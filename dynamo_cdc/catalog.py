@@ -245,7 +245,7 @@ def _download_catalog(lake: Lake, path: Path) -> str | None:
     from botocore.exceptions import ClientError
 
     try:
-        obj = lake.s3_client.get_object(Bucket=lake.bucket, Key=lake._key(CATALOG_FILE))
+        obj = lake.s3_client.get_object(Bucket=lake.bucket, Key=lake.key(CATALOG_FILE))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
@@ -260,7 +260,7 @@ def _upload_catalog(lake: Lake, path: Path, etag: str | None) -> None:
     condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
     try:
         lake.s3_client.put_object(
-            Bucket=lake.bucket, Key=lake._key(CATALOG_FILE), Body=path.read_bytes(), **condition
+            Bucket=lake.bucket, Key=lake.key(CATALOG_FILE), Body=path.read_bytes(), **condition
         )
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
@@ -512,11 +512,11 @@ def _listing(lake: Lake, rel: str) -> dict[str, tuple[int, float]]:
     if not lake.is_s3:
         out = {}
         for r in lake.list(rel):
-            st = lake._local(r).stat()
+            st = lake.local_path(r).stat()
             out[r] = (st.st_size, st.st_mtime)
         return out
     out = {}
-    prefix = lake._key(rel).rstrip("/") + "/"
+    prefix = lake.key(rel).rstrip("/") + "/"
     cut = len(lake.prefix) + 1 if lake.prefix else 0
     for page in lake.s3_client.get_paginator("list_objects_v2").paginate(
         Bucket=lake.bucket, Prefix=prefix

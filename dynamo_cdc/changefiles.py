@@ -60,7 +60,7 @@ def partition_path(
 # reference: ShardId 28 to 65 characters, like shardId-00000001414562045508-2bac9cd2; SequenceNumber
 # 21 to 40 digits). The lower bounds are not held (moto and the tests use shorter ones); the
 # characters and the upper bounds are. Ids are checked before they become a file name, so a
-# lying stream cannot nest folders in a partition or break _file_range.
+# lying stream cannot nest folders in a partition or break file_range.
 _SHARD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,64}")
 _SEQUENCE_NUMBER = re.compile(r"[0-9]{1,40}")
 
@@ -76,8 +76,10 @@ def _file_name_part(table: str, what: str, text: str, shape: re.Pattern[str]) ->
     return text
 
 
-def _file_range(name: str) -> tuple[str, str, str] | None:
-    """(shard id, first seq, last seq) from a change file name, or None for other files."""
+def file_range(path: str) -> tuple[str, str, str] | None:
+    """(shard id, first seq, last seq) of a change file ``<shard>_<first>_<last>.parquet`` (a
+    path or a name), or None for other files (compacted files, export rows' batch files)."""
+    name = path.rsplit("/", 1)[-1]
     if not name.endswith(".parquet"):
         return None
     parts = name[: -len(".parquet")].rsplit("_", 2)
@@ -86,9 +88,15 @@ def _file_range(name: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
-def _is_data_file(rel: str) -> bool:
+def is_data_file(rel: str) -> bool:
+    """Whether ``rel`` is a Parquet data file (names starting with ``_`` or ``.`` are not)."""
     name = rel.rsplit("/", 1)[-1]
     return name.endswith(".parquet") and name[0] not in "_."
+
+
+def data_files(lake: Any, rel: str) -> list[str]:
+    """The Parquet data files under ``rel``, sorted."""
+    return [p for p in lake.list(rel) if is_data_file(p)]
 
 
 def _may_hold(meta: pq.FileMetaData, shard: str, first: str, last: str) -> bool:
@@ -121,9 +129,9 @@ def _overlapping_files(
     fs: Any = None
     base = ""
     for rel in listing:
-        if not _is_data_file(rel):
+        if not is_data_file(rel):
             continue
-        rng = _file_range(rel.rsplit("/", 1)[-1])
+        rng = file_range(rel)
         if rng is not None:
             if rng[0] == shard and rng[1] <= last and first <= rng[2]:
                 out.append(rel)

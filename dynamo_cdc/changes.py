@@ -210,7 +210,7 @@ def _key_value(av: Mapping[str, Any] | None, kind: str) -> Any:
     return codec.decode_binary(value)
 
 
-def _newest_micros(records: Sequence[Mapping[str, Any]]) -> int:
+def newest_micros(records: Sequence[Mapping[str, Any]]) -> int:
     """The latest ApproximateCreationDateTime of a page's records (not empty), in µs."""
     if isinstance(records, RecordPage):
         return max(memoryview(records.columns["micros"]).cast("q"))

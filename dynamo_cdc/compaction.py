@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog
-from dynamo_cdc.changefiles import partition_path
+from dynamo_cdc.changefiles import data_files, file_range, partition_path
 from dynamo_cdc.changes import SEQUENCE_DIGITS
 from dynamo_cdc.checkpoint import StreamCheckpoint
 from dynamo_cdc.lake import Lake
@@ -67,24 +67,6 @@ class CompactionResult:
     files_before: list[str] = field(default_factory=list)
     files_after: list[str] = field(default_factory=list)
     rows: int = 0
-
-
-def data_files(lake: Lake, rel: str) -> list[str]:
-    """The Parquet data files under ``rel`` (names starting with ``_`` or ``.`` are not data)."""
-    return [
-        p for p in lake.list(rel) if p.endswith(".parquet") and p.rsplit("/", 1)[-1][0] not in "_."
-    ]
-
-
-def file_range(path: str) -> tuple[str, str, str] | None:
-    """(shard id, first seq, last seq) of a change file name, None for compacted/export files."""
-    name = path.rsplit("/", 1)[-1]
-    if not name.endswith(".parquet") or name.startswith(COMPACTED_PREFIX):
-        return None
-    parts = name[: -len(".parquet")].rsplit("_", 2)
-    if len(parts) != 3 or not all(parts):
-        return None
-    return parts[0], parts[1], parts[2]
 
 
 def uncommitted_files(files: list[str], checkpoint: StreamCheckpoint) -> list[str]:

@@ -22,9 +22,9 @@ from pydantic import Field
 
 from dynamo_cdc import catalog
 from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock, capture_once
-from dynamo_cdc.changefiles import partition_path
+from dynamo_cdc.changefiles import data_files, partition_path
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
-from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS, compact_hour, data_files
+from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS, compact_hour
 from dynamo_cdc.config import DEFAULT_CURRENT_CRON, TableSpec
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError

@@ -17,8 +17,9 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from dynamo_cdc.aws import Clients
+from dynamo_cdc.changefiles import data_files
 from dynamo_cdc.checkpoint import CheckpointStore
-from dynamo_cdc.compaction import compact_hour, data_files
+from dynamo_cdc.compaction import compact_hour
 from dynamo_cdc.config import Settings, TableSpec
 from dynamo_cdc.dagster.assets import hour_of_path, hour_partition_key
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
@@ -244,21 +245,6 @@ def test_a_closed_hour_is_compacted_once_and_keeps_exactly_its_rows(aws, tmp_pat
     assert after.equals(before)
     again = compact_hour(lake, TABLE, hour, checkpoint, caught_up_at=later)
     assert not again.compacted and data_files(lake, rel) == done.files_after
-
-
-def test_uncommitted_files_are_never_folded_into_a_compacted_file(aws, tmp_path):
-    lake = Lake(str(tmp_path / "lake"))
-    put(aws, "a")
-    stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
-    committed = CheckpointStore(lake, TABLE).load()
-    put(aws, "b")
-    stream_tick(SPEC, None, aws, lake, op_name=OP, budget=ReadBudget(max_seconds=5))
-    files = data_files(lake, f"{TABLE}/changes")
-    assert len(files) == 2
-    # The second batch's checkpoint "was never committed".
-    result = compact_hour(lake, TABLE, hour_of_path(files[0]), committed, force=True)
-    assert not result.compacted and "beyond the committed checkpoint" in result.reason
-    assert data_files(lake, f"{TABLE}/changes") == files
 
 
 def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(aws, tmp_path):
