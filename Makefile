@@ -7,7 +7,9 @@ PYTEST_ARGS ?=
 
 .PHONY: venv test lint typecheck checkdefs unit demo bench asan clean system-deps
 
-$(STAMP): pyproject.toml dynamo_cdc/_native.c
+NATIVE_SRC := $(wildcard dynamo_cdc/convert/_native/*.c) dynamo_cdc/convert/_native/common.h
+
+$(STAMP): pyproject.toml $(NATIVE_SRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[dev]'  # quiet: setuptools calls ext-modules experimental
@@ -71,16 +73,16 @@ ASAN_DIR := build/asan
 asan: venv
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
 	cp -r pyproject.toml dynamo_cdc bench tests $(ASAN_DIR)/
-	rm -f $(ASAN_DIR)/dynamo_cdc/*.so
+	rm -f $(ASAN_DIR)/dynamo_cdc/convert/*.so
 	$(CC) -shared -fPIC -O1 -g -std=c99 -fno-omit-frame-pointer \
 		-fsanitize=address,undefined -fno-sanitize-recover=undefined \
 		-I"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-		dynamo_cdc/_native.c \
-		-o $(ASAN_DIR)/dynamo_cdc/_native$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+		$(filter %.c,$(NATIVE_SRC)) \
+		-o $(ASAN_DIR)/dynamo_cdc/convert/_native$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=0 \
 		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/test_arrowconvert.py tests/unit/test_record_pages.py \
 		tests/unit/test_record_dicts_native.py -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out build dynamo_cdc/*.so
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache lake .demo bench/out build dynamo_cdc/convert/*.so

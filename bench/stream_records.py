@@ -232,9 +232,9 @@ def _from_responses(bodies: list[bytes], handler: Any, native: bool, repeat: int
     import botocore.session
     from botocore.parsers import create_parser
 
-    from dynamo_cdc import native as native_module
     from dynamo_cdc.changefiles import write_change_batch
     from dynamo_cdc.changes import pages_to_table
+    from dynamo_cdc.convert import native as native_module
     from dynamo_cdc.fastconvert import cyclic_gc_paused
     from dynamo_cdc.lake import Lake
 
@@ -292,7 +292,7 @@ def main() -> int:
             print(f"| {name} | {rate:,.0f} | {rate / naive_rate:.2f}x | {note} |")
     if not isinstance(ours, str):
         try:
-            from dynamo_cdc.native import ENABLED as native_built
+            from dynamo_cdc.convert.native import ENABLED as native_built
             from dynamo_cdc.stream import read_records
         except ImportError:
             return 0

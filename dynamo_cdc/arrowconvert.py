@@ -21,7 +21,7 @@ them: a line in another shape than AWS's, CRLF or blank lines, a value with no o
 tags, an unknown tag, and maps so wide (more than :data:`MAX_FIELDS` distinct keys
 in a block) that a struct array would cost more than the values.
 
-Where the C extension :mod:`dynamo_cdc._native` is built (the install compiles it when a C
+Where the C extension :mod:`dynamo_cdc.convert._native` is built (the install compiles it when a C
 compiler is there), a block is first read by it instead of ``pyarrow.json``: one pass in C that
 checks the lines, gives each attribute's values per tag as Arrow arrays and renders maps and
 lists (and the sets and binary values inside them) as their plain JSON directly. It refuses
@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from dynamo_cdc import codec, native, nesting, schema
+from dynamo_cdc import codec, nesting, schema
 from dynamo_cdc.codec import (
     BINARY,
     BINARY_SET,
@@ -60,6 +60,7 @@ from dynamo_cdc.codec import (
     STRING_SET,
     TYPE_TAGS,
 )
+from dynamo_cdc.convert import native
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.export import MAX_LINE_BYTES, open_gzip
 from dynamo_cdc.schema import MIXED, ColumnStats, SchemaStats
@@ -147,7 +148,9 @@ class BlockReader:
         self._schema: pa.Schema | None = None
         self.native = NATIVE if native is None else native
         if self.native and _native is None:
-            raise RuntimeError("dynamo_cdc._native is not built (no C compiler at install?)")
+            raise RuntimeError(
+                "dynamo_cdc.convert._native is not built (no C compiler at install?)"
+            )
 
     def read(self, block: bytes) -> ArrowChunk:
         """Parse one block: by the C reader if it takes the block, else by ``pyarrow.json``.
@@ -238,13 +241,13 @@ def check_block_nesting(block: bytes) -> None:
 
 
 def read_native(block: bytes) -> ArrowChunk:
-    """Read one block with the C reader (:mod:`dynamo_cdc._native`).
+    """Read one block with the C reader (:mod:`dynamo_cdc.convert._native`).
 
     Raises:
         Unsupported: the C reader does not take this block (the reason says why).
     """
     if _native is None:
-        raise Unsupported("dynamo_cdc._native is not built")
+        raise Unsupported("dynamo_cdc.convert._native is not built")
     try:
         n, item_offsets, item_data, attributes = _native.scan_block(block)
     except ValueError as exc:
@@ -264,7 +267,7 @@ def _string_array(n: int, valid: bytes | None, offsets: bytes, data: bytes) -> p
 
 
 def _native_array(n: int, parts: list[Any]) -> pa.Array:
-    """An Arrow array from the C reader's buffers (see dynamo_cdc/_native.c)."""
+    """An Arrow array from the C reader's buffers (see dynamo_cdc/convert/_native/)."""
     if len(parts) == 2:  # BOOL, NULL: validity, values
         return pa.Array.from_buffers(pa.bool_(), n, [pa.py_buffer(p) for p in parts])
     if len(parts) == 3:  # S, N, B, M, L: validity, offsets, data

@@ -53,7 +53,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dynamo_cdc import codec, native, nesting
+from dynamo_cdc import codec, nesting
+from dynamo_cdc.convert import native
 from dynamo_cdc.errors import StreamRecordError
 from dynamo_cdc.stream import (
     RecordPage,

@@ -6,7 +6,7 @@ levels). Anything deeper did not come from DynamoDB, and a reader that recursed 
 run out of stack (Python's RecursionError at about a thousand levels, a segmentation fault in
 pyarrow's JSON reader at ten thousand). So every reader refuses it before parsing it:
 
-* the C readers (:mod:`dynamo_cdc._native`) stop at level 33 (``MAX_DEPTH``) and hand the block
+* the C readers (:mod:`dynamo_cdc.convert._native`) stop at level 33 (``MAX_DEPTH``) and hand the block
   or response to the Python path, which refuses it with the file and line;
 * JSON text that no C reader took is measured first by :func:`line_depths`, bracket depth per
   line with strings left out, in one vectorised pass: a line deeper than any 32-level item can
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dynamo_cdc import native
+from dynamo_cdc.convert import native
 
 MAX_LEVELS = 32
 

@@ -52,9 +52,10 @@ from typing import Any
 import orjson
 from botocore.exceptions import ClientError
 
-from dynamo_cdc import native, nesting
+from dynamo_cdc import nesting
 from dynamo_cdc.aws import error_code, raise_if_credentials
 from dynamo_cdc.checkpoint import ShardCheckpoint, StreamCheckpoint
+from dynamo_cdc.convert import native
 from dynamo_cdc.errors import (
     StreamGapError,
     StreamNotEnabledError,
@@ -269,7 +270,7 @@ class ShardRange:
 
 class RecordPage(Sequence[dict[str, Any]]):
     """The records of one GetRecords response as the C reader read them
-    (``dynamo_cdc._native.scan_records``): their change-row columns as Arrow buffers, with no
+    (``dynamo_cdc.convert._native.scan_records``): their change-row columns as Arrow buffers, with no
     Python object per record or value. :func:`dynamo_cdc.changes.records_to_table` builds the
     rows from these columns; ``tests/unit/test_record_pages.py`` pins them equal to the rows of
     the same records read by orjson.
@@ -278,7 +279,7 @@ class RecordPage(Sequence[dict[str, Any]]):
     first use (tests, and anything that wants dicts).
 
     Attributes:
-        columns: what ``scan_records`` returns (see ``dynamo_cdc/_native.c``).
+        columns: what ``scan_records`` returns (see ``dynamo_cdc/convert/_native/``).
     """
 
     __slots__ = ("_body", "_records", "columns")

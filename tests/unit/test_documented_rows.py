@@ -19,7 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dynamo_cdc import arrowconvert, changes, native, schema, snapshot
+from dynamo_cdc import arrowconvert, changes, schema, snapshot
+from dynamo_cdc.convert import native
 
 # The DynamoDB JSON export example of AWS's "DynamoDB table export output format" guide, as one
 # line (the guide prints it indented).

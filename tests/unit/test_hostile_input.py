@@ -442,7 +442,7 @@ def _deep_record(levels: int, kind: str = "M") -> dict:
 def test_stream_record_dicts_nested_deeper_than_32_levels_are_refused_naming_the_record(
     monkeypatch: pytest.MonkeyPatch, native_on: bool, levels: int
 ) -> None:
-    from dynamo_cdc import native
+    from dynamo_cdc.convert import native
 
     monkeypatch.setattr(native, "ENABLED", native_on)
     with pytest.raises(StreamRecordError, match=r"record 'e1' .* NewImage nested deeper than"):
@@ -456,7 +456,7 @@ def test_a_get_records_response_nested_deeper_than_32_levels_is_refused_naming_t
     monkeypatch: pytest.MonkeyPatch, native_on: bool, levels: int
 ) -> None:
     """The simulator answers a record whose image nests ``levels`` deep, through boto3."""
-    from dynamo_cdc import native
+    from dynamo_cdc.convert import native
 
     monkeypatch.setattr(native, "ENABLED", native_on)
     keys = {"pk": {"S": "a"}}
@@ -479,7 +479,8 @@ def test_a_get_records_body_nested_thousands_deep_is_refused_before_it_is_parsed
     (the StreamReader words the refusal with the shard, as the test above shows)."""
     import orjson
 
-    from dynamo_cdc import native, nesting
+    from dynamo_cdc import nesting
+    from dynamo_cdc.convert import native
     from dynamo_cdc.stream import read_records
 
     monkeypatch.setattr(native, "ENABLED", native_on)
@@ -508,7 +509,8 @@ def test_line_depths_are_the_depth_of_each_json_line_in_c_and_in_numpy() -> None
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from dynamo_cdc import native, nesting
+    from dynamo_cdc import nesting
+    from dynamo_cdc.convert import native
 
     text = st.text(alphabet=st.sampled_from('{}[]"\\\nab\u00e9'), max_size=8)
     values = st.recursive(

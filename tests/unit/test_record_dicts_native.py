@@ -1,4 +1,4 @@
-"""Lists of record dicts read by the C extension (``dynamo_cdc._native.scan_record_dicts``,
+"""Lists of record dicts read by the C extension (``dynamo_cdc.convert._native.scan_record_dicts``,
 through :func:`records_to_table`) give exactly the change rows of the Python path (the C
 extension off), or are refused and converted by the Python path.
 
@@ -40,13 +40,12 @@ from strategies import (
     text,
 )
 
-from dynamo_cdc import (
+from dynamo_cdc import changefiles, changes
+from dynamo_cdc.changes import _micros, pages_to_table, records_to_table
+from dynamo_cdc.convert import (
     _native,  # type: ignore[attr-defined]  # make test needs it built
-    changefiles,
-    changes,
     native,
 )
-from dynamo_cdc.changes import _micros, pages_to_table, records_to_table
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:

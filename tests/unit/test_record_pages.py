@@ -1,4 +1,4 @@
-"""GetRecords responses read by the C reader (``dynamo_cdc._native.scan_records``, through the
+"""GetRecords responses read by the C reader (``dynamo_cdc.convert._native.scan_records``, through the
 StreamReader's before-parse handler ``read_records``) give exactly the change rows of the same
 records read by orjson, or are refused and read by orjson.
 
@@ -31,11 +31,11 @@ from strategies import (
     text,
 )
 
-from dynamo_cdc import (
+from dynamo_cdc.changes import pages_to_table, records_to_table
+from dynamo_cdc.convert import (
     _native,  # type: ignore[attr-defined]  # make test needs it built
     native,
 )
-from dynamo_cdc.changes import pages_to_table, records_to_table
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.stream import RecordPage, StreamBatch, page_summary, read_records
 

@@ -1,4 +1,5 @@
-"""The optional C extension :mod:`dynamo_cdc._native` (``dynamo_cdc/_native.c``), loaded once.
+"""The optional C extension :mod:`dynamo_cdc.convert._native` (``dynamo_cdc/convert/_native/``),
+loaded once.
 
 The install compiles it where a C compiler is; without it every reader takes its Python path
 (slower, the same rows). ``DYNAMO_CDC_NATIVE=0`` in the environment turns it off.
@@ -12,7 +13,7 @@ from types import ModuleType
 
 module: ModuleType | None
 try:
-    module = importlib.import_module("dynamo_cdc._native")
+    module = importlib.import_module("dynamo_cdc.convert._native")
 except ImportError:  # installed where no C compiler was
     module = None
 
