@@ -331,6 +331,10 @@ def read_current(lake: Lake, table: str) -> pa.Table:
     """The mirror of ``table``: one row per live key, typed columns, ``_item``, and
     ``_change_time`` / ``_sequence_number`` (null for rows unchanged since the snapshot).
 
+    Where a catalog is on and the ``current`` Iceberg table was published from the pointer's
+    version, that table is scanned (one row per key already: no merge); otherwise the mirror's
+    files are read and merged.
+
     Raises:
         FileNotFoundError: ``current`` was never refreshed.
     """
@@ -340,6 +344,9 @@ def read_current(lake: Lake, table: str) -> pa.Table:
             f"No current view of {table!r} under {lake.uri(current_path(lake, table))}: run "
             "dynamo_cdc.mirror.refresh_current (the `current` asset) first."
         )
+    published = catalog.read_published_current(lake, table, pointer)
+    if published is not None:  # the Iceberg table holds this version: a plain scan
+        return published
     mirror = _schema_from_json(pointer["schema"])
     rels = [current_path(lake, table, f) for f in pointer["files"]]
     if not rels:

@@ -336,3 +336,74 @@ def test_iceberg_off_writes_no_catalog(lake, monkeypatch):
 
     assert not Path(lake.uri("_iceberg")).exists()
     assert not Path(lake.uri(f"{TABLE}/_iceberg")).exists()
+
+
+def test_snapshot_and_changes_snapshots_expire_after_the_keep_time_and_their_files_stay(
+    lake, monkeypatch
+):
+    stream = start(lake, n=5)
+    t = T_EXPORT + timedelta(minutes=1)
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+    stream.land([stream.put(item("p", 0), t)], shard="s1")
+    stream.land([stream.put(item("p", 1), t)], shard="s2")
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")  # a re-run: a second snapshot
+    assert len(catalog.load_table(lake, TABLE, "changes").snapshots()) == 2  # kept an hour
+    snapshot_files = data_paths(lake, "snapshot")
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_KEEP_SECONDS", "0")
+
+    stream.land([stream.put(item("p", 2), t)], shard="s3")
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+
+    for view in ("snapshot", "changes"):
+        assert len(catalog.load_table(lake, TABLE, view).snapshots()) == 1
+    # their data files are the lake's: expiring a snapshot never deletes one
+    assert data_paths(lake, "snapshot") == snapshot_files
+    assert all(Path(p[7:]).exists() for p in snapshot_files)
+    assert data_paths(lake, "changes") == lake_parquet(lake, f"{TABLE}/changes")
+    assert scan(lake, "changes").num_rows == 3
+
+
+def _sorted(rows):
+    return rows.sort_by([("pk", "ascending"), ("sk", "ascending")])
+
+
+def test_read_table_current_reads_the_iceberg_table_when_it_is_as_new_as_the_mirror(
+    lake, monkeypatch
+):
+    from dynamo_cdc import mirror, read_table
+
+    stream = start(lake, n=40)
+    refresh_current(lake, TABLE, bucket_count=4)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land(
+        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in range(0, 40, 3)]
+        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in range(1, 40, 7)]
+    )
+    refresh_current(lake, TABLE)  # the mirror holds deltas; the hook published this version
+    mirror_files_read = []
+    real = mirror._read_files
+    monkeypatch.setattr(
+        mirror, "_read_files", lambda *a, **k: mirror_files_read.append(a[1]) or real(*a, **k)
+    )
+
+    fresh = read_table(lake.root, TABLE, "current")
+
+    assert mirror_files_read == []  # a plain scan of the Iceberg table, no merge of ours
+    assert items_of(fresh) == expected(stream.model)
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
+    from_mirror = read_table(lake.root, TABLE, "current")
+    assert mirror_files_read  # with the catalog off, the mirror is read
+    assert _sorted(fresh).equals(_sorted(from_mirror), check_metadata=True)  # same columns
+
+
+def test_read_table_current_reads_the_mirror_while_the_iceberg_table_lags(lake, monkeypatch):
+    from dynamo_cdc import read_table
+
+    stream = start(lake, n=20)
+    refresh_current(lake, TABLE, bucket_count=2)
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_PUBLISH_SECONDS", "3600")  # publish at most hourly
+    stream.land([stream.put(item("p", 0, v={"N": "7"}), T_EXPORT + timedelta(minutes=1))])
+    refresh_current(lake, TABLE)  # the mirror moves on; the Iceberg table is not published
+
+    assert items_of(scan(lake, "current")) != expected(stream.model)
+    assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
