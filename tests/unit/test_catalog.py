@@ -407,3 +407,57 @@ def test_read_table_current_reads_the_mirror_while_the_iceberg_table_lags(lake, 
 
     assert items_of(scan(lake, "current")) != expected(stream.model)
     assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
+
+
+def _mirror_version_published(lake: Lake) -> int:
+    snap = catalog.load_table(lake, TABLE, "current").current_snapshot()
+    return int(snap.summary.additional_properties[catalog.MIRROR_VERSION_PROPERTY])
+
+
+@pytest.mark.parametrize("newer_commits_first", [True, False])
+def test_two_publishes_of_current_at_once_are_serialised_by_the_catalog_and_the_newest_wins(
+    lake, monkeypatch, newer_commits_first
+):
+    stream = start(lake, n=30)
+    refresh_current(lake, TABLE, bucket_count=4)
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_PUBLISH_SECONDS", "3600")  # refreshes do not publish
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "1"}), t) for i in range(0, 30, 2)])
+    refresh_current(lake, TABLE)  # version 2
+    real = catalog._bucket_rows
+    raced = []
+
+    def other_writer_commits_meanwhile(*args, **kwargs):
+        if not raced:  # while this writer builds its files, another one commits
+            raced.append(True)
+            if newer_commits_first:
+                stream.land([stream.put(item("p", 1, v={"N": "2"}), t + timedelta(seconds=1))])
+                refresh_current(lake, TABLE)  # version 3
+            catalog.publish_current(lake, TABLE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalog, "_bucket_rows", other_writer_commits_meanwhile)
+    result = catalog.publish_current(lake, TABLE)  # planned from version 2
+
+    assert result.attempts == 2  # its first commit lost to the other writer's, then replanned
+    newest = 3 if newer_commits_first else 2
+    assert _mirror_version_published(lake) == newest  # an older version never wins
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def test_read_table_current_gives_every_dynamodb_type_the_same_from_iceberg_as_from_the_mirror(
+    lake, monkeypatch
+):
+    from dynamo_cdc import read_table
+    from tests.cases.all_types import ALL_TYPES_ITEMS
+
+    write_snapshot(lake, ALL_TYPES_ITEMS, files=1)
+    refresh_current(lake, TABLE, bucket_count=2)
+    assert _mirror_version_published(lake) == 1  # the Iceberg table is as new as the mirror
+
+    fresh = read_table(lake.root, TABLE, "current")
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
+    from_mirror = read_table(lake.root, TABLE, "current")
+
+    assert fresh.num_rows == len(ALL_TYPES_ITEMS)
+    assert _sorted(fresh).equals(_sorted(from_mirror), check_metadata=True)
