@@ -19,6 +19,8 @@ it, so the names never collide).
   :func:`dynamo_cdc.read_table`, and :func:`publish_current` writes, for each key-hash bucket
   that changed since the last publish, one file of that bucket's merged rows, and swaps them
   for the bucket's old file in one overwrite commit. Unchanged buckets are not rewritten.
+  :func:`dynamo_cdc.read_table` scans it (:func:`read_published_current`) when it was published
+  from the mirror's version, and merges the mirror otherwise.
 
 The catalog: by default pyiceberg's SQL catalog on SQLite, the database at
 ``<root>/_iceberg/catalog.db`` and each table's metadata under ``<root>/<t>/_iceberg/<view>/``,
