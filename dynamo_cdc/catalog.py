@@ -776,8 +776,10 @@ def current_schema(mirror_schema: pa.Schema) -> pa.Schema:
 
 
 def _snapshot_tag(pointer: dict[str, Any]) -> str:
-    """What the mirror's version starts from (its snapshot), as a snapshot summary value."""
-    return hashlib.sha256(repr(sorted(pointer["snapshot"].items())).encode()).hexdigest()[:16]
+    """What the mirror's version starts from (its snapshot and the build of the mirror from it),
+    as a snapshot summary value."""
+    text = repr(sorted(pointer["snapshot"].items())) + pointer.get("rebuild_id", "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _published_from(summary: dict[str, str], pointer: dict[str, Any]) -> bool:

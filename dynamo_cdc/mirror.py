@@ -78,6 +78,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -565,6 +566,10 @@ class _Plan:
     newest_change_micros: int | None = None
     written: list[str] = field(default_factory=list)
     bytes_written: int = 0
+    # a random id given when the mirror is built from a snapshot and kept by the versions that
+    # build on it: a mirror built again (its folder deleted) is another mirror, whose version
+    # numbers start again (the Iceberg publish must not take it for the one it published)
+    rebuild_id: str = ""
 
 
 def refresh_current(
@@ -924,7 +929,9 @@ def _bootstrap(
         data_schema = schema.decide_schema(schema.SchemaStats(), keys)
     stats = stats_from_schema(data_schema, int(lineage.get("rows", 0)))
     mirror = mirror_schema(schema.decide_schema(stats, keys))
-    plan = _Plan(version=version, buckets=buckets, mirror=mirror, stats=stats)
+    plan = _Plan(
+        version=version, buckets=buckets, mirror=mirror, stats=stats, rebuild_id=os.urandom(8).hex()
+    )
     key_fields = [mirror.field(k) for k in keys]
     vdir = version_dir(version)
     with lake.staging(table) as staging:
@@ -999,6 +1006,7 @@ def _carry_over(
         stats=schema.SchemaStats.from_dict(state["stats"]),
         applied={k: list(v) for k, v in state.get("applied", {}).items()},
         newest_change_micros=state.get("newest_change_micros"),
+        rebuild_id=str(pointer.get("rebuild_id", "")),
     )
     vdir = version_dir(version)
     for b_text, rel in state["base_files"].items():
@@ -1132,6 +1140,7 @@ def _commit(
         "buckets": plan.buckets,
         "key_attributes": source.keys,
         "snapshot": source.identity,
+        "rebuild_id": plan.rebuild_id,
         "rows": _count_live(lake, table, plan),
         "bytes": total,
         "schema": _schema_to_json(plan.mirror),

@@ -461,3 +461,21 @@ def test_read_table_current_gives_every_dynamodb_type_the_same_from_iceberg_as_f
 
     assert fresh.num_rows == len(ALL_TYPES_ITEMS)
     assert _sorted(fresh).equals(_sorted(from_mirror), check_metadata=True)
+
+
+def test_a_mirror_rebuilt_from_the_same_snapshot_is_published_again_and_never_read_stale(lake):
+    from dynamo_cdc import read_table
+
+    stream = start(lake, n=20)
+    refresh_current(lake, TABLE, bucket_count=2)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", 0, v={"N": "1"}), t)])
+    refresh_current(lake, TABLE)  # version 2, published
+    lake.delete(f"{TABLE}/current")  # the mirror is rebuilt: its versions start at 1 again
+    refresh_current(lake, TABLE, bucket_count=2)  # from the same snapshot, as many buckets
+    stream.land([stream.put(item("p", 1, v={"N": "2"}), t + timedelta(seconds=1))])
+
+    refresh_current(lake, TABLE)  # version 2 again, of another mirror
+
+    assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
+    assert items_of(scan(lake, "current")) == expected(stream.model)
