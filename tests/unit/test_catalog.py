@@ -479,3 +479,40 @@ def test_a_mirror_rebuilt_from_the_same_snapshot_is_published_again_and_never_re
 
     assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
     assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def _refresh_rounds(root: str, shard: str, seq_offset: int) -> None:
+    import os
+
+    os.environ["DYNAMO_CDC_ICEBERG"] = "sql"
+    lake = Lake(root)
+    stream = Stream(lake)
+    stream.seq += seq_offset
+    for r in range(3):
+        stream.land([stream.put(item(shard, r), T_EXPORT + timedelta(minutes=r + 1))], shard=shard)
+        refresh_current(lake, TABLE)  # each refresh publishes current (the hook)
+
+
+def test_two_writer_processes_refreshing_current_at_once_leave_it_complete_and_published(lake):
+    from dynamo_cdc import read_table
+    from dynamo_cdc.mirror import load_pointer
+
+    stream = start(lake, n=10)
+    refresh_current(lake, TABLE, bucket_count=2)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_refresh_rounds, args=(lake.root, shard, offset))
+        for shard, offset in (("a", 10**6), ("b", 2 * 10**6))
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    for shard in ("a", "b"):
+        for r in range(3):
+            stream.model[key_text(item(shard, r), KEY_NAMES)] = item(shard, r)
+
+    assert _mirror_version_published(lake) == load_pointer(lake, TABLE)["version"]
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+    assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
