@@ -516,3 +516,18 @@ def test_two_writer_processes_refreshing_current_at_once_leave_it_complete_and_p
     assert _mirror_version_published(lake) == load_pointer(lake, TABLE)["version"]
     assert items_of(scan(lake, "current")) == expected(stream.model)
     assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
+
+
+def test_a_scan_of_current_planned_before_a_publish_still_reads_after_it(lake):
+    stream = start(lake, n=40)
+    refresh_current(lake, TABLE, bucket_count=4)
+    before = expected(stream.model)
+    planned = catalog.load_table(lake, TABLE, "current")  # an engine loaded the table
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "9"}), t) for i in range(40)])
+
+    refresh_current(lake, TABLE, compact_ratio=0.0)  # the mirror compacts; every bucket replaced
+
+    assert not data_paths(lake, "current") & {df.file_path for df in catalog._live_files(planned)}
+    assert items_of(planned.scan().to_arrow()) == before  # its files are still there
+    assert items_of(scan(lake, "current")) == expected(stream.model)
