@@ -51,6 +51,17 @@ def lake_parquet(lake: Lake, rel: str) -> set[str]:
     return {f"file://{lake.uri(r)}" for r in lake.list(rel) if r.endswith(".parquet")}
 
 
+def land_updates_and_deletes(stream: Stream, updated, deleted, new: int = 0) -> None:
+    """Keys ``updated`` get ``v = -1`` and an attribute that is only NULL, keys ``deleted`` are
+    deleted a second later, ``new`` keys are inserted: one change file."""
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land(
+        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in updated]
+        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in deleted]
+        + [stream.put(item("new", i), t) for i in range(new)]
+    )
+
+
 def test_snapshot_is_registered_over_the_lake_files_with_export_date_from_the_partition(lake):
     stream = start(lake, n=40)
     before = {p: Path(p[7:]).read_bytes() for p in lake_parquet(lake, f"{TABLE}/snapshot")}
@@ -116,12 +127,7 @@ def test_change_files_are_registered_as_they_land_and_a_replaced_hour_swaps_in_o
 def test_current_plain_scan_is_one_row_per_live_key_with_deletes_applied(lake):
     stream = start(lake, n=60)
     refresh_current(lake, TABLE, bucket_count=8)
-    t = T_EXPORT + timedelta(minutes=1)
-    stream.land(
-        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in range(0, 60, 4)]
-        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in range(1, 60, 5)]
-        + [stream.put(item("new", i), t) for i in range(3)]
-    )
+    land_updates_and_deletes(stream, range(0, 60, 4), range(1, 60, 5), new=3)
 
     refresh_current(lake, TABLE)  # deltas and tombstones in the mirror; the hook publishes
 
@@ -374,11 +380,7 @@ def test_read_table_current_reads_the_iceberg_table_when_it_is_as_new_as_the_mir
 
     stream = start(lake, n=40)
     refresh_current(lake, TABLE, bucket_count=4)
-    t = T_EXPORT + timedelta(minutes=1)
-    stream.land(
-        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in range(0, 40, 3)]
-        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in range(1, 40, 7)]
-    )
+    land_updates_and_deletes(stream, range(0, 40, 3), range(1, 40, 7))
     refresh_current(lake, TABLE)  # the mirror holds deltas; the hook published this version
     mirror_files_read = []
     real = mirror._read_files
