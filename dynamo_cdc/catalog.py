@@ -19,6 +19,8 @@ it, so the names never collide).
   :func:`dynamo_cdc.read_table`, and :func:`publish_current` writes, for each key-hash bucket
   that changed since the last publish, one file of that bucket's merged rows, and swaps them
   for the bucket's old file in one overwrite commit. Unchanged buckets are not rewritten.
+  :func:`dynamo_cdc.read_table` scans it (:func:`read_published_current`) when it was published
+  from the mirror's version, and merges the mirror otherwise.
 
 The catalog: by default pyiceberg's SQL catalog on SQLite, the database at
 ``<root>/_iceberg/catalog.db`` and each table's metadata under ``<root>/<t>/_iceberg/<view>/``,
@@ -89,8 +91,9 @@ class IcebergSettings:
         namespace: the Iceberg namespace (a Glue database).
         properties: extra pyiceberg catalog properties (``uri`` for REST, ``warehouse``, ...).
         publish_seconds: the least time between two publishes of ``current`` (0: every refresh).
-        keep_seconds: how long a replaced snapshot of ``current`` (and its bucket files) stays
-            readable for time travel and for readers that planned their scan before the publish.
+        keep_seconds: how long a replaced Iceberg snapshot of each table stays (then it
+            expires) and, for ``current``, its bucket files: time travel reaches back that far,
+            and a reader that planned its scan before a publish still finds its files.
     """
 
     kind: str = "sql"
@@ -585,7 +588,7 @@ def publish_snapshot(
                 lambda path: (export_date,),
             )
         return _result(
-            catalog.load_table(ident),
+            _expire_snapshots(catalog.load_table(ident), _keep_seconds(settings)),
             table,
             "snapshot",
             files_added=len(files),
@@ -682,7 +685,7 @@ def publish_changes(
                 )
             tbl = catalog.load_table(ident)
         return _result(
-            tbl,
+            _expire_snapshots(tbl, _keep_seconds(settings)),
             table,
             "changes",
             files_added=len(add),
@@ -772,6 +775,62 @@ def current_schema(mirror_schema: pa.Schema) -> pa.Schema:
     )
 
 
+def _snapshot_tag(pointer: dict[str, Any]) -> str:
+    """What the mirror's version starts from (its snapshot and the build of the mirror from it),
+    as a snapshot summary value."""
+    text = repr(sorted(pointer["snapshot"].items())) + pointer.get("rebuild_id", "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _published_from(summary: dict[str, str], pointer: dict[str, Any]) -> bool:
+    """Whether a ``current`` snapshot summary was published from the same snapshot and bucket
+    count as the mirror's version ``pointer`` (then its mirror version is comparable)."""
+    return summary.get(MIRROR_SNAPSHOT_PROPERTY) == _snapshot_tag(pointer) and summary.get(
+        MIRROR_BUCKETS_PROPERTY
+    ) == str(pointer["buckets"])
+
+
+def read_published_current(
+    lake: Lake, table: str, pointer: dict[str, Any], settings: IcebergSettings | None = None
+) -> pa.Table | None:
+    """The rows of the ``current`` Iceberg table when its head was published from the mirror's
+    version ``pointer`` (a plain scan: no merge), in the columns and types
+    :func:`dynamo_cdc.mirror.read_current` returns; None when the catalog is off, the table
+    lags behind the mirror, or cannot be read (the caller then reads the mirror)."""
+    from dynamo_cdc import mirror
+
+    settings = settings or IcebergSettings.from_env()
+    if settings.kind == "off":
+        return None
+    try:
+        tbl = load_table(lake, table, "current", settings)
+        snap = tbl.current_snapshot()
+        summary = snap.summary.additional_properties if snap and snap.summary else {}
+        if not (
+            _published_from(summary, pointer)
+            and summary.get(MIRROR_VERSION_PROPERTY) == str(pointer["version"])
+        ):
+            return None
+        rows = tbl.scan(snapshot_id=snap.snapshot_id if snap else None).to_arrow()
+    except Exception as exc:  # the mirror holds the same rows
+        log.info("%s: reading the mirror (the Iceberg current table: %s)", table, exc)
+        return None
+    wanted = pa.schema(
+        [
+            f
+            for f in mirror._schema_from_json(pointer["schema"])
+            if f.name not in mirror.INTERNAL_COLUMNS
+        ]
+    )
+    arrays = [
+        rows.column(f.name).cast(f.type)
+        if f.name in rows.column_names
+        else pa.nulls(rows.num_rows, f.type)  # a column of nulls has no Iceberg type
+        for f in wanted
+    ]
+    return pa.Table.from_arrays(arrays, schema=wanted)
+
+
 def publish_current(
     lake: Lake, table: str, settings: IcebergSettings | None = None, *, force: bool = False
 ) -> PublishResult:
@@ -797,7 +856,7 @@ def publish_current(
     mirror_schema = mirror._schema_from_json(pointer["schema"])
     arrow = current_schema(mirror_schema)
     version = int(pointer["version"])
-    snap_text = hashlib.sha256(repr(sorted(pointer["snapshot"].items())).encode()).hexdigest()[:16]
+    snap_text = _snapshot_tag(pointer)
     ident = identifier(table, "current", settings)
     written: dict[int, tuple[str, int]] = {}  # bucket -> (rel, bytes), kept across retries
     attempts = [0]
@@ -807,9 +866,7 @@ def publish_current(
         tbl = _ensure_table(catalog, ident, table_location(lake, table, "current"), arrow)
         snap = tbl.current_snapshot()
         summary = snap.summary.additional_properties if snap and snap.summary else {}
-        same_base = summary.get(MIRROR_SNAPSHOT_PROPERTY) == snap_text and summary.get(
-            MIRROR_BUCKETS_PROPERTY
-        ) == str(pointer["buckets"])
+        same_base = _published_from(summary, pointer)
         since = int(summary[MIRROR_VERSION_PROPERTY]) if same_base else None
         if since is not None and since >= version and not force:
             return PublishResult(
@@ -851,7 +908,7 @@ def publish_current(
                     ow.append_data_file(_data_file(tx.table_metadata, tbl.io, path, ()))
         tbl = catalog.load_table(ident)
         now = tbl.current_snapshot()
-        _expire_current(lake, table, tbl, (settings or IcebergSettings.from_env()).keep_seconds)
+        _expire_current(lake, table, tbl, _keep_seconds(settings))
         return PublishResult(
             table,
             "current",
@@ -868,10 +925,13 @@ def publish_current(
     return with_catalog(lake, publish, settings)  # type: ignore[no-any-return]
 
 
-def _expire_current(lake: Lake, table: str, tbl: IcebergTable, keep_seconds: float) -> None:
-    """Expire snapshots of ``current`` replaced more than ``keep_seconds`` ago, then delete the
-    bucket files no remaining snapshot names and older than that (a file written by a publish
-    that has not committed yet is younger: it stays)."""
+def _keep_seconds(settings: IcebergSettings | None) -> float:
+    return (settings or IcebergSettings.from_env()).keep_seconds
+
+
+def _expire_snapshots(tbl: IcebergTable, keep_seconds: float) -> IcebergTable:
+    """Expire the table's snapshots replaced more than ``keep_seconds`` ago (metadata only: no
+    data file is deleted); returns the table as it is now."""
     cutoff_ms = (time.time() - keep_seconds) * 1000
     head = tbl.current_snapshot()
     old = [
@@ -882,6 +942,15 @@ def _expire_current(lake: Lake, table: str, tbl: IcebergTable, keep_seconds: flo
     if old:
         tbl.maintenance.expire_snapshots().by_ids(old).commit()
         tbl.refresh()
+    return tbl
+
+
+def _expire_current(lake: Lake, table: str, tbl: IcebergTable, keep_seconds: float) -> None:
+    """Expire snapshots of ``current`` replaced more than ``keep_seconds`` ago, then delete the
+    bucket files no remaining snapshot names and older than that (a file written by a publish
+    that has not committed yet is younger: it stays)."""
+    cutoff_ms = (time.time() - keep_seconds) * 1000
+    tbl = _expire_snapshots(tbl, keep_seconds)
     named: set[str] = set()
     for snap in tbl.snapshots():
         for manifest in snap.manifests(tbl.io):

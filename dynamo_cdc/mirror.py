@@ -78,6 +78,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -331,6 +332,10 @@ def read_current(lake: Lake, table: str) -> pa.Table:
     """The mirror of ``table``: one row per live key, typed columns, ``_item``, and
     ``_change_time`` / ``_sequence_number`` (null for rows unchanged since the snapshot).
 
+    Where a catalog is on and the ``current`` Iceberg table was published from the pointer's
+    version, that table is scanned (one row per key already: no merge); otherwise the mirror's
+    files are read and merged.
+
     Raises:
         FileNotFoundError: ``current`` was never refreshed.
     """
@@ -340,6 +345,9 @@ def read_current(lake: Lake, table: str) -> pa.Table:
             f"No current view of {table!r} under {lake.uri(current_path(lake, table))}: run "
             "dynamo_cdc.mirror.refresh_current (the `current` asset) first."
         )
+    published = catalog.read_published_current(lake, table, pointer)
+    if published is not None:  # the Iceberg table holds this version: a plain scan
+        return published
     mirror = _schema_from_json(pointer["schema"])
     rels = [current_path(lake, table, f) for f in pointer["files"]]
     if not rels:
@@ -558,6 +566,10 @@ class _Plan:
     newest_change_micros: int | None = None
     written: list[str] = field(default_factory=list)
     bytes_written: int = 0
+    # a random id given when the mirror is built from a snapshot and kept by the versions that
+    # build on it: a mirror built again (its folder deleted) is another mirror, whose version
+    # numbers start again (the Iceberg publish must not take it for the one it published)
+    rebuild_id: str = ""
 
 
 def refresh_current(
@@ -634,6 +646,151 @@ REFRESH_LOCK_WAIT_SECONDS = 3600.0
 REFRESH_STALE_SECONDS = 6 * 3600.0
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What a refresh starts from: the newest snapshot partition and the changes to replay."""
+
+    snapshot_rel: str
+    lineage: dict[str, Any]
+    keys: list[str]
+    replay_from: datetime
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """How the pointer names the snapshot (another one means a rebuild)."""
+        return {
+            "path": self.snapshot_rel,
+            "export_time": self.lineage["export_time"],
+            "export_arn": self.lineage.get("export_arn"),
+        }
+
+
+def _source(
+    lake: Lake, table: str, key_attributes: Sequence[str] | None, margin_seconds: float
+) -> _Source:
+    snap = newest_snapshot(lake, table)
+    if snap is None:
+        raise FileNotFoundError(
+            f"No snapshot of {table!r} under {lake.uri(lake.table_path(table, 'snapshot'))}: "
+            "take a snapshot first (the `snapshot` asset), then refresh `current`."
+        )
+    snap_rel, lineage = snap
+    keys = list(key_attributes or lineage.get("key_attributes") or [])
+    if not keys:
+        raise ValueError(f"key_attributes of {table!r} are unknown: pass them.")
+    replay_from = parse_time(lineage["export_time"]) - timedelta(seconds=margin_seconds)
+    if lineage.get("table_created"):
+        # Older rows are an earlier table's of the same name (deleted, then created again).
+        # Stream times are whole seconds: the creation's second stays in.
+        created = parse_time(lineage["table_created"]).replace(microsecond=0)
+        replay_from = max(replay_from, created)
+    return _Source(snap_rel, lineage, keys, replay_from)
+
+
+def _state_to_carry(
+    lake: Lake,
+    table: str,
+    pointer: dict[str, Any] | None,
+    source: _Source,
+    bucket_count: int | None,
+) -> dict[str, Any] | None:
+    """The state of the pointer's version when the next version builds on it; None when the
+    next version is rebuilt from the snapshot (first run, newer snapshot, other bucket count or
+    keys)."""
+    if (
+        pointer is None
+        or pointer.get("snapshot") != source.identity
+        or (bucket_count is not None and bucket_count != pointer["buckets"])
+        or pointer.get("key_attributes") != source.keys
+    ):
+        return None
+    return _load_state(lake, table, pointer)
+
+
+def _unapplied(
+    listing: dict[str, list[str]], applied: dict[str, list[str]]
+) -> list[tuple[str, str]]:
+    """(partition, file name) of the listed change files not applied yet, in order."""
+    return [
+        (part, name)
+        for part, names in sorted(listing.items())
+        for name in names
+        if name not in set(applied.get(part, ()))
+    ]
+
+
+@dataclass
+class _Applied:
+    """What :func:`_apply_change_files` did."""
+
+    rows: int = 0
+    schema_changed: bool = False
+
+
+def _apply_change_files(
+    lake: Lake,
+    table: str,
+    plan: _Plan,
+    files: Sequence[tuple[str, str]],
+    source: _Source,
+    batch_rows: int,
+) -> _Applied:
+    """Replay the change files into delta files of ``plan`` (one per ``batch_rows`` rows)."""
+    applied = _Applied()
+    batches: list[pa.Table] = []
+    pending = 0
+    changes_prefix = lake.table_path(table, "changes")
+    for part, name in files:
+        t = _read_files(lake, [f"{changes_prefix}/{part}/{name}"], _CHANGE_COLUMNS)
+        t = t.filter(
+            pc.greater_equal(
+                t.column("approximate_creation_time"),
+                pa.scalar(source.replay_from, TIMESTAMP_TYPE),
+            )
+        )
+        plan.applied.setdefault(part, []).append(name)
+        if t.num_rows:
+            newest = pc.max(t.column("approximate_creation_time")).cast(pa.int64()).as_py()
+            plan.newest_change_micros = max(plan.newest_change_micros or newest, newest)
+            applied.rows += t.num_rows
+            batches.append(t.select(_CHANGE_COLUMNS))
+            pending += t.num_rows
+        if pending >= batch_rows:
+            applied.schema_changed |= _write_batch(lake, table, plan, batches, source.keys)
+            batches, pending = [], 0
+    if batches:
+        applied.schema_changed |= _write_batch(lake, table, plan, batches, source.keys)
+    return applied
+
+
+def _write_batch(
+    lake: Lake, table: str, plan: _Plan, batches: list[pa.Table], keys: Sequence[str]
+) -> bool:
+    """One delta file of the newest change per key of ``batches``; True when the typed schema
+    widened (every file of the version was rewritten)."""
+    reduced = reduce_changes(pa.concat_tables(batches))
+    images = [
+        codec.item_from_json_text(t) for t in reduced.column("_new_image").drop_null().to_pylist()
+    ]
+    plan.stats.update(images)
+    wanted = mirror_schema(schema.decide_schema(plan.stats, keys))
+    widened = not wanted.equals(plan.mirror)
+    if widened:
+        _rewrite_all(lake, table, plan, wanted)
+    elif not wanted.equals(plan.mirror, check_metadata=True):
+        plan.mirror = wanted  # same Arrow types, another dynamodb_type (e.g. S -> MIXED)
+    _write_delta(lake, table, plan, changes_to_rows(reduced, plan.mirror, keys, plan.buckets))
+    return widened
+
+
+def _should_compact(plan: _Plan, rebuilt: bool, compact_ratio: float, max_delta_files: int) -> bool:
+    return bool(plan.deltas) and (
+        rebuilt
+        or plan.delta_rows > compact_ratio * max(sum(plan.base_rows.values()), 1)
+        or len(plan.deltas) > max_delta_files
+    )
+
+
 def _refresh_current(
     lake: Lake,
     table: str,
@@ -651,154 +808,55 @@ def _refresh_current(
 ) -> MirrorResult:
     now = time.time() if now is None else now
     pointer = load_pointer(lake, table)
-    snap = newest_snapshot(lake, table)
-    if snap is None:
-        raise FileNotFoundError(
-            f"No snapshot of {table!r} under {lake.uri(lake.table_path(table, 'snapshot'))}: "
-            "take a snapshot first (the `snapshot` asset), then refresh `current`."
-        )
-    snap_rel, lineage = snap
-    keys = list(key_attributes or lineage.get("key_attributes") or [])
-    if not keys:
-        raise ValueError(f"key_attributes of {table!r} are unknown: pass them.")
-    export_time = parse_time(lineage["export_time"])
-    replay_from = export_time - timedelta(seconds=margin_seconds)
-    if lineage.get("table_created"):
-        # Older rows are an earlier table's of the same name (deleted, then created again).
-        # Stream times are whole seconds: the creation's second stays in.
-        created = parse_time(lineage["table_created"]).replace(microsecond=0)
-        replay_from = max(replay_from, created)
-    snap_id = {
-        "path": snap_rel,
-        "export_time": lineage["export_time"],
-        "export_arn": lineage.get("export_arn"),
-    }
-    rebuild = (
-        pointer is None
-        or pointer.get("snapshot") != snap_id
-        or (bucket_count is not None and bucket_count != pointer["buckets"])
-        or pointer.get("key_attributes") != keys
-    )
+    source = _source(lake, table, key_attributes, margin_seconds)
+    listing = change_files_since(lake, table, source.replay_from)
+    old_state = _state_to_carry(lake, table, pointer, source, bucket_count)
+    if old_state is not None and not _unapplied(listing, old_state.get("applied", {})):
+        assert pointer is not None
+        return _result(lake, table, pointer, source=source)  # nothing new: the same version
     version = (pointer["version"] + 1) if pointer else 1
-    vdir = version_dir(version)
-    listing = change_files_since(lake, table, replay_from)
-    old_state = None if rebuild else _load_state(lake, table, pointer)
-    if old_state is not None:
-        applied_before = old_state.get("applied", {})
-        if not any(
-            name not in set(applied_before.get(part, ()))
-            for part, names in listing.items()
-            for name in names
-        ):
-            assert pointer is not None
-            return _result(
-                lake,
-                table,
-                pointer,
-                _Plan(
-                    version=pointer["version"],
-                    buckets=0,
-                    mirror=pa.schema([]),
-                    stats=schema.SchemaStats(),
-                ),
-                0,
-                0,
-                False,
-                False,
-                False,
-                snap_id,
-            )
-    lake.delete(current_path(lake, table, vdir))  # leftovers of a crashed refresh
-    rebuild = old_state is None
+    lake.delete(current_path(lake, table, version_dir(version)))  # a crashed refresh's leftovers
     if old_state is None:
         plan = _bootstrap(
-            lake, table, snap_rel, lineage, keys, version, bucket_count, target_bucket_bytes
+            lake,
+            table,
+            source.snapshot_rel,
+            source.lineage,
+            source.keys,
+            version,
+            bucket_count,
+            target_bucket_bytes,
         )
-        log.info("%s: current rebuilt from %s (%d buckets)", table, snap_rel, plan.buckets)
+        log.info(
+            "%s: current rebuilt from %s (%d buckets)", table, source.snapshot_rel, plan.buckets
+        )
     else:
         assert pointer is not None
         plan = _carry_over(lake, table, pointer, old_state, version)
-
-    new_files = [
-        (part, name)
-        for part, names in sorted(listing.items())
-        for name in names
-        if name not in set(plan.applied.get(part, ()))
-    ]
+    new_files = _unapplied(listing, plan.applied)
     # Forget applied names that are gone (compacted hours): keeps the state small.
     plan.applied = {
         part: sorted(set(names) & set(listing.get(part, ())))
         for part, names in plan.applied.items()
         if part in listing
     }
-
-    applied_rows = 0
-    reduced_batches: list[pa.Table] = []
-    pending_rows = 0
-    changes_prefix = lake.table_path(table, "changes")
-    schema_changed = False
-
-    def flush() -> None:
-        nonlocal pending_rows, schema_changed
-        if not reduced_batches:
-            return
-        reduced = reduce_changes(pa.concat_tables(reduced_batches))
-        reduced_batches.clear()
-        pending_rows = 0
-        images = [
-            codec.item_from_json_text(t)
-            for t in reduced.column("_new_image").drop_null().to_pylist()
-        ]
-        plan.stats.update(images)
-        wanted = mirror_schema(schema.decide_schema(plan.stats, keys))
-        if not wanted.equals(plan.mirror):
-            _rewrite_all(lake, table, plan, wanted)
-            schema_changed = True
-        elif not wanted.equals(plan.mirror, check_metadata=True):
-            plan.mirror = wanted  # same Arrow types, another dynamodb_type (e.g. S -> MIXED)
-        rows = changes_to_rows(reduced, plan.mirror, keys, plan.buckets)
-        _write_delta(lake, table, plan, rows)
-
-    for part, name in new_files:
-        t = _read_files(lake, [f"{changes_prefix}/{part}/{name}"], _CHANGE_COLUMNS)
-        t = t.filter(
-            pc.greater_equal(
-                t.column("approximate_creation_time"), pa.scalar(replay_from, TIMESTAMP_TYPE)
-            )
-        )
-        plan.applied.setdefault(part, []).append(name)
-        if t.num_rows:
-            newest = pc.max(t.column("approximate_creation_time")).cast(pa.int64()).as_py()
-            plan.newest_change_micros = max(plan.newest_change_micros or newest, newest)
-            applied_rows += t.num_rows
-            reduced_batches.append(t.select(_CHANGE_COLUMNS))
-            pending_rows += t.num_rows
-        if pending_rows >= batch_rows:
-            flush()
-    flush()
-
-    compacted = False
-    base_rows = sum(plan.base_rows.values())
-    if plan.deltas and (
-        rebuild
-        or plan.delta_rows > compact_ratio * max(base_rows, 1)
-        or len(plan.deltas) > max_delta_files
-    ):
+    applied = _apply_change_files(lake, table, plan, new_files, source, batch_rows)
+    rebuilt = old_state is None
+    compacted = _should_compact(plan, rebuilt, compact_ratio, max_delta_files)
+    if compacted:
         _compact(lake, table, plan, tombstone_seconds)
-        compacted = True
-
-    pointer = _commit(lake, table, plan, keys, snap_id, pointer, now, grace_seconds)
+    pointer = _commit(lake, table, plan, source, pointer, now, grace_seconds)
     return _result(
         lake,
         table,
         pointer,
-        plan,
-        applied_rows,
-        len(new_files),
-        rebuild,
-        compacted,
-        schema_changed,
-        snap_id,
+        source=source,
+        plan=plan,
+        changes_applied=applied.rows,
+        change_files_applied=len(new_files),
+        rebuilt=rebuilt,
+        compacted=compacted,
+        schema_changed=applied.schema_changed,
     )
 
 
@@ -806,29 +864,32 @@ def _result(
     lake: Lake,
     table: str,
     pointer: dict[str, Any],
-    plan: _Plan,
-    applied: int,
-    files_applied: int,
-    rebuilt: bool,
-    compacted: bool,
-    schema_changed: bool,
-    snap_id: dict[str, Any],
+    *,
+    source: _Source,
+    plan: _Plan | None = None,
+    changes_applied: int = 0,
+    change_files_applied: int = 0,
+    rebuilt: bool = False,
+    compacted: bool = False,
+    schema_changed: bool = False,
 ) -> MirrorResult:
+    """The result of a refresh whose version is ``pointer`` (``plan``: the files it wrote;
+    None when it wrote nothing)."""
     return MirrorResult(
         table=table,
         version=pointer["version"],
         rows=int(pointer.get("rows", 0)),
         files=len(pointer["files"]),
-        files_written=len(plan.written),
-        bytes_written=plan.bytes_written,
+        files_written=len(plan.written) if plan else 0,
+        bytes_written=plan.bytes_written if plan else 0,
         bytes_total=int(pointer.get("bytes", 0)),
-        changes_applied=applied,
-        change_files_applied=files_applied,
+        changes_applied=changes_applied,
+        change_files_applied=change_files_applied,
         buckets=int(pointer["buckets"]),
         rebuilt=rebuilt,
         compacted=compacted,
         schema_changed=schema_changed,
-        snapshot_export_time=snap_id["export_time"],
+        snapshot_export_time=source.lineage["export_time"],
         uri=lake.uri(current_path(lake, table)),
     )
 
@@ -868,7 +929,9 @@ def _bootstrap(
         data_schema = schema.decide_schema(schema.SchemaStats(), keys)
     stats = stats_from_schema(data_schema, int(lineage.get("rows", 0)))
     mirror = mirror_schema(schema.decide_schema(stats, keys))
-    plan = _Plan(version=version, buckets=buckets, mirror=mirror, stats=stats)
+    plan = _Plan(
+        version=version, buckets=buckets, mirror=mirror, stats=stats, rebuild_id=os.urandom(8).hex()
+    )
     key_fields = [mirror.field(k) for k in keys]
     vdir = version_dir(version)
     with lake.staging(table) as staging:
@@ -943,6 +1006,7 @@ def _carry_over(
         stats=schema.SchemaStats.from_dict(state["stats"]),
         applied={k: list(v) for k, v in state.get("applied", {}).items()},
         newest_change_micros=state.get("newest_change_micros"),
+        rebuild_id=str(pointer.get("rebuild_id", "")),
     )
     vdir = version_dir(version)
     for b_text, rel in state["base_files"].items():
@@ -1041,8 +1105,7 @@ def _commit(
     lake: Lake,
     table: str,
     plan: _Plan,
-    keys: list[str],
-    snap_id: dict[str, Any],
+    source: _Source,
     previous: dict[str, Any] | None,
     now: float,
     grace_seconds: float,
@@ -1075,8 +1138,9 @@ def _commit(
         "files": files,
         "deltas": len(plan.deltas),
         "buckets": plan.buckets,
-        "key_attributes": keys,
-        "snapshot": snap_id,
+        "key_attributes": source.keys,
+        "snapshot": source.identity,
+        "rebuild_id": plan.rebuild_id,
         "rows": _count_live(lake, table, plan),
         "bytes": total,
         "schema": _schema_to_json(plan.mirror),

@@ -51,6 +51,17 @@ def lake_parquet(lake: Lake, rel: str) -> set[str]:
     return {f"file://{lake.uri(r)}" for r in lake.list(rel) if r.endswith(".parquet")}
 
 
+def land_updates_and_deletes(stream: Stream, updated, deleted, new: int = 0) -> None:
+    """Keys ``updated`` get ``v = -1`` and an attribute that is only NULL, keys ``deleted`` are
+    deleted a second later, ``new`` keys are inserted: one change file."""
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land(
+        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in updated]
+        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in deleted]
+        + [stream.put(item("new", i), t) for i in range(new)]
+    )
+
+
 def test_snapshot_is_registered_over_the_lake_files_with_export_date_from_the_partition(lake):
     stream = start(lake, n=40)
     before = {p: Path(p[7:]).read_bytes() for p in lake_parquet(lake, f"{TABLE}/snapshot")}
@@ -116,12 +127,7 @@ def test_change_files_are_registered_as_they_land_and_a_replaced_hour_swaps_in_o
 def test_current_plain_scan_is_one_row_per_live_key_with_deletes_applied(lake):
     stream = start(lake, n=60)
     refresh_current(lake, TABLE, bucket_count=8)
-    t = T_EXPORT + timedelta(minutes=1)
-    stream.land(
-        [stream.put(item("p", i, v={"N": "-1"}, z={"NULL": True}), t) for i in range(0, 60, 4)]
-        + [stream.delete(item("p", i), t + timedelta(seconds=1)) for i in range(1, 60, 5)]
-        + [stream.put(item("new", i), t) for i in range(3)]
-    )
+    land_updates_and_deletes(stream, range(0, 60, 4), range(1, 60, 5), new=3)
 
     refresh_current(lake, TABLE)  # deltas and tombstones in the mirror; the hook publishes
 
@@ -336,3 +342,194 @@ def test_iceberg_off_writes_no_catalog(lake, monkeypatch):
 
     assert not Path(lake.uri("_iceberg")).exists()
     assert not Path(lake.uri(f"{TABLE}/_iceberg")).exists()
+
+
+def test_snapshot_and_changes_snapshots_expire_after_the_keep_time_and_their_files_stay(
+    lake, monkeypatch
+):
+    stream = start(lake, n=5)
+    t = T_EXPORT + timedelta(minutes=1)
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+    stream.land([stream.put(item("p", 0), t)], shard="s1")
+    stream.land([stream.put(item("p", 1), t)], shard="s2")
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")  # a re-run: a second snapshot
+    assert len(catalog.load_table(lake, TABLE, "changes").snapshots()) == 2  # kept an hour
+    snapshot_files = data_paths(lake, "snapshot")
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_KEEP_SECONDS", "0")
+
+    stream.land([stream.put(item("p", 2), t)], shard="s3")
+    catalog.publish_snapshot(lake, TABLE, "2024-03-01")
+
+    for view in ("snapshot", "changes"):
+        assert len(catalog.load_table(lake, TABLE, view).snapshots()) == 1
+    # their data files are the lake's: expiring a snapshot never deletes one
+    assert data_paths(lake, "snapshot") == snapshot_files
+    assert all(Path(p[7:]).exists() for p in snapshot_files)
+    assert data_paths(lake, "changes") == lake_parquet(lake, f"{TABLE}/changes")
+    assert scan(lake, "changes").num_rows == 3
+
+
+def _sorted(rows):
+    return rows.sort_by([("pk", "ascending"), ("sk", "ascending")])
+
+
+def test_read_table_current_reads_the_iceberg_table_when_it_is_as_new_as_the_mirror(
+    lake, monkeypatch
+):
+    from dynamo_cdc import mirror, read_table
+
+    stream = start(lake, n=40)
+    refresh_current(lake, TABLE, bucket_count=4)
+    land_updates_and_deletes(stream, range(0, 40, 3), range(1, 40, 7))
+    refresh_current(lake, TABLE)  # the mirror holds deltas; the hook published this version
+    mirror_files_read = []
+    real = mirror._read_files
+    monkeypatch.setattr(
+        mirror, "_read_files", lambda *a, **k: mirror_files_read.append(a[1]) or real(*a, **k)
+    )
+
+    fresh = read_table(lake.root, TABLE, "current")
+
+    assert mirror_files_read == []  # a plain scan of the Iceberg table, no merge of ours
+    assert items_of(fresh) == expected(stream.model)
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
+    from_mirror = read_table(lake.root, TABLE, "current")
+    assert mirror_files_read  # with the catalog off, the mirror is read
+    assert _sorted(fresh).equals(_sorted(from_mirror), check_metadata=True)  # same columns
+
+
+def test_read_table_current_reads_the_mirror_while_the_iceberg_table_lags(lake, monkeypatch):
+    from dynamo_cdc import read_table
+
+    stream = start(lake, n=20)
+    refresh_current(lake, TABLE, bucket_count=2)
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_PUBLISH_SECONDS", "3600")  # publish at most hourly
+    stream.land([stream.put(item("p", 0, v={"N": "7"}), T_EXPORT + timedelta(minutes=1))])
+    refresh_current(lake, TABLE)  # the mirror moves on; the Iceberg table is not published
+
+    assert items_of(scan(lake, "current")) != expected(stream.model)
+    assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
+
+
+def _mirror_version_published(lake: Lake) -> int:
+    snap = catalog.load_table(lake, TABLE, "current").current_snapshot()
+    return int(snap.summary.additional_properties[catalog.MIRROR_VERSION_PROPERTY])
+
+
+@pytest.mark.parametrize("newer_commits_first", [True, False])
+def test_two_publishes_of_current_at_once_are_serialised_by_the_catalog_and_the_newest_wins(
+    lake, monkeypatch, newer_commits_first
+):
+    stream = start(lake, n=30)
+    refresh_current(lake, TABLE, bucket_count=4)
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG_PUBLISH_SECONDS", "3600")  # refreshes do not publish
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "1"}), t) for i in range(0, 30, 2)])
+    refresh_current(lake, TABLE)  # version 2
+    real = catalog._bucket_rows
+    raced = []
+
+    def other_writer_commits_meanwhile(*args, **kwargs):
+        if not raced:  # while this writer builds its files, another one commits
+            raced.append(True)
+            if newer_commits_first:
+                stream.land([stream.put(item("p", 1, v={"N": "2"}), t + timedelta(seconds=1))])
+                refresh_current(lake, TABLE)  # version 3
+            catalog.publish_current(lake, TABLE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalog, "_bucket_rows", other_writer_commits_meanwhile)
+    result = catalog.publish_current(lake, TABLE)  # planned from version 2
+
+    assert result.attempts == 2  # its first commit lost to the other writer's, then replanned
+    newest = 3 if newer_commits_first else 2
+    assert _mirror_version_published(lake) == newest  # an older version never wins
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def test_read_table_current_gives_every_dynamodb_type_the_same_from_iceberg_as_from_the_mirror(
+    lake, monkeypatch
+):
+    from dynamo_cdc import read_table
+    from tests.cases.all_types import ALL_TYPES_ITEMS
+
+    write_snapshot(lake, ALL_TYPES_ITEMS, files=1)
+    refresh_current(lake, TABLE, bucket_count=2)
+    assert _mirror_version_published(lake) == 1  # the Iceberg table is as new as the mirror
+
+    fresh = read_table(lake.root, TABLE, "current")
+    monkeypatch.setenv("DYNAMO_CDC_ICEBERG", "off")
+    from_mirror = read_table(lake.root, TABLE, "current")
+
+    assert fresh.num_rows == len(ALL_TYPES_ITEMS)
+    assert _sorted(fresh).equals(_sorted(from_mirror), check_metadata=True)
+
+
+def test_a_mirror_rebuilt_from_the_same_snapshot_is_published_again_and_never_read_stale(lake):
+    from dynamo_cdc import read_table
+
+    stream = start(lake, n=20)
+    refresh_current(lake, TABLE, bucket_count=2)
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", 0, v={"N": "1"}), t)])
+    refresh_current(lake, TABLE)  # version 2, published
+    lake.delete(f"{TABLE}/current")  # the mirror is rebuilt: its versions start at 1 again
+    refresh_current(lake, TABLE, bucket_count=2)  # from the same snapshot, as many buckets
+    stream.land([stream.put(item("p", 1, v={"N": "2"}), t + timedelta(seconds=1))])
+
+    refresh_current(lake, TABLE)  # version 2 again, of another mirror
+
+    assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+
+
+def _refresh_rounds(root: str, shard: str, seq_offset: int) -> None:
+    import os
+
+    os.environ["DYNAMO_CDC_ICEBERG"] = "sql"
+    lake = Lake(root)
+    stream = Stream(lake)
+    stream.seq += seq_offset
+    for r in range(3):
+        stream.land([stream.put(item(shard, r), T_EXPORT + timedelta(minutes=r + 1))], shard=shard)
+        refresh_current(lake, TABLE)  # each refresh publishes current (the hook)
+
+
+def test_two_writer_processes_refreshing_current_at_once_leave_it_complete_and_published(lake):
+    from dynamo_cdc import read_table
+    from dynamo_cdc.mirror import load_pointer
+
+    stream = start(lake, n=10)
+    refresh_current(lake, TABLE, bucket_count=2)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_refresh_rounds, args=(lake.root, shard, offset))
+        for shard, offset in (("a", 10**6), ("b", 2 * 10**6))
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    for shard in ("a", "b"):
+        for r in range(3):
+            stream.model[key_text(item(shard, r), KEY_NAMES)] = item(shard, r)
+
+    assert _mirror_version_published(lake) == load_pointer(lake, TABLE)["version"]
+    assert items_of(scan(lake, "current")) == expected(stream.model)
+    assert items_of(read_table(lake.root, TABLE, "current")) == expected(stream.model)
+
+
+def test_a_scan_of_current_planned_before_a_publish_still_reads_after_it(lake):
+    stream = start(lake, n=40)
+    refresh_current(lake, TABLE, bucket_count=4)
+    before = expected(stream.model)
+    planned = catalog.load_table(lake, TABLE, "current")  # an engine loaded the table
+    t = T_EXPORT + timedelta(minutes=1)
+    stream.land([stream.put(item("p", i, v={"N": "9"}), t) for i in range(40)])
+
+    refresh_current(lake, TABLE, compact_ratio=0.0)  # the mirror compacts; every bucket replaced
+
+    assert not data_paths(lake, "current") & {df.file_path for df in catalog._live_files(planned)}
+    assert items_of(planned.scan().to_arrow()) == before  # its files are still there
+    assert items_of(scan(lake, "current")) == expected(stream.model)
