@@ -10,11 +10,18 @@ How a poll works (:meth:`StreamReader.poll`):
    (those were read to their end and pruned). A shard is *ready* when it has no parent, its
    parent is neither listed nor checkpointed (trimmed away: it is a root), or its parent is
    finished. So a parent is always read to its end before its children.
-3. Ready shards are served round-robin, one GetRecords each per round, starting after the shard
-   the previous poll served last (fair with thousands of shards). A shard is served at most
-   five times per second. New shards start at TRIM_HORIZON, known ones AFTER_SEQUENCE_NUMBER
-   their checkpoint. A shard is finished when GetRecords returns no NextShardIterator (or the
-   record at its EndingSequenceNumber was read); its children become ready in the same poll.
+3. Ready shards are served round-robin from one queue, starting after the shard the previous
+   poll served last (fair with thousands of shards): up to ``read_threads`` GetRecords calls are
+   in flight at once, on as many threads, and never two on one shard, so each shard's pages
+   come back in order. The polling thread alone decides what is called next and applies each
+   answer as it comes back (positions, budgets, lineage, the checkpoint); the threads only make
+   the calls (boto3 clients are thread-safe, and :func:`read_records` keeps its state in the
+   dicts botocore makes for each call). A shard is served at most five times per second (the
+   time of each call is taken on its thread as it starts). New shards start at TRIM_HORIZON,
+   known ones AFTER_SEQUENCE_NUMBER their checkpoint. A shard is finished when GetRecords
+   returns no NextShardIterator (or the record at its EndingSequenceNumber was read); its
+   children join the queue when that answer is applied, so a child is never called before its
+   parent's last page is in the batch.
 4. A shard that returned records is served again: GetRecords stops at 1 MB as well as at its
    Limit, so a short page says nothing about the tip. An open shard is caught up for this poll
    when a call returns no records, or when a record's ApproximateCreationDateTime (whole
@@ -24,13 +31,17 @@ How a poll works (:meth:`StreamReader.poll`):
    :data:`CLOCK_TOLERANCE_SECONDS`), so a skewed local clock neither stops a poll early nor
    keeps it chasing the tip.
 5. The poll stops at its budget of records, bytes, seconds or calls, or when every ready shard
-   is caught up. It returns the records, a new checkpoint (committing it is the caller's job,
+   is caught up. Calls in flight when a budget ends are awaited and their records kept; the
+   record budget is exact (each call in flight holds its Limit), the byte budget may be passed
+   by the responses in flight. It returns the records, a new checkpoint (committing it is the caller's job,
    after the Parquet is written) and its lag: how far behind the stream's tip the records it
    leaves unread are (:attr:`StreamBatch.lag_seconds`).
 
 Throttling (LimitExceededException, ProvisionedThroughputExceededException, also after
-botocore's own retries ran out) backs off exponentially with jitter; when it persists the poll
-ends early with what it has. ExpiredIteratorException gets a fresh iterator from the position
+botocore's own retries ran out) backs off exponentially with jitter, on the shard's thread, so
+the other shards are read meanwhile; when it persists, that shard is left for the next poll
+(``stopped_by="throttled"`` unless a budget ended the poll) and the others are read on. When a
+budget ends the poll, a back-off gives up at once. ExpiredIteratorException gets a fresh iterator from the position
 reached. Iterators are cached in memory between polls of one reader, keyed by the position they
 continue from, so the checkpoint never depends on them.
 """
@@ -41,9 +52,11 @@ import base64
 import logging
 import math
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -78,6 +91,9 @@ TRANSIENT_CODES = THROTTLE_CODES | {"InternalServerError", "ServiceUnavailable"}
 MAX_CALLS_PER_SHARD_PER_SECOND = 5
 MAX_RECORDS_PER_CALL = 1000
 DEFAULT_RETENTION_SECONDS = 24 * 3600.0
+# GetRecords calls in flight at once per reader: a call mostly waits on the network (20-50 ms on
+# AWS), and about this many keep one Python process busy (docs/stream-capture.md).
+DEFAULT_READ_THREADS = 16
 # A Date header has whole seconds and the call took a while: within this, the clocks agree.
 CLOCK_TOLERANCE_SECONDS = 2.0
 
@@ -395,8 +411,13 @@ class _Throttled(Exception):
     """Throttling persisted past the retries; the poll ends with what it has."""
 
 
-class _BudgetSpent(Exception):
-    """The poll's budget is spent."""
+@dataclass(frozen=True)
+class _Fetched:
+    """What a worker thread's GetRecords brought back: the response (None when throttling
+    persisted) and the API calls it took (GetShardIterator included)."""
+
+    response: dict[str, Any] | None
+    calls: int
 
 
 GET_RECORDS_EVENT = "before-parse.dynamodb-streams.GetRecords"
@@ -522,6 +543,10 @@ class StreamReader:
         max_retries: retries of one throttled call before the poll gives up for now.
         backoff_base: first back-off delay in seconds (doubled per retry, capped).
         backoff_cap: longest back-off delay in seconds.
+        read_threads: GetRecords calls in flight at once, on as many threads (at most one per
+            shard; 1 reads the shards one call at a time, in the polling thread).
+        shard_filter: reads only the shards it accepts (a worker's group of shards); the
+            others stay in the checkpoint as they are. None reads every shard.
     """
 
     def __init__(
@@ -539,6 +564,8 @@ class StreamReader:
         max_retries: int = 8,
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
+        read_threads: int = DEFAULT_READ_THREADS,
+        shard_filter: Callable[[Shard], bool] | None = None,
     ) -> None:
         self.client = streams_client
         events = getattr(getattr(streams_client, "meta", None), "events", None)
@@ -562,6 +589,12 @@ class StreamReader:
         self._iterators: dict[str, tuple[str, str | None]] = {}
         self._call_times: dict[str, deque[float]] = {}
         self.throttled = 0
+        self.read_threads = read_threads
+        self.shard_filter = shard_filter
+        self._count_lock = threading.Lock()
+        # Set when a poll's budget is spent: threads in a throttling back-off give up.
+        self._stop = threading.Event()
+        self._poll_started = self._clock()
         # How far the stream's clock (DynamoDB's Date header) is ahead of ``clock``; 0 when
         # they agree within CLOCK_TOLERANCE_SECONDS.
         self._skew = 0.0
@@ -581,8 +614,9 @@ class StreamReader:
         Raises:
             StreamGapError: changes may have been lost (see the module docstring).
         """
-        started = self._clock()
+        started = self._poll_started = self._clock()
         self.throttled = 0
+        self._stop.clear()
         ckpt = self.checkpoint
         self._check_arn(ckpt, self._now())
         self._check_age(ckpt, started)
@@ -681,6 +715,12 @@ class StreamReader:
         listed: dict[str, Shard],
         started: float,
     ) -> StreamBatch:
+        """Serve the ready shards, up to ``read_threads`` GetRecords in flight (one per shard).
+
+        Every decision (what to call next, budgets, lineage, the checkpoint) is taken here, in
+        the polling thread, as each call's answer comes back; the worker threads only make the
+        calls (see the module docstring).
+        """
         budget = self.budget
         pages: list[tuple[str, Sequence[dict[str, Any]]]] = []
         count = 0
@@ -690,10 +730,11 @@ class StreamReader:
         size = 0
         empties: dict[str, int] = {}
         caught_up: set[str] = set()  # open shards read up to the poll's start
+        set_aside: set[str] = set()  # shards whose throttling persisted: read again next poll
         # a record created in a later second than the poll's start was written after it
         start_second = math.floor(self._now())
         last_served = ckpt.rotation_cursor
-        stopped_by = "caught_up"
+        stopped_by: str | None = None
 
         def ready(sid: str) -> bool:
             sc = working[sid]
@@ -706,98 +747,150 @@ class StreamReader:
         if ckpt.rotation_cursor:
             cut = next((i for i, s in enumerate(order) if s > ckpt.rotation_cursor), 0)
             order = order[cut:] + order[:cut]
-        active = [sid for sid in order if ready(sid)]
+        # Ready shards in the order they are served (round-robin: a shard that must be read
+        # again goes to the back); shards that spent their 5 calls of the last second wait aside.
+        queue = deque(sid for sid in order if ready(sid) and self._selected(listed[sid]))
+        waiting: list[str] = []
         position = {sid: working[sid].last_sequence_number for sid in working}
+        in_flight: dict[Future[_Fetched], tuple[str, int, int]] = {}
+        reserved_records = reserved_calls = 0
+        failure: BaseException | None = None
+        threads = max(1, self.read_threads)
+        pool = ThreadPoolExecutor(threads, "dynamo-cdc-shards") if threads > 1 else None
+
+        def apply(sid: str, fetched: _Fetched) -> None:
+            nonlocal count, calls, size
+            calls += fetched.calls
+            if fetched.response is None:  # throttling persisted: leave the shard for later
+                set_aside.add(sid)
+                return
+            resp = fetched.response
+            recs = resp.get("Records") or []
+            next_it = resp.get("NextShardIterator")
+            sc = working[sid]
+            # What was read, not the records' SizeBytes: a lying endpoint cannot make a poll
+            # read more than its budget (by more than the responses in flight).
+            size += resp.get(BODY_BYTES) or (_json_bytes(recs) if recs else 0)
+            past_start = False
+            if recs:
+                first, last, _, when = page_summary(recs)
+                past_start = when is not None and _epoch(when) > start_second
+                pages.append((sid, recs))
+                count += len(recs)
+                rng = ranges.setdefault(sid, [first, last, 0])
+                rng[1] = last
+                rng[2] += len(recs)
+                position[sid] = last
+                sc = replace(
+                    sc,
+                    last_sequence_number=last,
+                    last_change_time=_iso(when) if when is not None else sc.last_change_time,
+                )
+            ending = listed[sid].ending_sequence_number
+            done = next_it is None or (
+                ending is not None and position[sid] is not None and position[sid] == ending
+            )
+            if next_it is not None and not done:
+                self._iterators[sid] = (next_it, position[sid])
+            else:
+                self._iterators.pop(sid, None)
+            if done:
+                sc = replace(sc, finished=True)
+                finished.append(sid)
+            working[sid] = sc
+            if done:
+                # Children become ready now; serve them in this poll, right after.
+                for child in sorted(c for c in working if working[c].parent_shard_id == sid):
+                    if ready(child) and self._selected(listed[child]) and child not in queue:
+                        queue.append(child)
+            elif recs and (listed[sid].closed or not past_start):
+                # More may follow, however short the page (GetRecords stops at 1 MB).
+                empties[sid] = 0
+                queue.append(sid)
+            elif listed[sid].closed:
+                # A closed shard may answer empty before its end; try a few times.
+                empties[sid] = empties.get(sid, 0) + 1
+                if empties[sid] < 3:
+                    queue.append(sid)
+                else:
+                    caught_up.add(sid)
+            else:
+                # An open shard that answered nothing, or reached records written after the
+                # poll started, is caught up for this poll.
+                caught_up.add(sid)
 
         try:
-            while active:
-                served_this_round = 0
-                next_active: list[str] = []
-                for sid in active:
-                    reason = self._over_budget(count, size, calls, started)
-                    if reason:
-                        stopped_by = reason
-                        raise _BudgetSpent
-                    if not self._may_call(sid):
-                        next_active.append(sid)
-                        continue
-                    served_this_round += 1
-                    last_served = sid
-                    limit = min(budget.records_per_call, budget.max_records - count)
-                    resp, used = self._get_records(sid, position[sid], max(1, limit))
-                    calls += used
-                    recs = resp.get("Records") or []
-                    next_it = resp.get("NextShardIterator")
-                    sc = working[sid]
-                    # What was read, not the records' SizeBytes: a lying endpoint cannot make
-                    # a poll read more than its budget (by more than one response).
-                    size += resp.get(BODY_BYTES) or (_json_bytes(recs) if recs else 0)
-                    past_start = False
-                    if recs:
-                        first, last, _, when = page_summary(recs)
-                        past_start = when is not None and _epoch(when) > start_second
-                        pages.append((sid, recs))
-                        count += len(recs)
-                        rng = ranges.setdefault(sid, [first, last, 0])
-                        rng[1] = last
-                        rng[2] += len(recs)
-                        position[sid] = last
-                        sc = replace(
-                            sc,
-                            last_sequence_number=last,
-                            last_change_time=_iso(when)
-                            if when is not None
-                            else sc.last_change_time,
+            while True:
+                if stopped_by is None and failure is None:
+                    stopped_by = self._over_budget(count, size, calls, started)
+                if stopped_by is None and failure is None:
+                    waiting, freed = [], waiting
+                    for sid in freed:
+                        (queue if self._may_call(sid) else waiting).append(sid)
+                    while queue and len(in_flight) < threads:
+                        limit = min(
+                            budget.records_per_call, budget.max_records - count - reserved_records
                         )
-                    ending = listed[sid].ending_sequence_number
-                    done = next_it is None or (
-                        ending is not None and position[sid] is not None and position[sid] == ending
-                    )
-                    if next_it is not None:
-                        self._iterators[sid] = (next_it, position[sid])
-                    else:
-                        self._iterators.pop(sid, None)
-                    if done:
-                        sc = replace(sc, finished=True)
-                        finished.append(sid)
-                        self._iterators.pop(sid, None)
-                    working[sid] = sc
-                    if done:
-                        # Children become ready now; serve them in this poll, right after.
-                        for child in sorted(
-                            c for c in working if working[c].parent_shard_id == sid
+                        cached = self._iterators.get(queue[0])
+                        cost = 1 if cached and cached[1] == position[queue[0]] else 2
+                        if in_flight and (
+                            limit < 1 or calls + reserved_calls + cost > budget.max_calls
                         ):
-                            if ready(child) and child not in next_active:
-                                next_active.append(child)
-                    elif recs and (listed[sid].closed or not past_start):
-                        # More may follow, however short the page (GetRecords stops at 1 MB).
-                        empties[sid] = 0
-                        next_active.append(sid)
-                    elif listed[sid].closed:
-                        # A closed shard may answer empty before its end; try a few times.
-                        empties[sid] = empties.get(sid, 0) + 1
-                        if empties[sid] < 3:
-                            next_active.append(sid)
-                        else:
-                            caught_up.add(sid)
-                    else:
-                        # An open shard that answered nothing, or reached records written
-                        # after the poll started, is caught up for this poll.
-                        caught_up.add(sid)
-                active = next_active
-                if active and served_this_round == 0:
+                            break  # wait: what is in flight may leave room in the budget
+                        sid = queue.popleft()
+                        if not self._may_call(sid):
+                            waiting.append(sid)
+                            continue
+                        last_served = sid
+                        limit = max(1, limit)
+                        future = self._submit(pool, sid, position[sid], limit)
+                        in_flight[future] = (sid, limit, cost)
+                        reserved_records += limit
+                        reserved_calls += cost
+                else:
+                    self._stop.set()  # threads in a back-off give up; nothing new is sent
+                if not in_flight:
+                    if stopped_by is not None or failure is not None:
+                        break
+                    if queue:
+                        continue
+                    if not waiting:
+                        break
                     # Every remaining shard hit its 5 calls/s: wait for the first to free up.
-                    self._sleep(self._rate_wait(active))
-        except _BudgetSpent:
-            pass
-        except _Throttled:
-            stopped_by = "throttled"
+                    self._sleep(self._rate_wait(waiting))
+                    continue
+                # Wake for a shard freed from its rate limit, and to see the time budget end.
+                left = budget.max_seconds - (self._clock() - started)
+                timeout = max(0.001, min(left, self._rate_wait(waiting) if waiting else left))
+                done_now, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in sorted(done_now, key=lambda f: in_flight[f][0]):
+                    sid, limit, cost = in_flight.pop(future)
+                    reserved_records -= limit
+                    reserved_calls -= cost
+                    try:
+                        fetched = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - raised below, once all return
+                        failure = failure or exc
+                        continue
+                    if failure is None:
+                        apply(sid, fetched)
+        finally:
+            self._stop.set()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        if failure is not None:
+            raise failure
 
         behind = [
             sid
             for sid in working
-            if ready(sid) and sid not in caught_up and not working[sid].finished
+            if ready(sid)
+            and self._selected(listed[sid])
+            and sid not in caught_up
+            and not working[sid].finished
         ]
+        if stopped_by is None:
+            stopped_by = "throttled" if set_aside else "caught_up"
         new = StreamCheckpoint(
             table=self.table,
             stream_arn=self.stream_arn,
@@ -816,6 +909,30 @@ class StreamReader:
             stopped_by=stopped_by,
             lag_seconds=self._lag([working[sid] for sid in behind]),
         )
+
+    def _selected(self, shard: Shard) -> bool:
+        return self.shard_filter is None or self.shard_filter(shard)
+
+    def _submit(
+        self, pool: ThreadPoolExecutor | None, sid: str, pos: str | None, limit: int
+    ) -> Future[_Fetched]:
+        """Start one GetRecords on a worker thread (or, with one thread, make it now)."""
+        if pool is not None:
+            return pool.submit(self._fetch, sid, pos, limit)
+        future: Future[_Fetched] = Future()
+        try:
+            future.set_result(self._fetch(sid, pos, limit))
+        except BaseException as exc:  # noqa: BLE001 - handed over as a thread's would be
+            future.set_exception(exc)
+        return future
+
+    def _fetch(self, sid: str, pos: str | None, limit: int) -> _Fetched:
+        """One GetRecords on ``sid`` from ``pos`` (a worker thread's whole job)."""
+        calls = [0]
+        try:
+            return _Fetched(self._get_records(sid, pos, limit, calls), calls[0])
+        except _Throttled:
+            return _Fetched(None, calls[0])
 
     def _lag(self, behind: Sequence[ShardCheckpoint]) -> float | None:
         """See :attr:`StreamBatch.lag_seconds`."""
@@ -853,23 +970,24 @@ class StreamReader:
         ]
         return max(0.001, min(waits) if waits else 0.001)
 
-    def _get_records(self, sid: str, pos: str | None, limit: int) -> tuple[dict[str, Any], int]:
-        """One GetRecords on ``sid`` from ``pos``; returns the response and the calls made."""
-        calls = 0
+    def _get_records(
+        self, sid: str, pos: str | None, limit: int, calls: list[int]
+    ) -> dict[str, Any]:
+        """One GetRecords on ``sid`` from ``pos``; counts the calls made in ``calls[0]``."""
         cached = self._iterators.get(sid)
         iterator = cached[0] if cached and cached[1] == pos else None
         for _attempt in range(3):
             if iterator is None:
+                calls[0] += 1
                 iterator = self._get_iterator(sid, pos)
-                calls += 1
             self._call_times.setdefault(sid, deque(maxlen=MAX_CALLS_PER_SHARD_PER_SECOND)).append(
                 self._clock()
             )
             try:
-                calls += 1
-                return self._call(
-                    self.client.get_records, ShardIterator=iterator, Limit=limit
-                ), calls
+                calls[0] += 1
+                return dict(
+                    self._call(self.client.get_records, ShardIterator=iterator, Limit=limit)
+                )
             except nesting.TooDeep:
                 raise StreamRecordError(
                     f"Shard {sid} of table {self.table!r} answered GetRecords after sequence "
@@ -933,17 +1051,23 @@ class StreamReader:
                 raise_if_credentials(exc, f"read the stream of table {self.table!r}")
                 if error_code(exc) not in TRANSIENT_CODES:
                     raise
-                self.throttled += 1
-                if attempt == self.max_retries:
+                with self._count_lock:
+                    self.throttled += 1
+                delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
+                delay *= 0.5 + self._rng.random() / 2
+                if (
+                    attempt == self.max_retries
+                    or self._stop.is_set()
+                    or self._clock() + delay - self._poll_started >= self.budget.max_seconds
+                ):
                     log.warning(
-                        "%s: %s throttled %d times; ending this poll early",
+                        "%s: %s throttled %d times; left for the next poll",
                         self.table,
                         getattr(fn, "__name__", "call"),
                         attempt + 1,
                     )
                     raise _Throttled from None
-                delay = min(self.backoff_cap, self.backoff_base * 2**attempt)
-                self._sleep(delay * (0.5 + self._rng.random() / 2))
+                self._sleep(delay)
                 continue
             server = _server_time(response)
             if server is not None:

@@ -61,7 +61,11 @@ Behaviour (AWS's, as documented; knobs in ``StreamSimulator.__init__``):
 - Faults (seeded): ``throttle_rate`` of GetRecords calls raise LimitExceededException (the only
   throttling error botocore's model defines for Streams); ``internal_error_rate`` of all calls
   raise InternalServerError (HTTP 500); ``enforce_read_limit`` throttles a sixth GetRecords on one
-  shard within one second of the simulated clock.
+  shard within one second of the simulated clock; GetRecords on a shard in ``throttled_shards``
+  is always throttled (a hot shard).
+- Latency: ``latency_seconds=(least, most)`` makes each call wait that long in wall-clock time
+  before it is answered, outside the lock, as calls wait on the network;
+  ``most_in_flight`` is the most calls answered at once.
 - userIdentity is written with the member names of botocore's model (``Type``, ``PrincipalId``),
   which is what boto3 returns; ``record`` accepts the Lambda-event spelling (``type``,
   ``principalId``) too.
@@ -81,6 +85,7 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
 import zlib
 from collections import Counter, deque
@@ -291,6 +296,8 @@ class _Stream:
     by_id: dict[str, _Shard] = field(default_factory=dict)
     # every shard id ever created -> creation index, so paging past a vanished shard still works
     creation_index: dict[str, int] = field(default_factory=dict)
+    # the open shards sorted by hash_lo and their hash_lo, for routing (None: rebuild)
+    _routing: tuple[list[int], list[_Shard]] | None = None
 
     def open_shards(self) -> list[_Shard]:
         return [s for s in self.shards if s.is_open]
@@ -319,6 +326,9 @@ class StreamSimulator:
         enforce_read_limit: Throttle more than 5 GetRecords per shard per simulated second.
         first_sequence_number: The first sequence number drawn (default: a random 21-digit one);
             set it near ``10**k`` to make numbers change length mid-stream.
+        latency_seconds: ``(least, most)`` wall-clock seconds each call waits before it is
+            answered, drawn uniformly (AWS answers in 20-50 ms from another host): calls from
+            several threads wait at the same time, as on the network. Default: no wait.
     """
 
     def __init__(
@@ -336,6 +346,7 @@ class StreamSimulator:
         internal_error_rate: float = 0.0,
         enforce_read_limit: bool = False,
         first_sequence_number: int | None = None,
+        latency_seconds: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.clock: Clock = clock if clock is not None else ManualClock()
         self.region = region
@@ -351,6 +362,10 @@ class StreamSimulator:
         self._id_rng = random.Random(f"{seed}:ids")
         self._seq_rng = random.Random(f"{seed}:seq")
         self._fault_rng = random.Random(f"{seed}:faults")
+        if not 0 <= latency_seconds[0] <= latency_seconds[1]:
+            raise ValueError("latency_seconds must be (least, most) with 0 <= least <= most")
+        self.latency_seconds = latency_seconds
+        self._latency_rng = random.Random(f"{seed}:latency")
         if first_sequence_number is None:
             first_sequence_number = 10**20 + self._seq_rng.randrange(10**19)
         if not 10**20 <= first_sequence_number <= _MAX_SEQUENCE:
@@ -366,6 +381,13 @@ class StreamSimulator:
         """Calls answered per operation (errors included)."""
         self.errors: Counter[str] = Counter()
         """Errors raised per error code."""
+        self.throttled_shards: set[str] = set()
+        """Shard ids whose every GetRecords raises LimitExceededException (a hot shard)."""
+        self.most_in_flight = 0
+        """The most calls that were being answered at once (with ``latency_seconds``: the
+        concurrency a client reached)."""
+        self._in_flight = 0
+        self._flight_lock = threading.Lock()
 
     # ------------------------------------------------------------------ feeding (server side)
 
@@ -585,22 +607,35 @@ class StreamSimulator:
             "GetRecords": self._get_records,
             "ListStreams": self._list_streams,
         }
-        with self._lock:
-            self.calls[operation] += 1
-            try:
-                method = handlers.get(operation)
-                if method is None:
-                    raise SimulatedError(
-                        "UnknownOperationException", f"Unknown operation: {operation}"
-                    )
-                now = float(self.clock())
-                self._housekeep(now)
-                if self.internal_error_rate and self._fault_rng.random() < self.internal_error_rate:
-                    raise SimulatedError("InternalServerError", "Internal server error", 500)
-                return method(params, now)
-            except SimulatedError as exc:
-                self.errors[exc.code] += 1
-                raise
+        with self._flight_lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            least, most = self.latency_seconds
+            if most:  # the network: outside the lock, so concurrent calls wait together
+                time.sleep(self._latency_rng.uniform(least, most))
+            with self._lock:
+                self.calls[operation] += 1
+                try:
+                    method = handlers.get(operation)
+                    if method is None:
+                        raise SimulatedError(
+                            "UnknownOperationException", f"Unknown operation: {operation}"
+                        )
+                    now = float(self.clock())
+                    self._housekeep(now)
+                    if (
+                        self.internal_error_rate
+                        and self._fault_rng.random() < self.internal_error_rate
+                    ):
+                        raise SimulatedError("InternalServerError", "Internal server error", 500)
+                    return method(params, now)
+                except SimulatedError as exc:
+                    self.errors[exc.code] += 1
+                    raise
+        finally:
+            with self._flight_lock:
+                self._in_flight -= 1
 
     def _stream(self, params: Mapping[str, Any]) -> _Stream:
         arn = params.get("StreamArn")
@@ -737,7 +772,9 @@ class StreamSimulator:
         shard = stream.by_id.get(shard_id)
         if shard is None:
             raise _not_found(f"Shard: {shard_id} in Stream: {arn} not found")
-        if self.throttle_rate and self._fault_rng.random() < self.throttle_rate:
+        if shard_id in self.throttled_shards or (
+            self.throttle_rate and self._fault_rng.random() < self.throttle_rate
+        ):
             raise _throttled(shard_id)
         if self.enforce_read_limit:
             while shard.reads and shard.reads[0] <= now - 1.0:
@@ -809,6 +846,7 @@ class StreamSimulator:
         if self.rotate_every_seconds:
             self._due(now + self.rotate_every_seconds)
         stream.creation_index[shard_id] = len(stream.creation_index)
+        stream._routing = None
         stream.shards.append(shard)
         stream.by_id[shard_id] = shard
         return shard
@@ -834,9 +872,16 @@ class StreamSimulator:
         names = stream.partition_key_names() or sorted(keys)
         material = json.dumps({n: keys.get(n) for n in names}, sort_keys=True).encode()
         point = int.from_bytes(hashlib.md5(material).digest(), "big")
-        for shard in stream.shards:
-            if shard.is_open and shard.hash_lo <= point < shard.hash_hi:
-                return shard
+        # A bisect over the open shards' ranges: a stream may have thousands of shards.
+        for _ in range(2):
+            if stream._routing is None:
+                opened = sorted(stream.open_shards(), key=lambda s: s.hash_lo)
+                stream._routing = ([s.hash_lo for s in opened], opened)
+            los, opened = stream._routing
+            at = bisect.bisect_right(los, point) - 1
+            if at >= 0 and opened[at].is_open and opened[at].hash_lo <= point < opened[at].hash_hi:
+                return opened[at]
+            stream._routing = None  # a shard closed since: index the open ones again
         raise AssertionError("open shards do not cover the hash space")  # pragma: no cover
 
     def _due(self, at: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -529,6 +530,174 @@ def test_capture_reports_ranges_and_lag(tmp_path, clock) -> None:
     assert result.files and all(
         f.startswith(f"{TABLE}/changes/date=2024-03-01/hour=11/") for f in result.files
     )
+
+
+# -- many shards at once ---------------------------------------------------------------------
+
+
+def _reader(sim, clock, budget=None, **kwargs) -> StreamReader:
+    return StreamReader(
+        _client(sim),
+        TABLE,
+        StreamCheckpoint(TABLE),
+        budget,
+        stream_arn=sim.stream_arn(TABLE),
+        clock=clock,
+        sleep=clock.advance,
+        **kwargs,
+    )
+
+
+def test_shards_read_on_8_threads_keep_every_parent_before_its_children(clock) -> None:
+    sim = StreamSimulator(clock=clock, seed=7, latency_seconds=(0.001, 0.003))
+    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=6)
+    work = Workload(sim, keys=300)
+    for _ in range(3):
+        work.write(600)
+        sim.rotate(TABLE, split=True)
+    work.write(600)
+    client = _client(sim)
+    parent = {s.shard_id: s.parent_shard_id for s in list_shards(client, sim.stream_arn(TABLE))}
+    reader = _reader(sim, clock, ReadBudget(max_records=700, records_per_call=40), read_threads=8)
+    order: list[str] = []
+    for _ in range(100):
+        batch = reader.poll()
+        reader.acknowledge(batch)
+        order.extend(batch.shard_ids)
+        if not batch.records and batch.stopped_by == "caught_up":
+            break
+
+    assert sim.most_in_flight > 1, "the shards were not read concurrently"
+    assert len(parent) == 6 * (1 + 2 + 4 + 8)
+    assert len(order) == 2400
+    first = {sid: order.index(sid) for sid in set(order)}
+    last = {sid: i for i, sid in enumerate(order)}
+    for child, p in parent.items():
+        if p in last and child in first:
+            assert last[p] < first[child], f"{child} read before parent {p} ended"
+
+
+def test_concurrent_capture_under_throttling_lands_every_record_once_in_order(
+    tmp_path, clock
+) -> None:
+    sim = StreamSimulator(clock=clock, seed=3, throttle_rate=0.2, enforce_read_limit=True)
+    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=12)
+    client = _client(sim)
+    lake = Lake(str(tmp_path))
+    work = Workload(sim, keys=200)
+    work.write(1500)
+    _capture(sim, client, lake, clock, ReadBudget(max_records=700), read_threads=6)
+    sim.rotate(TABLE, split=True)
+    work.write(1500)
+
+    _drain(
+        sim, client, lake, clock, ReadBudget(max_records=900, records_per_call=50), read_threads=6
+    )
+
+    assert sim.errors["LimitExceededException"] > 10
+    _assert_exactly_once_in_order(lake, work)
+
+
+def test_a_throttled_shard_does_not_stall_the_others(clock) -> None:
+    sim = StreamSimulator(clock=clock, seed=7)
+    arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=10)
+    Workload(sim, keys=500).write(2000)
+    hot = list_shards(_client(sim), arn)[3].shard_id
+    sim.throttled_shards.add(hot)
+    reader = _reader(sim, clock, ReadBudget(records_per_call=25), read_threads=4)
+
+    batch = reader.poll()
+
+    assert set(batch.shard_ids) == {s.shard_id for s in list_shards(_client(sim), arn)} - {hot}
+    assert batch.stopped_by == "throttled" and batch.lag_seconds is None
+    assert batch.checkpoint.shards[hot].last_sequence_number is None
+    reader.acknowledge(batch)
+    sim.throttled_shards.clear()
+    after = reader.poll()
+    assert set(after.shard_ids) == {hot} and after.stopped_by == "caught_up"
+    assert batch.count + after.count == 2000
+
+
+def test_a_throttled_shard_backs_off_no_longer_than_the_polls_seconds(clock) -> None:
+    sim = StreamSimulator(clock=clock, seed=7)
+    arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=4)
+    Workload(sim, keys=100).write(400)
+    hot = list_shards(_client(sim), arn)[0].shard_id
+    sim.throttled_shards.add(hot)
+    reader = _reader(
+        sim, clock, ReadBudget(max_seconds=10), read_threads=4, backoff_base=2, backoff_cap=8
+    )
+    started = clock()
+
+    batch = reader.poll()
+
+    # waits of 1-2 s, 2-4 s, 4-8 s, 4-8 s: the third or the fourth would end past 10 s
+    assert 3 <= batch.throttled <= 4
+    assert clock() - started < 10
+    assert hot not in batch.shard_ids and len(set(batch.shard_ids)) == 3
+
+
+def test_five_get_records_per_second_per_shard_hold_with_8_threads(clock) -> None:
+    sim = StreamSimulator(clock=clock, seed=7, enforce_read_limit=True)
+    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=4)
+    Workload(sim, keys=200).write(1000)
+    reader = _reader(sim, clock, ReadBudget(records_per_call=10), read_threads=8)
+
+    batch = reader.poll()
+
+    assert batch.count == 1000 and batch.stopped_by == "caught_up"
+    assert sim.calls["GetRecords"] >= 100
+    assert sim.errors["LimitExceededException"] == 0
+
+
+def test_the_record_budget_is_exact_with_8_threads(clock) -> None:
+    sim = StreamSimulator(clock=clock, seed=7)
+    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=20)
+    Workload(sim, keys=1000).write(3000)
+    reader = _reader(sim, clock, ReadBudget(max_records=1000, records_per_call=30), read_threads=8)
+
+    batch = reader.poll()
+
+    assert batch.count == 1000 and batch.stopped_by == "records"
+    reader.acknowledge(batch)
+    assert reader.poll().count == 1000
+
+
+def test_when_the_time_budget_ends_no_thread_calls_on(clock) -> None:
+    sim = StreamSimulator(clock=time.time, seed=7, latency_seconds=(0.002, 0.004))
+    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=30)
+    Workload(sim, keys=1000).write(6000)
+    reader = StreamReader(
+        _client(sim),
+        TABLE,
+        StreamCheckpoint(TABLE),
+        ReadBudget(max_seconds=0.3, records_per_call=2),
+        stream_arn=sim.stream_arn(TABLE),
+        read_threads=8,
+    )
+
+    batch = reader.poll()
+    calls = sum(sim.calls.values())
+    time.sleep(0.05)
+
+    assert batch.stopped_by == "seconds" and 0 < batch.count < 6000
+    assert sum(sim.calls.values()) == calls, "a thread called on after the poll returned"
+
+
+def test_a_shard_filter_reads_only_its_group_and_leaves_the_rest_as_it_was(clock) -> None:
+    sim = StreamSimulator(clock=clock, seed=7)
+    arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=6)
+    Workload(sim, keys=300).write(600)
+    ids = [s.shard_id for s in list_shards(_client(sim), arn)]
+    group = set(ids[::2])
+    reader = _reader(sim, clock, read_threads=4, shard_filter=lambda s: s.shard_id in group)
+
+    batch = reader.poll()
+
+    assert set(batch.shard_ids) == group and batch.stopped_by == "caught_up"
+    assert batch.lag_seconds == 0.0
+    untouched = [batch.checkpoint.shards[sid] for sid in ids if sid not in group]
+    assert all(sc.last_sequence_number is None for sc in untouched)
 
 
 # -- gaps are loud ---------------------------------------------------------------------------
