@@ -33,17 +33,22 @@ How a poll works (:meth:`StreamReader.poll`):
 5. The poll stops at its budget of records, bytes, seconds or calls, or when every ready shard
    is caught up. Calls in flight when a budget ends are awaited and their records kept; the
    record budget is exact (each call in flight holds its Limit), the byte budget may be passed
-   by the responses in flight. It returns the records, a new checkpoint (committing it is the caller's job,
-   after the Parquet is written) and its lag: how far behind the stream's tip the records it
-   leaves unread are (:attr:`StreamBatch.lag_seconds`).
+   by the responses in flight. It returns the records, a new checkpoint (committing it is the
+   caller's job, after the Parquet is written) and its lag: how far behind the stream's tip
+   the records it leaves unread are (:attr:`StreamBatch.lag_seconds`).
 
 Throttling (LimitExceededException, ProvisionedThroughputExceededException, also after
 botocore's own retries ran out) backs off exponentially with jitter, on the shard's thread, so
 the other shards are read meanwhile; when it persists, that shard is left for the next poll
-(``stopped_by="throttled"`` unless a budget ended the poll) and the others are read on. When a
-budget ends the poll, a back-off gives up at once. ExpiredIteratorException gets a fresh iterator from the position
-reached. Iterators are cached in memory between polls of one reader, keyed by the position they
-continue from, so the checkpoint never depends on them.
+(``stopped_by="throttled"`` unless a budget ended the poll) and the others are read on. A
+back-off gives up when a budget ended the poll or when it would outlast the poll's seconds.
+ExpiredIteratorException gets a fresh iterator from the position reached.
+
+Iterators, keyed by the position they continue from, and the start times of each shard's last
+five GetRecords are kept in memory for the stream, in this process, across readers (a capture
+makes a new reader each time): the next capture needs no GetShardIterator where it continues,
+and captures back to back keep to five calls a second per shard. The checkpoint never depends
+on them.
 """
 
 from __future__ import annotations
@@ -516,6 +521,39 @@ def _server_time(response: Any) -> float | None:
         return None
 
 
+@dataclass
+class _ShardCalls:
+    """What a process remembers of its calls to one stream's shards, beyond one reader: a
+    capture makes a new reader each time, and captures run back to back.
+
+    Attributes:
+        iterators: shard id -> (iterator, the position it continues from): the next capture
+            continues without a GetShardIterator (an expired one is replaced). Never persisted:
+            the checkpoint never depends on them.
+        times: shard id -> when its last five GetRecords started: the 5 calls/s hold across
+            captures.
+    """
+
+    iterators: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    times: dict[str, deque[float]] = field(default_factory=dict)
+
+
+# (stream ARN, the readers' clock) -> _ShardCalls, the most recently used last. Keyed by clock too,
+# so readers on a test's clock never meet calls timed on another clock.
+_SHARD_CALLS: dict[tuple[str, Callable[[], float]], _ShardCalls] = {}
+_SHARD_CALLS_LOCK = threading.Lock()
+_SHARD_CALLS_STREAMS = 256
+
+
+def _shard_calls(stream_arn: str, clock: Callable[[], float]) -> _ShardCalls:
+    with _SHARD_CALLS_LOCK:
+        calls = _SHARD_CALLS.pop((stream_arn, clock), None) or _ShardCalls()
+        _SHARD_CALLS[(stream_arn, clock)] = calls
+        while len(_SHARD_CALLS) > _SHARD_CALLS_STREAMS:
+            del _SHARD_CALLS[next(iter(_SHARD_CALLS))]
+        return calls
+
+
 def gap_fix(table: str) -> str:
     """The fix text of a stream gap on ``table``."""
     return (
@@ -585,9 +623,10 @@ class StreamReader:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        # shard id -> (iterator, the position it continues from); never persisted.
-        self._iterators: dict[str, tuple[str, str | None]] = {}
-        self._call_times: dict[str, deque[float]] = {}
+        # Kept for the stream in this process, across readers (see _ShardCalls).
+        calls = _shard_calls(self.stream_arn, clock)
+        self._iterators = calls.iterators
+        self._call_times = calls.times
         self.throttled = 0
         self.read_threads = read_threads
         self.shard_filter = shard_filter

@@ -356,6 +356,29 @@ def test_at_most_five_get_records_per_second_per_shard(clock) -> None:
     assert sim.calls["GetRecords"] >= 50
 
 
+def test_captures_back_to_back_keep_five_calls_a_second_and_reuse_iterators(clock) -> None:
+    sim = _sim(clock, enforce_read_limit=True)
+    Workload(sim).write(500)
+    checkpoint = StreamCheckpoint(TABLE)
+    for _ in range(3):  # a new reader each time, as each capture makes one
+        reader = StreamReader(
+            _client(sim),
+            TABLE,
+            checkpoint,
+            ReadBudget(max_calls=6, records_per_call=10),
+            stream_arn=sim.stream_arn(TABLE),
+            clock=clock,
+            sleep=clock.advance,
+        )
+        batch = reader.poll()
+        assert batch.stopped_by == "calls"
+        checkpoint = batch.checkpoint
+
+    assert sim.errors["LimitExceededException"] == 0
+    assert sim.calls["GetShardIterator"] == 1
+    assert sim.calls["GetRecords"] == 17
+
+
 def test_a_poll_stops_at_its_record_budget(clock) -> None:
     sim = _sim(clock)
     Workload(sim).write(300)
