@@ -11,6 +11,8 @@ Environment:
     BENCH_OUT         output folder (default bench/out)
     BENCH_STREAM      0 skips the stream records benchmark that follows the table (default 1)
     BENCH_MIRROR      0 skips the mirror refresh benchmark (default 1)
+    BENCH_SHARDS      0 skips the many-shards capture load test (bench/shards.py: 1,000 shards,
+                      5,000 records/s for 30 s, 60 s at the full size; default 1)
     BENCH_SCALING     0 skips the snapshot-as-steps scaling benchmark (1 against 2 convert
                       steps in parallel, bench/scaling.py; default 1)
     BENCH_FRESHNESS   0 skips the demo freshness probe, which runs the demo for 3-8 minutes
@@ -240,6 +242,15 @@ def main() -> int:
     if os.environ.get("BENCH_SCALING", "1") != "0":
         # The same export converted by 1 and by 2 convert steps in parallel (bench/scaling.py).
         subprocess.run([sys.executable, "-m", "bench.scaling"], cwd=_REPO_ROOT, check=False)
+    if os.environ.get("BENCH_SHARDS", "1") != "0":
+        # One table of 1,000 open shards written 5,000 records/s on the Streams simulator with
+        # 20-50 ms a call; records/s per shard with 2 KB and 300 KB items (bench/shards.py).
+        quick = (
+            []
+            if items >= 1_000_000
+            else ["--seconds", "30", "--per-shard", "2000:10000,300000:150"]
+        )
+        subprocess.run([sys.executable, "-m", "bench.shards", *quick], cwd=_REPO_ROOT, check=False)
     if os.environ.get("BENCH_MIRROR", "1") != "0":
         # Bytes a refresh of current rewrites for 0.1% of keys changed (1,000 of 1,000,000 at
         # the full size; 100 of 100,000 at the quick one).

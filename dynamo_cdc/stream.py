@@ -17,7 +17,7 @@ How a poll works (:meth:`StreamReader.poll`):
    answer as it comes back (positions, budgets, lineage, the checkpoint); the threads only make
    the calls (boto3 clients are thread-safe, and :func:`read_records` keeps its state in the
    dicts botocore makes for each call). A shard is served at most five times per second (the
-   time of each call is taken on its thread as it starts). New shards start at TRIM_HORIZON,
+   time of each call is taken on its thread when its answer comes). New shards start at TRIM_HORIZON,
    known ones AFTER_SEQUENCE_NUMBER their checkpoint. A shard is finished when GetRecords
    returns no NextShardIterator (or the record at its EndingSequenceNumber was read); its
    children join the queue when that answer is applied, so a child is never called before its
@@ -44,7 +44,7 @@ the other shards are read meanwhile; when it persists, that shard is left for th
 back-off gives up when a budget ended the poll or when it would outlast the poll's seconds.
 ExpiredIteratorException gets a fresh iterator from the position reached.
 
-Iterators, keyed by the position they continue from, and the start times of each shard's last
+Iterators, keyed by the position they continue from, and the answer times of each shard's last
 five GetRecords are kept in memory for the stream, in this process, across readers (a capture
 makes a new reader each time): the next capture needs no GetShardIterator where it continues,
 and captures back to back keep to five calls a second per shard. The checkpoint never depends
@@ -530,8 +530,8 @@ class _ShardCalls:
         iterators: shard id -> (iterator, the position it continues from): the next capture
             continues without a GetShardIterator (an expired one is replaced). Never persisted:
             the checkpoint never depends on them.
-        times: shard id -> when its last five GetRecords started: the 5 calls/s hold across
-            captures.
+        times: shard id -> when its last five GetRecords were answered: the 5 calls/s hold
+            across captures.
     """
 
     iterators: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -1019,9 +1019,6 @@ class StreamReader:
             if iterator is None:
                 calls[0] += 1
                 iterator = self._get_iterator(sid, pos)
-            self._call_times.setdefault(sid, deque(maxlen=MAX_CALLS_PER_SHARD_PER_SECOND)).append(
-                self._clock()
-            )
             try:
                 calls[0] += 1
                 return dict(
@@ -1043,6 +1040,13 @@ class StreamReader:
                     iterator = None
                     continue
                 self._raise_shard_error(exc, sid, pos)
+            finally:
+                # When the answer came, not when the call left: DynamoDB counted the call on
+                # its arrival, in between, so five answers a second never make six arrivals.
+                times = self._call_times.setdefault(
+                    sid, deque(maxlen=MAX_CALLS_PER_SHARD_PER_SECOND)
+                )
+                times.append(self._clock())
         raise _Throttled  # iterators kept expiring: stop for now, the next poll retries
 
     def _get_iterator(self, sid: str, pos: str | None) -> str:

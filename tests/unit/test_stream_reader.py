@@ -673,6 +673,26 @@ def test_five_get_records_per_second_per_shard_hold_with_8_threads(clock) -> Non
     assert sim.errors["LimitExceededException"] == 0
 
 
+def test_five_get_records_per_second_per_shard_hold_when_calls_take_20_to_50_ms() -> None:
+    sim = StreamSimulator(
+        clock=time.time, seed=7, enforce_read_limit=True, latency_seconds=(0.02, 0.05)
+    )
+    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA)
+    Workload(sim).write(300)
+    reader = StreamReader(
+        _client(sim),
+        TABLE,
+        StreamCheckpoint(TABLE),
+        ReadBudget(records_per_call=20),
+        stream_arn=sim.stream_arn(TABLE),
+    )
+
+    batch = reader.poll()
+
+    assert batch.count == 300 and sim.calls["GetRecords"] >= 15
+    assert sim.errors["LimitExceededException"] == 0
+
+
 def test_the_record_budget_is_exact_with_8_threads(clock) -> None:
     sim = StreamSimulator(clock=clock, seed=7)
     sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=20)
