@@ -14,7 +14,8 @@ Capture runs as the sensor runs it: :func:`dynamo_cdc.capture.capture_once` (rea
 with ``--threads`` GetRecords in flight, write the change files into a local lake, commit the
 checkpoint) with the sensor's budget (20 s), back to back, until the writes stop and a poll
 finds nothing more. The lag of a record is the time from its write to the end of the capture
-that made its change row readable (files written, checkpoint committed). Printed: shards,
+that made its change row readable (files written, checkpoint committed, and the Iceberg
+``changes`` table updated unless ``DYNAMO_CDC_ICEBERG=off``). Printed: shards,
 records/s written, records landed (every one exactly once, else the run fails), lag median /
 p95 / max, captures, the API calls per operation, and the CPU used.
 
@@ -44,7 +45,7 @@ import boto3
 import pyarrow.parquet as pq
 from botocore.config import Config
 
-from dynamo_cdc.capture import capture_once
+from dynamo_cdc.capture import capture_once, commit_batch, read_batch, write_batch
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.botocore_hook import attach
 from dynamo_cdc.local.streams import StreamSimulator
@@ -108,8 +109,7 @@ class Writer(threading.Thread):
         while (now := time.time()) - started < self.seconds:
             due = int((now - started) * self.rate)
             while n < due:
-                keys = {"pk": {"S": f"k{n:09d}"}}
-                new = {**keys, "n": {"N": str(n)}, "pad": {"S": self.pad}}
+                keys, new = _item(n, self.pad)
                 wire = self.sim.record(TABLE, "INSERT", keys, None, new)
                 assert wire is not None
                 self.written[wire["eventID"]] = time.time()
@@ -130,12 +130,7 @@ def run_load(
 ) -> LoadResult:
     """Write ``rate`` records/s over ``shards`` shards for ``seconds``; capture back to back."""
     shutil.rmtree(lake_root, ignore_errors=True)
-    sim = StreamSimulator(
-        clock=time.time,
-        seed=20,
-        enforce_read_limit=True,
-        latency_seconds=(latency_ms[0] / 1000, latency_ms[1] / 1000),
-    )
+    sim = _simulator(latency_ms, seed=20)
     arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=shards)
     clients = SimpleNamespace(streams=_client(sim))
     info = StreamInfo(TABLE, arn, "NEW_AND_OLD_IMAGES", (("pk", "S"),))
@@ -189,23 +184,37 @@ def run_load(
     )
 
 
+def _simulator(latency_ms: tuple[float, float], seed: int) -> StreamSimulator:
+    return StreamSimulator(
+        clock=time.time,
+        seed=seed,
+        enforce_read_limit=True,
+        latency_seconds=(latency_ms[0] / 1000, latency_ms[1] / 1000),
+    )
+
+
+def _item(n: int, pad: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    keys = {"pk": {"S": f"k{n:09d}"}}
+    return keys, {**keys, "n": {"N": str(n)}, "pad": {"S": pad}}
+
+
+def _backlog(sim: StreamSimulator, records: int, item_bytes: int) -> None:
+    """``records`` items written before the first poll starts."""
+    pad = "x" * max(0, item_bytes - 40)
+    for n in range(records):
+        keys, new = _item(n, pad)
+        sim.record(TABLE, "INSERT", keys, None, new)
+    time.sleep(1.1)  # every record is older than the first poll's start
+
+
 def per_shard_rate(
     *, item_bytes: int, records: int, latency_ms: tuple[float, float], threads: int, lake_root: Path
 ) -> dict[str, float]:
     """Records/s one shard is captured at: a backlog of ``records`` items drained back to back."""
     shutil.rmtree(lake_root, ignore_errors=True)
-    sim = StreamSimulator(
-        clock=time.time,
-        seed=21,
-        enforce_read_limit=True,
-        latency_seconds=(latency_ms[0] / 1000, latency_ms[1] / 1000),
-    )
+    sim = _simulator(latency_ms, seed=21)
     arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA)
-    pad = "x" * max(0, item_bytes - 40)
-    for n in range(records):
-        keys = {"pk": {"S": f"k{n:09d}"}}
-        sim.record(TABLE, "INSERT", keys, None, {**keys, "n": {"N": str(n)}, "pad": {"S": pad}})
-    time.sleep(1.1)  # every record is older than the first poll's start
+    _backlog(sim, records, item_bytes)
     clients = SimpleNamespace(streams=_client(sim))
     info = StreamInfo(TABLE, arn, "NEW_AND_OLD_IMAGES", (("pk", "S"),))
     lake = Lake(str(lake_root))
@@ -235,6 +244,41 @@ def per_shard_rate(
     }
 
 
+def capture_steps(
+    *,
+    shards: int,
+    records: int,
+    item_bytes: int,
+    latency_ms: tuple[float, float],
+    threads: int,
+    lake_root: Path,
+) -> dict[str, float]:
+    """Where one capture's time goes: a backlog of ``records`` over ``shards`` shards read by
+    one poll, then written, then committed (the three steps of ``capture_once``, timed apart)."""
+    shutil.rmtree(lake_root, ignore_errors=True)
+    sim = _simulator(latency_ms, seed=22)
+    arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=shards)
+    _backlog(sim, records, item_bytes)
+    clients = SimpleNamespace(streams=_client(sim))
+    info = StreamInfo(TABLE, arn, "NEW_AND_OLD_IMAGES", (("pk", "S"),))
+    lake = Lake(str(lake_root))
+    budget = ReadBudget(max_seconds=SENSOR_BUDGET_SECONDS, max_calls=4 * shards)
+    began = time.time()
+    _, batch = read_batch(clients, lake, TABLE, budget, info=info, read_threads=threads)
+    read = time.time()
+    files = write_batch(lake, TABLE, info, batch)
+    written = time.time()
+    commit_batch(lake, TABLE, batch)
+    return {
+        "records": batch.count,
+        "calls": batch.calls,
+        "files": len(files),
+        "read_s": read - began,
+        "write_s": written - read,
+        "commit_s": time.time() - written,
+    }
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -258,7 +302,9 @@ def format_load(r: LoadResult, rate: float, latency_ms: tuple[float, float], thr
         f"errors                             {errors}",
         f"latency ms / read threads          {latency_ms[0]:g}-{latency_ms[1]:g} / {threads}"
         f" (most calls in flight: {r.most_in_flight})",
-        f"wall s / CPU s (this process)      {r.wall_seconds:.1f} / {r.cpu_seconds:.1f}",
+        f"wall s / CPU s (this process)      {r.wall_seconds:.1f} / {r.cpu_seconds:.1f}"
+        f" ({r.cpu_seconds / r.wall_seconds:.2f} of a core; "
+        f"{r.cpu_seconds / max(1, r.written) * 1e6:.0f} µs a record, the simulator's work included)",
     ]
     return "\n".join(lines)
 
@@ -283,6 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="2000:20000,300000:300",
         help="item bytes:backlog records of the per-shard runs, comma-separated ('' skips)",
     )
+    parser.add_argument(
+        "--steps-records",
+        type=int,
+        default=50_000,
+        help="backlog of the one-capture run timed step by step (0 skips)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="lake folder (default: a temp)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-shards-"))
@@ -299,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"\nmany shards: one table, {args.shards:,} open shards, {args.rate:,.0f} records/s of "
             f"{args.item_bytes:,} bytes for {args.seconds:g} s (records made by the simulator), "
-            f"{os.cpu_count()} CPUs, load average "
+            f"Iceberg publish of changes: {os.environ.get('DYNAMO_CDC_ICEBERG') or 'sql'} "
+            f"(DYNAMO_CDC_ICEBERG), {os.cpu_count()} CPUs, load average "
             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
         )
         print(format_load(result, args.rate, args.latency_ms, args.threads), flush=True)
@@ -320,6 +373,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"| {row['item_bytes']:,} | {row['records']:,} | {row['seconds']:.1f} | "
                 f"{row['records_per_s']:,.0f} | {row['mb_per_s']:.1f} | {row['get_records']:,} | "
                 f"{row['throttled']} |",
+                flush=True,
+            )
+        if args.steps_records:
+            steps = capture_steps(
+                shards=args.shards,
+                records=args.steps_records,
+                item_bytes=args.item_bytes,
+                latency_ms=args.latency_ms,
+                threads=args.threads,
+                lake_root=out / "steps",
+            )
+            print(
+                f"\none capture of a backlog of {args.steps_records:,} records over "
+                f"{args.shards:,} shards, step by step: read {steps['records']:,} records in "
+                f"{steps['read_s']:.1f} s ({steps['calls']:,} calls), write {steps['files']:,} "
+                f"files in {steps['write_s']:.1f} s, commit in {steps['commit_s']:.1f} s",
                 flush=True,
             )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,8 @@ def test_the_shards_load_test_lands_every_record_once_and_prints_its_figures(
     tmp_path, capsys
 ) -> None:
     argv = ["--shards", "12", "--rate", "400", "--seconds", "2", "--latency-ms", "1,3"]
-    argv += ["--per-shard", "2000:600,300000:5", "--threads", "4", "--out", str(tmp_path)]
+    argv += ["--per-shard", "2000:600,300000:5", "--steps-records", "600"]
+    argv += ["--threads", "4", "--out", str(tmp_path)]
 
     code = shards.main(argv)
 
@@ -25,6 +26,7 @@ def test_the_shards_load_test_lands_every_record_once_and_prints_its_figures(
     assert re.search(r"API calls\s+DescribeStream \d+, GetRecords \d+, GetShardIterator \d+", out)
     rows = re.findall(r"^\| ([\d,]+) \| ([\d,]+) \| [\d.]+ \| [\d,]+ \|", out, re.M)
     assert rows == [("2,000", "600"), ("300,000", "5")]
+    assert re.search(r"over 12 shards, step by step: read 600 records in [\d.]+ s", out)
 
 
 def test_the_load_test_measures_a_lag_for_every_record_it_wrote(tmp_path) -> None:
