@@ -252,7 +252,7 @@ def capture_steps(
     latency_ms: tuple[float, float],
     threads: int,
     lake_root: Path,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Where one capture's time goes: a backlog of ``records`` over ``shards`` shards read by
     one poll, then written, then committed (the three steps of ``capture_once``, timed apart)."""
     shutil.rmtree(lake_root, ignore_errors=True)
@@ -262,7 +262,10 @@ def capture_steps(
     clients = SimpleNamespace(streams=_client(sim))
     info = StreamInfo(TABLE, arn, "NEW_AND_OLD_IMAGES", (("pk", "S"),))
     lake = Lake(str(lake_root))
-    budget = ReadBudget(max_seconds=SENSOR_BUDGET_SECONDS, max_calls=4 * shards)
+    # the sensor's seconds; calls and bytes enough for the whole backlog
+    budget = ReadBudget(
+        max_seconds=SENSOR_BUDGET_SECONDS, max_calls=4 * shards, max_bytes=1024 * 1024 * 1024
+    )
     began = time.time()
     _, batch = read_batch(clients, lake, TABLE, budget, info=info, read_threads=threads)
     read = time.time()
@@ -272,6 +275,7 @@ def capture_steps(
     return {
         "records": batch.count,
         "calls": batch.calls,
+        "stopped_by": batch.stopped_by,
         "files": len(files),
         "read_s": read - began,
         "write_s": written - read,
@@ -387,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"\none capture of a backlog of {args.steps_records:,} records over "
                 f"{args.shards:,} shards, step by step: read {steps['records']:,} records in "
-                f"{steps['read_s']:.1f} s ({steps['calls']:,} calls), write {steps['files']:,} "
+                f"{steps['read_s']:.1f} s ({steps['calls']:,} calls, {steps['stopped_by']}), "
+                f"write {steps['files']:,} "
                 f"files in {steps['write_s']:.1f} s, commit in {steps['commit_s']:.1f} s",
                 flush=True,
             )
