@@ -583,8 +583,6 @@ class StreamReader:
         backoff_cap: longest back-off delay in seconds.
         read_threads: GetRecords calls in flight at once, on as many threads (at most one per
             shard; 1 reads the shards one call at a time, in the polling thread).
-        shard_filter: reads only the shards it accepts (a worker's group of shards); the
-            others stay in the checkpoint as they are. None reads every shard.
     """
 
     def __init__(
@@ -603,7 +601,6 @@ class StreamReader:
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
         read_threads: int = DEFAULT_READ_THREADS,
-        shard_filter: Callable[[Shard], bool] | None = None,
     ) -> None:
         self.client = streams_client
         events = getattr(getattr(streams_client, "meta", None), "events", None)
@@ -629,7 +626,6 @@ class StreamReader:
         self._call_times = calls.times
         self.throttled = 0
         self.read_threads = read_threads
-        self.shard_filter = shard_filter
         self._count_lock = threading.Lock()
         # Set when a poll's budget is spent: threads in a throttling back-off give up.
         self._stop = threading.Event()
@@ -788,7 +784,7 @@ class StreamReader:
             order = order[cut:] + order[:cut]
         # Ready shards in the order they are served (round-robin: a shard that must be read
         # again goes to the back); shards that spent their 5 calls of the last second wait aside.
-        queue = deque(sid for sid in order if ready(sid) and self._selected(listed[sid]))
+        queue = deque(sid for sid in order if ready(sid))
         waiting: list[str] = []
         position = {sid: working[sid].last_sequence_number for sid in working}
         in_flight: dict[Future[_Fetched], tuple[str, int, int]] = {}
@@ -840,7 +836,7 @@ class StreamReader:
             if done:
                 # Children become ready now; serve them in this poll, right after.
                 for child in sorted(c for c in working if working[c].parent_shard_id == sid):
-                    if ready(child) and self._selected(listed[child]) and child not in queue:
+                    if ready(child) and child not in queue:
                         queue.append(child)
             elif recs and (listed[sid].closed or not past_start):
                 # More may follow, however short the page (GetRecords stops at 1 MB).
@@ -923,10 +919,7 @@ class StreamReader:
         behind = [
             sid
             for sid in working
-            if ready(sid)
-            and self._selected(listed[sid])
-            and sid not in caught_up
-            and not working[sid].finished
+            if ready(sid) and sid not in caught_up and not working[sid].finished
         ]
         if stopped_by is None:
             stopped_by = "throttled" if set_aside else "caught_up"
@@ -948,9 +941,6 @@ class StreamReader:
             stopped_by=stopped_by,
             lag_seconds=self._lag([working[sid] for sid in behind]),
         )
-
-    def _selected(self, shard: Shard) -> bool:
-        return self.shard_filter is None or self.shard_filter(shard)
 
     def _submit(
         self, pool: ThreadPoolExecutor | None, sid: str, pos: str | None, limit: int

@@ -727,22 +727,6 @@ def test_when_the_time_budget_ends_no_thread_calls_on(clock) -> None:
     assert sum(sim.calls.values()) == calls, "a thread called on after the poll returned"
 
 
-def test_a_shard_filter_reads_only_its_group_and_leaves_the_rest_as_it_was(clock) -> None:
-    sim = StreamSimulator(clock=clock, seed=7)
-    arn = sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA, shard_count=6)
-    Workload(sim, keys=300).write(600)
-    ids = [s.shard_id for s in list_shards(_client(sim), arn)]
-    group = set(ids[::2])
-    reader = _reader(sim, clock, read_threads=4, shard_filter=lambda s: s.shard_id in group)
-
-    batch = reader.poll()
-
-    assert set(batch.shard_ids) == group and batch.stopped_by == "caught_up"
-    assert batch.lag_seconds == 0.0
-    untouched = [batch.checkpoint.shards[sid] for sid in ids if sid not in group]
-    assert all(sc.last_sequence_number is None for sc in untouched)
-
-
 # -- gaps are loud ---------------------------------------------------------------------------
 
 
