@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from dynamo_cdc.config import dagster_safe_name
-from dynamo_cdc.layout import hour_of_path, partition_value
+from dynamo_cdc.layout import hour_of_path, snapshot_dates, snapshot_path
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -549,7 +549,6 @@ def publish_snapshot(
 ) -> PublishResult:
     """Make the ``snapshot`` Iceberg table's partition ``export_date`` hold exactly the files of
     the lake's snapshot partition (one commit; the files are registered, not rewritten)."""
-    from dynamo_cdc.snapshot import snapshot_path
 
     rel = snapshot_path(lake, table, export_date)
     files = sorted(_lake_files(lake, rel))
@@ -1048,12 +1047,7 @@ def publish_all(
     if settings.kind == "off":
         return []
     out = []
-    prefix = lake.table_path(table, "snapshot")
-    dates = [
-        partition_value(d)
-        for d in lake.folders(prefix)
-        if "=" in d and lake.read_bytes(f"{prefix}/{d}/_lineage.json")
-    ]
+    dates = snapshot_dates(lake, table)
     registered = _registered_dates(lake, table, settings)
     for date in dates:
         if date not in registered:

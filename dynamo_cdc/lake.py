@@ -28,12 +28,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dynamo_cdc.config import validate_table_name
 from dynamo_cdc.errors import LakeError
+from dynamo_cdc.layout import staging_path
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +56,6 @@ def _check_rel(rel: str) -> str:
     if _CONTROL.search(rel):
         raise LakeError(f"Refusing lake path {rel!r}: it holds a control character.")
     return str(PurePosixPath(*parts))
-
-
-def partition_date(text: str, what: str) -> str:
-    """``text`` if it is a date ``YYYY-MM-DD`` (a partition name), else :class:`LakeError`
-    naming ``what`` it came from."""
-    try:
-        ok = datetime.strptime(text, "%Y-%m-%d").strftime("%Y-%m-%d") == text
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise LakeError(
-            f"Refusing partition date {text!r} ({what}): a partition is named by a date "
-            "YYYY-MM-DD.",
-            fix="pass a date such as 2026-12-06.",
-        )
-    return text
 
 
 @dataclass
@@ -282,7 +266,7 @@ class Lake:
             with tempfile.TemporaryDirectory(prefix="dynamo-cdc-") as tmp:
                 yield Path(tmp)
             return
-        base = self.local_path(self.table_path(table, "_state", "staging"))
+        base = self.local_path(staging_path(self, table))
         with self.local_errors("write", str(base)):
             base.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(dir=base))

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -58,8 +58,13 @@ from dynamo_cdc.export import (
     open_gzip,
     verified_data_file,
 )
-from dynamo_cdc.lake import Lake, partition_date
-from dynamo_cdc.layout import PARTITION_COLUMNS, lake_partition_columns, table_partition_columns
+from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import (
+    LINEAGE_FILE,
+    partition_date,
+    snapshot_path,
+    snapshot_staging_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +75,6 @@ CHUNK_ITEMS = 32_768
 FAST_CHUNK_ITEMS = 4_096
 FAST_ROW_GROUP_ROWS = 32_768
 ROW_GROUP_ROWS = 131_072
-LINEAGE_FILE = "_lineage.json"
 GROUP_RESULT = "_group.json"
 LINEAGE_KEY = b"dynamo_cdc.lineage"
 PARQUET_COMPRESSION = "zstd"
@@ -598,12 +602,8 @@ class SnapshotPlan:
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def staging_rel(self, lake: Lake) -> str:
-        return lake.table_path(
-            self.table,
-            "_state",
-            "snapshot",
-            f"export_date={self.export_date}",
-            f"{self.export_id}-{self.fingerprint}",
+        return snapshot_staging_path(
+            lake, self.table, self.export_date, f"{self.export_id}-{self.fingerprint}"
         )
 
     def group_rel(self, lake: Lake, index: int) -> str:
@@ -819,24 +819,6 @@ def commit_snapshot(
         rewritten_parts=rewritten,
         schema=final,
     )
-
-
-def snapshot_path(
-    lake: Lake, table: str, export_date: str, key_attributes: Sequence[str] | None = None
-) -> str:
-    """``<table>/snapshot/export_date=YYYY-MM-DD`` (LakeError unless ``export_date`` is a date).
-
-    The partition column is renamed for a table keyed on ``export_date``
-    (:mod:`dynamo_cdc.layout`): a writer passes the table's ``key_attributes``; None (a reader)
-    takes the name the lake has (``export_date`` when it has no partition yet).
-    """
-    date = partition_date(export_date, f"snapshot partition of table {table!r}")
-    if key_attributes is None:
-        found = lake_partition_columns(lake, table, "snapshot")
-        (column,) = found or PARTITION_COLUMNS["snapshot"]
-    else:
-        (column,) = table_partition_columns(lake, table, "snapshot", key_attributes)
-    return lake.table_path(table, "snapshot", f"{column}={date}")
 
 
 def write_snapshot(

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from dynamo_cdc import catalog
-from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock, capture_once
-from dynamo_cdc.changefiles import data_files, partition_path
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_once
+from dynamo_cdc.changefiles import data_files
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS, compact_hour
 from dynamo_cdc.config import DEFAULT_CURRENT_CRON, TableSpec
@@ -31,9 +31,8 @@ from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.layout import hour_of_path
+from dynamo_cdc.layout import capture_lock, change_hour_path, hour_of_path, newest_snapshot
 from dynamo_cdc.lock import exclusive
-from dynamo_cdc.mirror import newest_snapshot
 from dynamo_cdc.snapshot import (
     SnapshotPlan,
     commit_snapshot,
@@ -42,6 +41,7 @@ from dynamo_cdc.snapshot import (
     plan_snapshot,
 )
 from dynamo_cdc.stream import ReadBudget
+from dynamo_cdc.times import STREAM_RETENTION_SECONDS
 
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:00"
 CURRENT_SAMPLE_SIZE = 20
@@ -450,9 +450,6 @@ class ChangesConfig(dg.Config):
     gap_window_end: str = Field(default="", description="End of the window that may be lost.")
 
 
-STREAM_RETENTION = timedelta(hours=24)
-
-
 def heal_gap_view(
     gap: StreamGapError, dynamodb: DynamoDBResource, lake: Lake, table: str, log: Any
 ) -> dict[str, Any]:
@@ -597,9 +594,11 @@ def build_changes_asset(
                 compacted=outcome.compacted,
                 files_before_compaction=len(outcome.files_before),
             )
-        rel = partition_path(the_lake, spec.name, hour)
+        rel = change_hour_path(the_lake, spec.name, hour)
         files = data_files(the_lake, rel)
-        old_hour = hour + timedelta(hours=1) < datetime.now(UTC) - STREAM_RETENTION
+        old_hour = hour + timedelta(hours=1) < datetime.now(UTC) - timedelta(
+            seconds=STREAM_RETENTION_SECONDS
+        )
         if not files and old_hour and not (config.capture or config.heal or config.compact):
             # The stream no longer holds this hour: fill it from an incremental PITR export.
             filled = backfill_changes_hour(

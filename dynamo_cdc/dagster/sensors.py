@@ -48,7 +48,6 @@ from typing import Any
 import dagster as dg
 
 from dynamo_cdc.capture import CaptureResult, capture_once
-from dynamo_cdc.changefiles import partition_path
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS
 from dynamo_cdc.config import TableSpec
@@ -58,7 +57,6 @@ from dynamo_cdc.dagster.assets import (
     capture_freshness_result,
     dataset_metadata,
     hour_of_partition_key,
-    hour_of_path,
     hour_partition_key,
     parquet_stats,
     shard_ranges_metadata,
@@ -66,7 +64,7 @@ from dynamo_cdc.dagster.assets import (
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import LakeBusyError, StreamGapError
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.mirror import newest_snapshot
+from dynamo_cdc.layout import change_hour_path, hour_of_path, newest_snapshot
 from dynamo_cdc.stream import ReadBudget
 
 log = logging.getLogger(__name__)
@@ -164,7 +162,7 @@ def batch_materialization(
         "shard_ranges": shard_ranges_metadata(result.ranges),
         "newest_change_time": result.newest_change_time or "",
         **dataset_metadata(
-            lake.uri(partition_path(lake, spec.name, hour_of_partition_key(hour_key)))
+            lake.uri(change_hour_path(lake, spec.name, hour_of_partition_key(hour_key)))
         ),
     }
     if result.lag_seconds is not None:

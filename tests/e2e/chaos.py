@@ -714,7 +714,7 @@ class ChaosRun:
     def _compaction(self) -> None:
         from dynamo_cdc.checkpoint import CheckpointStore
         from dynamo_cdc.compaction import compact_hour
-        from dynamo_cdc.dagster.assets import hour_of_path
+        from dynamo_cdc.layout import hour_of_path
 
         files = Counter(
             h for p in self.lake.list(f"{TABLE}/changes") if (h := hour_of_path(p)) is not None
