@@ -133,7 +133,7 @@ def sync_table(
         def capture() -> None:
             idle = 0
             while True:
-                meta = _materialize(changes, resources, instance, hour, {"capture": True})
+                meta = _materialize(changes, resources, instance, hour, {"capture": {}})
                 md = _metadata(meta)
                 records = int(md.get("batch_records", 0) or 0)
                 summary.change_rows += records

@@ -647,7 +647,7 @@ class ChaosRun:
         self.workload.run(100)
         hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
         op = self.changes_asset.op.name
-        config = {"ops": {op: {"config": {"capture": True, "capture_seconds": 10.0}}}}
+        config = {"ops": {op: {"config": {"capture": {"seconds": 10.0}}}}}
         cmd = [
             str(Path(sys.executable).parent / "dagster"),
             "asset",
