@@ -160,8 +160,7 @@ def _io_properties(lake: Lake) -> dict[str, str]:
     endpoint = client.meta.endpoint_url
     if endpoint and "amazonaws.com" not in endpoint:
         props["s3.endpoint"] = endpoint
-    creds = client._request_signer._credentials
-    frozen = creds.get_frozen_credentials() if creds else None
+    frozen = lake.s3_credentials()
     if frozen:
         props["s3.access-key-id"] = frozen.access_key
         props["s3.secret-access-key"] = frozen.secret_key

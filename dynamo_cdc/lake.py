@@ -370,6 +370,13 @@ class Lake:
             return int(head["ContentLength"])
         return self.local_path(rel).stat().st_size
 
+    def s3_credentials(self) -> Any:
+        """The frozen credentials (access_key, secret_key, token) the S3 client signs with, for
+        readers outside boto3 (pyarrow, pyiceberg); None without any."""
+        # botocore gives no public accessor for a client's credentials
+        creds = self.s3_client._request_signer._credentials
+        return creds.get_frozen_credentials() if creds else None
+
     # -- readers ---------------------------------------------------------------------------
 
     def arrow_filesystem(self) -> tuple[Any, str]:
@@ -379,8 +386,7 @@ class Lake:
         if not self.is_s3:
             return pafs.LocalFileSystem(), self.root
         endpoint = self.s3_client.meta.endpoint_url
-        creds = self.s3_client._request_signer._credentials
-        frozen = creds.get_frozen_credentials() if creds else None
+        frozen = self.s3_credentials()
         kwargs: dict[str, Any] = {"region": self.s3_client.meta.region_name}
         if frozen:
             kwargs.update(
