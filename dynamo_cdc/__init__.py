@@ -5,7 +5,6 @@ The library never imports Dagster; ``dynamo_cdc.dagster`` builds the orchestrati
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,12 +43,13 @@ def read_table(root: str, table: str, view: str = "current", *, s3_client: Any =
 
         return read_current(lake, table)
     if view == "snapshot":
-        prefix = lake.table_path(table, "snapshot")
-        dates = sorted({p.split("/")[2] for p in lake.list(prefix) if p.endswith("/_lineage.json")})
-        if not dates:
+        from dynamo_cdc.layout import newest_snapshot
+
+        newest = newest_snapshot(lake, table)
+        if newest is None:
+            prefix = lake.table_path(table, "snapshot")
             raise FileNotFoundError(f"No snapshot of {table!r} under {lake.uri(prefix)}")
-        rel = f"{prefix}/{dates[-1]}"
-        lineage = json.loads(lake.read_bytes(f"{rel}/_lineage.json") or b"{}")
+        rel, lineage = newest
         paths = [f"{base}/{rel}/{name}" for name in lineage["files"]]
         return ds.dataset(paths, filesystem=fs, format="parquet").to_table()
     import pyarrow as pa

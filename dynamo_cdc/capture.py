@@ -17,6 +17,7 @@ from dynamo_cdc import fastconvert
 from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import newest_micros, pages_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
+from dynamo_cdc.layout import capture_lock
 from dynamo_cdc.lock import exclusive
 from dynamo_cdc.stream import (
     ReadBudget,
@@ -64,11 +65,6 @@ class CaptureResult:
 
 # How long a capture (or a checkpoint reset, or a compaction) waits for another to finish.
 CAPTURE_LOCK_WAIT_SECONDS = 300.0
-
-
-def capture_lock(lake: Any, table: str) -> str:
-    """The lake path of ``table``'s capture lock (see :func:`capture_once`)."""
-    return str(lake.table_path(table, "_state", "stream", "capture.lock"))
 
 
 def read_batch(

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from dynamo_cdc.config import dagster_safe_name
-from dynamo_cdc.layout import hour_of_path, partition_value
+from dynamo_cdc.layout import hour_of_path, snapshot_dates, snapshot_path
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -160,8 +160,7 @@ def _io_properties(lake: Lake) -> dict[str, str]:
     endpoint = client.meta.endpoint_url
     if endpoint and "amazonaws.com" not in endpoint:
         props["s3.endpoint"] = endpoint
-    creds = client._request_signer._credentials
-    frozen = creds.get_frozen_credentials() if creds else None
+    frozen = lake.s3_credentials()
     if frozen:
         props["s3.access-key-id"] = frozen.access_key
         props["s3.secret-access-key"] = frozen.secret_key
@@ -549,7 +548,6 @@ def publish_snapshot(
 ) -> PublishResult:
     """Make the ``snapshot`` Iceberg table's partition ``export_date`` hold exactly the files of
     the lake's snapshot partition (one commit; the files are registered, not rewritten)."""
-    from dynamo_cdc.snapshot import snapshot_path
 
     rel = snapshot_path(lake, table, export_date)
     files = sorted(_lake_files(lake, rel))
@@ -1048,12 +1046,7 @@ def publish_all(
     if settings.kind == "off":
         return []
     out = []
-    prefix = lake.table_path(table, "snapshot")
-    dates = [
-        partition_value(d)
-        for d in lake.folders(prefix)
-        if "=" in d and lake.read_bytes(f"{prefix}/{d}/_lineage.json")
-    ]
+    dates = snapshot_dates(lake, table)
     registered = _registered_dates(lake, table, settings)
     for date in dates:
         if date not in registered:

@@ -32,28 +32,12 @@ import pyarrow.parquet as pq
 from dynamo_cdc import catalog
 from dynamo_cdc.changes import CHANGE_COLUMNS, IMAGE_COLUMNS
 from dynamo_cdc.errors import StreamRecordError
-from dynamo_cdc.layout import PARTITION_COLUMNS, lake_partition_columns, table_partition_columns
+from dynamo_cdc.layout import change_hour_path, table_partition_columns
 
 log = logging.getLogger(__name__)
 
 _MICROS_PER_HOUR = 3_600_000_000
 PARQUET_COMPRESSION = "zstd"  # of change files (see parquet_bytes)
-
-
-def partition_path(
-    lake: Any, table: str, hour_start: datetime, columns: Sequence[str] | None = None
-) -> str:
-    """``<table>/changes/date=YYYY-MM-DD/hour=HH`` of the hour starting at ``hour_start``.
-
-    ``columns`` are the table's partition columns (:func:`dynamo_cdc.layout.partition_columns`);
-    None: as the lake has them (``date``, ``hour`` when it has no partition yet).
-    """
-    if columns is None:
-        columns = lake_partition_columns(lake, table, "changes") or PARTITION_COLUMNS["changes"]
-    date, hour = columns
-    return lake.table_path(
-        table, "changes", f"{date}={hour_start:%Y-%m-%d}", f"{hour}={hour_start:%H}"
-    )
 
 
 # What AWS documents of the identifiers a change file is named by (DynamoDB Streams API
@@ -199,7 +183,7 @@ def write_change_batch(
         idx = order[start:end]
         hour = int(hours[idx[0]])
         code = int(codes[idx[0]])
-        part = partition_path(lake, table, datetime.fromtimestamp(hour * 3600, tz=UTC), columns)
+        part = change_hour_path(lake, table, datetime.fromtimestamp(hour * 3600, tz=UTC), columns)
         if code < 0:
             if not batch_id:
                 raise ValueError("rows without a shard_id need a batch_id to name their file")

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from dynamo_cdc.errors import CheckpointError
+from dynamo_cdc.layout import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class CheckpointStore:
     def __init__(self, lake: Any, table: str) -> None:
         self.lake = lake
         self.table = table
-        self.path = lake.table_path(table, "_state", "stream", "checkpoint.json")
+        self.path = checkpoint_path(lake, table)
 
     def load(self) -> StreamCheckpoint:
         """The committed checkpoint, or a new empty one when none was committed yet."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from dynamo_cdc.config import Settings, TableSpec, validate_table_name
 from dynamo_cdc.errors import DynamoCdcError
+from dynamo_cdc.times import parse_time
 
 log = logging.getLogger("dynamo_cdc")
 
@@ -59,12 +60,11 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
 
 def _parse_time(text: str) -> datetime:
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         raise DynamoCdcError(
             f"{text!r} is not a time.", fix="write ISO 8601, e.g. 2026-11-27T12:00:00Z."
         ) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -37,16 +37,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog
-from dynamo_cdc.changefiles import data_files, file_range, partition_path
+from dynamo_cdc.changefiles import data_files, file_range
 from dynamo_cdc.changes import SEQUENCE_DIGITS
 from dynamo_cdc.checkpoint import StreamCheckpoint
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import change_hour_path
+from dynamo_cdc.times import STREAM_RETENTION_SECONDS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGET_ROWS = 1_000_000
 DEFAULT_GRACE_SECONDS = 300.0
-STREAM_RETENTION_SECONDS = 24 * 3600.0
 COMPACTED_PREFIX = "compacted-"
 
 
@@ -138,7 +139,7 @@ def compact_hour(
         a :class:`CompactionResult`; nothing changes when the hour is not closed, holds at most
         one file, or holds uncommitted files.
     """
-    rel = partition_path(lake, table, hour_start)
+    rel = change_hour_path(lake, table, hour_start)
     files = data_files(lake, rel)
     if len(files) <= 1:
         return CompactionResult(False, f"{len(files)} file(s): nothing to compact", files, files)

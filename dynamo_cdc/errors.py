@@ -75,7 +75,7 @@ class LakeError(DynamoCdcError):
 
 
 class LakeBusyError(LakeError):
-    """Another process holds a lake lock (:meth:`dynamo_cdc.lake.Lake.exclusive`) past the wait."""
+    """Another process holds a lake lock (:func:`dynamo_cdc.lock.exclusive`) past the wait."""
 
 
 class StreamGapError(DynamoCdcError):

@@ -48,6 +48,7 @@ from dynamo_cdc.errors import (
     PitrWindowError,
     TableNotFoundError,
 )
+from dynamo_cdc.times import iso
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,13 @@ class ExportRequest:
         DynamoDB returns the export of a token used in the last 8 hours: a "now" export's token
         holds ``request_id``, else a second "now" snapshot would get the first one's data.
         """
-        if self.export_time is not None:
-            at = _iso(self.export_time)
-        else:
+        # The times' text as first released (+00:00, not Z): a token that an upgrade changed
+        # would start a second export of the same request.
+        at, start, end = (
+            "" if t is None else iso(t).replace("Z", "+00:00")
+            for t in (self.export_time, self.incremental_from, self.incremental_to)
+        )
+        if self.export_time is None:
             at = "now" if self.is_incremental else f"now:{self.request_id}"
         parts = [
             table_arn,
@@ -122,15 +127,11 @@ class ExportRequest:
             self.sse_algorithm or "",
             self.kms_key_id or "",
             at,
-            _iso(self.incremental_from) if self.incremental_from else "",
-            _iso(self.incremental_to) if self.incremental_to else "",
+            start,
+            end,
             self.incremental_view if self.is_incremental else "",
         ]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:36]
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def describe_table(clients: Clients, table: str) -> dict[str, Any]:
@@ -201,9 +202,9 @@ def request_export(clients: Clients, request: ExportRequest) -> str:
     earliest, latest = pitr_window(clients, request.table)
     if request.export_time is not None and request.export_time < earliest:
         raise PitrWindowError(
-            f"Export time {_iso(request.export_time)} for table {request.table!r} is before "
-            f"the earliest restorable time {_iso(earliest)}.",
-            fix=f"choose a time between {_iso(earliest)} and now (PITR keeps up to 35 days).",
+            f"Export time {iso(request.export_time)} for table {request.table!r} is before "
+            f"the earliest restorable time {iso(earliest)}.",
+            fix=f"choose a time between {iso(earliest)} and now (PITR keeps up to 35 days).",
         )
     _check_bucket_exists(clients, request)
     params: dict[str, Any] = {
@@ -243,7 +244,7 @@ def request_export(clients: Clients, request: ExportRequest) -> str:
         if code == "InvalidExportTimeException":
             raise PitrWindowError(
                 f"DynamoDB refused the export time for table {request.table!r}: {message}",
-                fix=f"choose a time between {_iso(earliest)} and {_iso(latest)}.",
+                fix=f"choose a time between {iso(earliest)} and {iso(latest)}.",
             ) from None
         if code in ("TableNotFoundException", "ResourceNotFoundException"):
             raise TableNotFoundError(

@@ -54,8 +54,8 @@ import pyarrow.compute as pc
 
 from dynamo_cdc import codec, nesting
 from dynamo_cdc import export as export_api
-from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock
-from dynamo_cdc.changefiles import partition_path, write_change_batch
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS
+from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import SEQUENCE_DIGITS, records_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.config import Settings
@@ -70,9 +70,10 @@ from dynamo_cdc.export import (
     wait_for_export,
 )
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.layout import lake_partition_columns
+from dynamo_cdc.layout import capture_lock, change_hour_path, lake_partition_columns
 from dynamo_cdc.lock import exclusive
 from dynamo_cdc.stream import discover
+from dynamo_cdc.times import aware, iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +111,12 @@ class HealResult:
     reason: str = ""
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _floor_second(dt: datetime) -> datetime:
     return dt.replace(microsecond=0)
 
 
 def _ceil_second(dt: datetime) -> datetime:
     return dt if dt.microsecond == 0 else dt.replace(microsecond=0) + timedelta(seconds=1)
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def export_windows(
@@ -137,8 +130,8 @@ def export_windows(
     of a long window is widened backward (overlapping the previous piece). Overlaps are safe:
     replay is idempotent.
     """
-    start, end, now = _aware(start), _aware(end), _aware(now)
-    low = _aware(earliest) if earliest is not None else None
+    start, end, now = aware(start), aware(end), aware(now)
+    low = aware(earliest) if earliest is not None else None
     latest = _floor_second(now)
     start = _floor_second(start)
     if low is not None:
@@ -235,7 +228,7 @@ def _stream_keys_in_window(lake: Lake, table: str, start: datetime, end: datetim
     if columns is None:
         return set()
     while hour < end:
-        part = partition_path(lake, table, hour, columns)
+        part = change_hour_path(lake, table, hour, columns)
         paths += [f"{base}/{rel}" for rel in lake.list(part) if rel.endswith(".parquet")]
         hour += timedelta(hours=1)
     if not paths:
@@ -316,8 +309,8 @@ def export_window_to_changes(
         "%s: export %s [%s, %s) -> %d change rows",
         table,
         arn,
-        _iso(start),
-        _iso(end),
+        iso(start, "seconds"),
+        iso(end, "seconds"),
         rows.num_rows,
     )
     return arn, rows.num_rows, added, files
@@ -368,11 +361,11 @@ def heal_gap(
     from dynamo_cdc.snapshot import take_snapshot
 
     earliest, latest = pitr_window or export_api.pitr_window(clients, table)
-    earliest, latest = _aware(earliest), _aware(latest)
-    now = _aware(now or latest)
+    earliest, latest = aware(earliest), aware(latest)
+    now = aware(now or latest)
     result = HealResult(table=table, action="incremental_export", reason=gap.reason)
-    start = _parse(gap.window_start) if gap.window_start else None
-    end = _parse(gap.window_end) if gap.window_end else now
+    start = parse_time(gap.window_start) if gap.window_start else None
+    end = parse_time(gap.window_end) if gap.window_end else now
     end = min(end + timedelta(seconds=slack_seconds), now)
     windows = export_windows(start, end, now=now, earliest=earliest) if start else []
     # A window must not start before PITR's earliest time, not even within its first second:
@@ -420,7 +413,7 @@ def heal_gap(
             key_attributes=keys,
             poll_seconds=poll_seconds,
         )
-        result.windows.append((_iso(s), _iso(e)))
+        result.windows.append((iso(s, "seconds"), iso(e, "seconds")))
         result.export_arns.append(arn)
         result.rows += rows
         result.removes_added += added
@@ -428,10 +421,6 @@ def heal_gap(
     reset_checkpoint(lake, table)
     result.checkpoint_reset = True
     return result
-
-
-def _parse(text: str) -> datetime:
-    return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def backfill_changes_hour(
@@ -450,7 +439,7 @@ def backfill_changes_hour(
     Raises:
         PitrWindowError: the hour is outside the PITR window.
     """
-    start = _aware(hour_start).replace(minute=0, second=0, microsecond=0)
+    start = aware(hour_start).replace(minute=0, second=0, microsecond=0)
     return _backfill(
         clients, lake, table, start, start + timedelta(hours=1), bucket, prefix, poll_seconds
     )
@@ -470,7 +459,7 @@ def backfill_changes_day(
     export instead of 24). Each key's net change over the day lands in the hour of its last
     write, so an hour holds fewer rows than per-hour backfills would give; the mirror's result
     is the same."""
-    start = _aware(day).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = aware(day).replace(hour=0, minute=0, second=0, microsecond=0)
     return _backfill(
         clients, lake, table, start, start + timedelta(days=1), bucket, prefix, poll_seconds
     )
@@ -492,7 +481,7 @@ def _backfill(
     return HealResult(
         table=table,
         action="incremental_export",
-        windows=[(_iso(start), _iso(end))],
+        windows=[(iso(start, "seconds"), iso(end, "seconds"))],
         export_arns=[arn],
         rows=rows,
         removes_added=added,

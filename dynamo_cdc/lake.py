@@ -28,12 +28,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dynamo_cdc.config import validate_table_name
 from dynamo_cdc.errors import LakeError
+from dynamo_cdc.layout import staging_path
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +56,6 @@ def _check_rel(rel: str) -> str:
     if _CONTROL.search(rel):
         raise LakeError(f"Refusing lake path {rel!r}: it holds a control character.")
     return str(PurePosixPath(*parts))
-
-
-def partition_date(text: str, what: str) -> str:
-    """``text`` if it is a date ``YYYY-MM-DD`` (a partition name), else :class:`LakeError`
-    naming ``what`` it came from."""
-    try:
-        ok = datetime.strptime(text, "%Y-%m-%d").strftime("%Y-%m-%d") == text
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise LakeError(
-            f"Refusing partition date {text!r} ({what}): a partition is named by a date "
-            "YYYY-MM-DD.",
-            fix="pass a date such as 2026-12-06.",
-        )
-    return text
 
 
 @dataclass
@@ -282,7 +266,7 @@ class Lake:
             with tempfile.TemporaryDirectory(prefix="dynamo-cdc-") as tmp:
                 yield Path(tmp)
             return
-        base = self.local_path(self.table_path(table, "_state", "staging"))
+        base = self.local_path(staging_path(self, table))
         with self.local_errors("write", str(base)):
             base.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(dir=base))
@@ -386,6 +370,13 @@ class Lake:
             return int(head["ContentLength"])
         return self.local_path(rel).stat().st_size
 
+    def s3_credentials(self) -> Any:
+        """The frozen credentials (access_key, secret_key, token) the S3 client signs with, for
+        readers outside boto3 (pyarrow, pyiceberg); None without any."""
+        # botocore gives no public accessor for a client's credentials
+        creds = self.s3_client._request_signer._credentials
+        return creds.get_frozen_credentials() if creds else None
+
     # -- readers ---------------------------------------------------------------------------
 
     def arrow_filesystem(self) -> tuple[Any, str]:
@@ -395,8 +386,7 @@ class Lake:
         if not self.is_s3:
             return pafs.LocalFileSystem(), self.root
         endpoint = self.s3_client.meta.endpoint_url
-        creds = self.s3_client._request_signer._credentials
-        frozen = creds.get_frozen_credentials() if creds else None
+        frozen = self.s3_credentials()
         kwargs: dict[str, Any] = {"region": self.s3_client.meta.region_name}
         if frozen:
             kwargs.update(

@@ -1,4 +1,16 @@
-"""The names of the lake's hive partition columns, per table, so that no attribute is shadowed.
+"""The lake's layout, in this one place: every path of a table's datasets and state, and the
+parsing of those paths.
+
+    <table>/snapshot/export_date=YYYY-MM-DD/*.parquet + _lineage.json   snapshot_path, newest_snapshot
+    <table>/changes/date=YYYY-MM-DD/hour=HH/*.parquet                   change_hour_path, hour_of_path
+    <table>/current/...                                                 (dynamo_cdc.mirror)
+    <table>/_state/stream/checkpoint.json                               checkpoint_path
+    <table>/_state/stream/capture.lock, <table>/_state/mirror.lock      capture_lock, mirror_lock
+    <table>/_state/staging/, <table>/_state/snapshot/export_date=.../   staging_path, snapshot_staging_path
+
+Files and folders whose names start with ``_`` or ``.`` are not data.
+
+The partition columns are named per table, so that no attribute is shadowed.
 
 DynamoDB forbids no attribute name, and time-series tables often key on ``date`` and ``hour``.
 A hive partition column named like a column of the files shadows it (DuckDB's
@@ -21,7 +33,8 @@ table's keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +46,8 @@ PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {
     "changes": ("date", "hour"),
 }
 PREFIX = "cdc_"
+#: A published snapshot partition's marker (its files and lineage), written last.
+LINEAGE_FILE = "_lineage.json"
 
 
 def partition_columns(dataset: str, key_attributes: Iterable[str]) -> tuple[str, ...]:
@@ -104,3 +119,112 @@ def table_partition_columns(
             "capture heal the window.",
         )
     return names
+
+
+def partition_date(text: str, what: str) -> str:
+    """``text`` if it is a date ``YYYY-MM-DD`` (a partition name), else :class:`LakeError`
+    naming ``what`` it came from."""
+    try:
+        ok = datetime.strptime(text, "%Y-%m-%d").strftime("%Y-%m-%d") == text
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise LakeError(
+            f"Refusing partition date {text!r} ({what}): a partition is named by a date "
+            "YYYY-MM-DD.",
+            fix="pass a date such as 2026-12-06.",
+        )
+    return text
+
+
+# -- snapshot ------------------------------------------------------------------------------------
+
+
+def snapshot_path(
+    lake: Any, table: str, export_date: str, key_attributes: Sequence[str] | None = None
+) -> str:
+    """``<table>/snapshot/export_date=YYYY-MM-DD`` (LakeError unless ``export_date`` is a date).
+
+    The partition column is renamed for a table keyed on ``export_date``: a writer passes the
+    table's ``key_attributes``; None (a reader) takes the name the lake has (``export_date``
+    when it has no partition yet).
+    """
+    date = partition_date(export_date, f"snapshot partition of table {table!r}")
+    if key_attributes is None:
+        found = lake_partition_columns(lake, table, "snapshot")
+        (column,) = found or PARTITION_COLUMNS["snapshot"]
+    else:
+        (column,) = table_partition_columns(lake, table, "snapshot", key_attributes)
+    return str(lake.table_path(table, "snapshot", f"{column}={date}"))
+
+
+def snapshot_staging_path(lake: Any, table: str, export_date: str, name: str) -> str:
+    """``<table>/_state/snapshot/export_date=YYYY-MM-DD/<name>``: where a snapshot's groups are
+    written before it is published."""
+    return str(lake.table_path(table, "_state", "snapshot", f"export_date={export_date}", name))
+
+
+def snapshot_dates(lake: Any, table: str) -> list[str]:
+    """The dates of ``table``'s published snapshot partitions (those with their
+    :data:`LINEAGE_FILE`), oldest first."""
+    prefix = lake.table_path(table, "snapshot")
+    return [
+        partition_value(d)
+        for d in lake.folders(prefix)
+        if "=" in d and lake.read_bytes(f"{prefix}/{d}/{LINEAGE_FILE}") is not None
+    ]
+
+
+def newest_snapshot(lake: Any, table: str) -> tuple[str, dict[str, Any]] | None:
+    """(relative folder, lineage) of the newest published snapshot partition, or None."""
+    prefix = lake.table_path(table, "snapshot")
+    for name in reversed(lake.folders(prefix)):
+        raw = lake.read_bytes(f"{prefix}/{name}/{LINEAGE_FILE}")
+        if raw is not None:
+            return f"{prefix}/{name}", json.loads(raw)
+    return None
+
+
+# -- changes -------------------------------------------------------------------------------------
+
+
+def change_hour_path(
+    lake: Any, table: str, hour_start: datetime, columns: Sequence[str] | None = None
+) -> str:
+    """``<table>/changes/date=YYYY-MM-DD/hour=HH`` of the hour starting at ``hour_start``.
+
+    ``columns`` are the table's partition columns (:func:`partition_columns`); None: as the
+    lake has them (``date``, ``hour`` when it has no partition yet).
+    """
+    if columns is None:
+        columns = lake_partition_columns(lake, table, "changes") or PARTITION_COLUMNS["changes"]
+    date, hour = columns
+    return str(
+        lake.table_path(
+            table, "changes", f"{date}={hour_start:%Y-%m-%d}", f"{hour}={hour_start:%H}"
+        )
+    )
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+def checkpoint_path(lake: Any, table: str) -> str:
+    """``<table>/_state/stream/checkpoint.json``: the committed stream position."""
+    return str(lake.table_path(table, "_state", "stream", "checkpoint.json"))
+
+
+def capture_lock(lake: Any, table: str) -> str:
+    """``<table>/_state/stream/capture.lock``: held by captures, compactions and checkpoint
+    resets of the table."""
+    return str(lake.table_path(table, "_state", "stream", "capture.lock"))
+
+
+def mirror_lock(lake: Any, table: str) -> str:
+    """``<table>/_state/mirror.lock``: held by a refresh of the table's ``current`` view."""
+    return str(lake.table_path(table, "_state", "mirror.lock"))
+
+
+def staging_path(lake: Any, table: str) -> str:
+    """``<table>/_state/staging``: local staging folders of a lake's table."""
+    return str(lake.table_path(table, "_state", "staging"))

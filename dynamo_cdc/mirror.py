@@ -76,13 +76,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -93,8 +92,9 @@ import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog, codec, schema
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.layout import partition_value
+from dynamo_cdc.layout import mirror_lock, newest_snapshot, partition_value
 from dynamo_cdc.lock import exclusive
+from dynamo_cdc.times import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -510,22 +510,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 # -- snapshots and change files -------------------------------------------------------------------
 
 
-def newest_snapshot(lake: Lake, table: str) -> tuple[str, dict[str, Any]] | None:
-    """(relative folder, lineage) of the newest published snapshot partition, or None."""
-    prefix = lake.table_path(table, "snapshot")
-    for name in reversed(lake.folders(prefix)):
-        raw = lake.read_bytes(f"{prefix}/{name}/_lineage.json")
-        if raw is not None:
-            return f"{prefix}/{name}", json.loads(raw)
-    return None
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO-8601 time (``Z`` allowed) as an aware UTC datetime."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def change_files_since(lake: Lake, table: str, start: datetime) -> dict[str, list[str]]:
     """Change files of the hour partitions from ``start``'s hour on: partition -> file names
     (the table's partition columns are named as the lake has them, see :mod:`dynamo_cdc.layout`)."""
@@ -614,7 +598,7 @@ def refresh_current(
     """
     with exclusive(
         lake,
-        lake.table_path(table, "_state", "mirror.lock"),
+        mirror_lock(lake, table),
         wait_seconds=REFRESH_LOCK_WAIT_SECONDS,
         stale_seconds=REFRESH_STALE_SECONDS,
         what=f"refreshing the mirror of table {table!r}",

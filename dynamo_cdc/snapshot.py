@@ -32,8 +32,9 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -58,8 +59,13 @@ from dynamo_cdc.export import (
     open_gzip,
     verified_data_file,
 )
-from dynamo_cdc.lake import Lake, partition_date
-from dynamo_cdc.layout import PARTITION_COLUMNS, lake_partition_columns, table_partition_columns
+from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import (
+    LINEAGE_FILE,
+    partition_date,
+    snapshot_path,
+    snapshot_staging_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,6 @@ CHUNK_ITEMS = 32_768
 FAST_CHUNK_ITEMS = 4_096
 FAST_ROW_GROUP_ROWS = 32_768
 ROW_GROUP_ROWS = 131_072
-LINEAGE_FILE = "_lineage.json"
 GROUP_RESULT = "_group.json"
 LINEAGE_KEY = b"dynamo_cdc.lineage"
 PARQUET_COMPRESSION = "zstd"
@@ -433,6 +438,79 @@ def default_workers(n_files: int) -> int:
     return max(1, min(n_files, os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class FileTask:
+    """One data file to convert (picklable: it goes to a worker process with its verified
+    local copy's path)."""
+
+    index: int
+    data_file: DataFile
+    fmt: str
+    describe: str
+    key_attributes: list[str]
+    out_dir: str
+    metadata: dict[bytes, bytes]
+
+    def run(self, path: Path) -> FileResult:
+        return convert_data_file(
+            self.index,
+            str(path),
+            self.data_file,
+            self.fmt,
+            self.describe,
+            self.key_attributes,
+            self.out_dir,
+            self.metadata,
+        )
+
+
+def _convert_here(manifest: ExportManifest, tasks: list[FileTask]) -> Iterator[FileResult]:
+    """The tasks' results, converted one after the other in this process."""
+    for task in tasks:
+        with verified_data_file(manifest, task.data_file) as path:
+            yield task.run(path)
+
+
+def _convert_in_pool(
+    manifest: ExportManifest, tasks: list[FileTask], workers: int
+) -> Iterator[FileResult]:
+    """The tasks' results as they complete, one worker process a file; at most ``workers + 1``
+    verified local copies exist at a time (each is removed once its file is converted)."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=conversion_worker_setup
+    )
+    in_flight: dict[Future[FileResult], ExitStack] = {}
+    with pool, ExitStack() as cleanup:
+        cleanup.callback(_drop_in_flight, in_flight)
+        for task in tasks:
+            while len(in_flight) >= workers + 1:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                yield from _finished(done, in_flight)
+            copy = ExitStack()
+            path = copy.enter_context(verified_data_file(manifest, task.data_file))
+            in_flight[pool.submit(task.run, path)] = copy
+        while in_flight:
+            yield from _finished([next(iter(in_flight))], in_flight)
+
+
+def _finished(
+    done: Iterable[Future[FileResult]], in_flight: dict[Future[FileResult], ExitStack]
+) -> Iterator[FileResult]:
+    """The results of the ``done`` futures, each file's local copy removed once it is in."""
+    for fut in done:
+        with in_flight.pop(fut):
+            result = fut.result()
+        yield result
+
+
+def _drop_in_flight(in_flight: dict[Future[FileResult], ExitStack]) -> None:
+    """Cancel what is still in flight (a conversion failed) and remove its local copies."""
+    for fut, copy in in_flight.items():
+        fut.cancel()
+        copy.close()
+    in_flight.clear()
+
+
 def _convert_files(
     manifest: ExportManifest,
     indices: list[int],
@@ -445,54 +523,31 @@ def _convert_files(
 ) -> list[FileResult]:
     """Verify and convert the data files ``indices`` of ``manifest`` into parts in ``out_dir``,
     one worker process a file (bounded by the cores); the results in file order."""
-    fmt = manifest.output_format
-    workers = workers or default_workers(len(indices))
-    results: list[FileResult] = []
-    total = len(indices)
-
-    def collect(res: FileResult) -> None:
-        results.append(res)
-        say(
-            f"{manifest.table_name}: data file {len(results)}/{total} converted "
-            f"({res.items} items in {res.seconds:.1f} s)"
+    tasks = [
+        FileTask(
+            index=index,
+            data_file=manifest.files[index],
+            fmt=manifest.output_format,
+            describe=manifest.source.describe(manifest.files[index].key),
+            key_attributes=keys,
+            out_dir=str(out_dir),
+            metadata=metadata,
         )
-
-    def submit_args(index: int, path: Path) -> tuple[Any, ...]:
-        data_file = manifest.files[index]
-        describe = manifest.source.describe(data_file.key)
-        return (index, str(path), data_file, fmt, describe, keys, str(out_dir), metadata)
-
-    if workers == 1 or total <= 1:
-        for index in indices:
-            with verified_data_file(manifest, manifest.files[index]) as path:
-                collect(convert_data_file(*submit_args(index, path)))
+        for index in indices
+    ]
+    workers = workers or default_workers(len(tasks))
+    if workers == 1 or len(tasks) <= 1:
+        converted = _convert_here(manifest, tasks)
     else:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=conversion_worker_setup
-        ) as pool:
-            in_flight: dict[Future[FileResult], Any] = {}
-            for index in indices:
-                while len(in_flight) >= workers + 1:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        in_flight.pop(fut).__exit__(None, None, None)
-                        collect(fut.result())
-                copy = verified_data_file(manifest, manifest.files[index])
-                path = copy.__enter__()
-                in_flight[pool.submit(convert_data_file, *submit_args(index, path))] = copy
-            try:
-                for fut in list(in_flight):
-                    try:
-                        collect(fut.result())
-                    finally:
-                        in_flight.pop(fut).__exit__(None, None, None)
-            finally:
-                for fut, copy in in_flight.items():
-                    fut.cancel()
-                    copy.__exit__(None, None, None)
-    results.sort(key=lambda r: r.index)
-    return results
+        converted = _convert_in_pool(manifest, tasks, workers)
+    results: list[FileResult] = []
+    for result in converted:
+        results.append(result)
+        say(
+            f"{manifest.table_name}: data file {len(results)}/{len(tasks)} converted "
+            f"({result.items} items in {result.seconds:.1f} s)"
+        )
+    return sorted(results, key=lambda r: r.index)
 
 
 def _lineage_metadata(manifest: ExportManifest) -> dict[bytes, bytes]:
@@ -522,6 +577,16 @@ def _same_schema(a: pa.Schema, b: pa.Schema) -> bool:
     return a.remove_metadata().equals(b.remove_metadata())
 
 
+@dataclass(frozen=True)
+class ConvertedExport:
+    """What :func:`convert_manifest` wrote."""
+
+    rows: int
+    parts: list[str]
+    schema: pa.Schema | None
+    rewritten_parts: int
+
+
 def convert_manifest(
     manifest: ExportManifest,
     out_dir: Path,
@@ -529,32 +594,44 @@ def convert_manifest(
     *,
     workers: int | None = None,
     progress: Callable[[str], None] | None = None,
-) -> tuple[int, list[str], pa.Schema | None, int]:
+) -> ConvertedExport:
     """Convert every data file of ``manifest`` into Parquet parts in the local folder
-    ``out_dir``, unified to one schema (no lake, no publishing: the benchmarks' entry).
-
-    Returns:
-        (rows, part names, final schema, parts rewritten to the final schema)
-    """
+    ``out_dir``, unified to one schema (no lake, no publishing: the benchmarks' entry): the
+    files convert, their total is checked against the manifest, the statistics merge into the
+    final schema, and the parts written narrower are rewritten to it."""
     keys = key_attributes or []
     metadata = _lineage_metadata(manifest)
-    say = progress or (lambda msg: log.info("%s", msg))
-    indices = list(range(len(manifest.files)))
-    results = _convert_files(manifest, indices, out_dir, keys, metadata, workers=workers, say=say)
+    results = _convert_files(
+        manifest,
+        list(range(len(manifest.files))),
+        out_dir,
+        keys,
+        metadata,
+        workers=workers,
+        say=progress or _log_progress,
+    )
     rows = sum(r.items for r in results)
     _check_total(manifest, rows)
     if not results:
-        return 0, [], None, 0
+        return ConvertedExport(rows=0, parts=[], schema=None, rewritten_parts=0)
     final = _final_schema([r.stats for r in results], keys, metadata)
     parts = [p for r in results for p in r.parts]
-    rewritten = 0
-    for name in parts:
-        part_path = os.path.join(out_dir, name)
-        if not _same_schema(pq.read_schema(part_path), final):
-            _rewrite_part(pq.ParquetFile(part_path), part_path + ".cast", final)
-            os.replace(part_path + ".cast", part_path)
-            rewritten += 1
-    return rows, parts, final, rewritten
+    rewritten = [name for name in parts if _rewrite_if_narrower(out_dir / name, final)]
+    return ConvertedExport(rows=rows, parts=parts, schema=final, rewritten_parts=len(rewritten))
+
+
+def _rewrite_if_narrower(part: Path, final: pa.Schema) -> bool:
+    """Rewrite the local part file to ``final`` unless it has that schema; whether it did."""
+    if _same_schema(pq.read_schema(part), final):
+        return False
+    cast = part.with_name(part.name + ".cast")
+    _rewrite_part(pq.ParquetFile(part), str(cast), final)
+    os.replace(cast, part)
+    return True
+
+
+def _log_progress(message: str) -> None:
+    log.info("%s", message)
 
 
 # -- a snapshot as steps: plan -> convert groups (independent, anywhere) -> commit ------------
@@ -598,12 +675,8 @@ class SnapshotPlan:
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def staging_rel(self, lake: Lake) -> str:
-        return lake.table_path(
-            self.table,
-            "_state",
-            "snapshot",
-            f"export_date={self.export_date}",
-            f"{self.export_id}-{self.fingerprint}",
+        return snapshot_staging_path(
+            lake, self.table, self.export_date, f"{self.export_id}-{self.fingerprint}"
         )
 
     def group_rel(self, lake: Lake, index: int) -> str:
@@ -714,7 +787,7 @@ def convert_group(
         return GroupResult.from_json(done)
     started = time.perf_counter()
     manifest = manifest or plan.manifest(s3_client)
-    say = progress or (lambda msg: log.info("%s", msg))
+    say = progress or _log_progress
     metadata = _lineage_metadata(manifest)
     with lake.staging(plan.table) as out:
         results = _convert_files(
@@ -762,7 +835,7 @@ def commit_snapshot(
             manifest; nothing is published.
     """
     started = time.perf_counter()
-    say = progress or (lambda msg: log.info("%s", msg))
+    say = progress or _log_progress
     rel = snapshot_path(lake, plan.table, plan.export_date, plan.key_attributes)
     manifest = plan.manifest()
     results: list[GroupResult] = []
@@ -821,24 +894,6 @@ def commit_snapshot(
     )
 
 
-def snapshot_path(
-    lake: Lake, table: str, export_date: str, key_attributes: Sequence[str] | None = None
-) -> str:
-    """``<table>/snapshot/export_date=YYYY-MM-DD`` (LakeError unless ``export_date`` is a date).
-
-    The partition column is renamed for a table keyed on ``export_date``
-    (:mod:`dynamo_cdc.layout`): a writer passes the table's ``key_attributes``; None (a reader)
-    takes the name the lake has (``export_date`` when it has no partition yet).
-    """
-    date = partition_date(export_date, f"snapshot partition of table {table!r}")
-    if key_attributes is None:
-        found = lake_partition_columns(lake, table, "snapshot")
-        (column,) = found or PARTITION_COLUMNS["snapshot"]
-    else:
-        (column,) = table_partition_columns(lake, table, "snapshot", key_attributes)
-    return lake.table_path(table, "snapshot", f"{column}={date}")
-
-
 def write_snapshot(
     manifest: ExportManifest,
     lake: Lake,
@@ -869,8 +924,7 @@ def convert_export_dir(export_dir: str, out_dir: str, workers: int | None = None
     manifest = open_manifest(export_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows, _, _, _ = convert_manifest(manifest, out, _guess_keys(manifest), workers=workers)
-    return rows
+    return convert_manifest(manifest, out, _guess_keys(manifest), workers=workers).rows
 
 
 def _guess_keys(manifest: ExportManifest) -> list[str]:
@@ -908,7 +962,7 @@ def export_manifest(
 
     desc = describe_table(clients, request.table)
     arn = request_export(clients, request)
-    say = progress or (lambda msg: log.info("%s", msg))
+    say = progress or _log_progress
     say(f"{request.table}: export {arn} requested")
     done = wait_for_export(clients, arn, table=request.table, poll_seconds=poll_seconds)
     manifest = manifest_from_export_description(clients, done)

@@ -63,7 +63,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -80,6 +79,7 @@ from dynamo_cdc.errors import (
     StreamRecordError,
     TableNotFoundError,
 )
+from dynamo_cdc.times import STREAM_RETENTION_SECONDS, epoch_seconds, iso
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ THROTTLE_CODES = frozenset(
 TRANSIENT_CODES = THROTTLE_CODES | {"InternalServerError", "ServiceUnavailable"}
 MAX_CALLS_PER_SHARD_PER_SECOND = 5
 MAX_RECORDS_PER_CALL = 1000
-DEFAULT_RETENTION_SECONDS = 24 * 3600.0
+DEFAULT_RETENTION_SECONDS = STREAM_RETENTION_SECONDS
 # GetRecords calls in flight at once per reader: a call mostly waits on the network (20-50 ms on
 # AWS), and about this many keep one Python process busy (docs/stream-capture.md).
 DEFAULT_READ_THREADS = 16
@@ -493,24 +493,6 @@ def _json_bytes(records: Sequence[dict[str, Any]]) -> int:
     return len(orjson.dumps(list(records), default=default))
 
 
-def _iso(ts: float | datetime) -> str:
-    if isinstance(ts, datetime):
-        dt = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
-    else:
-        dt = datetime.fromtimestamp(ts, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _epoch(ts: float | datetime | str) -> float:
-    """Epoch seconds of a creation time as the readers give it (epoch seconds, a datetime) or
-    as the checkpoint keeps it (ISO text)."""
-    if isinstance(ts, str):
-        ts = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    if isinstance(ts, datetime):
-        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
-    return float(ts)
-
-
 def _server_time(response: Any) -> float | None:
     """Epoch seconds of a botocore response's ``Date`` header, or None."""
     try:
@@ -679,7 +661,7 @@ class StreamReader:
     # -- checks ----------------------------------------------------------------------------
 
     def _gap(self, reason: str, what: str, start: str | None, now: float) -> StreamGapError:
-        end = _iso(now)
+        end = iso(now)
         window = f"from {start or 'the start of capture'} to {end}"
         return StreamGapError(
             f"Stream gap on table {self.table!r}: {what}. Changes {window} may be missing "
@@ -707,9 +689,9 @@ class StreamReader:
         if now - ckpt.updated_at > self.retention_seconds:
             raise self._gap(
                 "checkpoint_behind_trim_horizon",
-                f"the checkpoint was last advanced at {_iso(ckpt.updated_at)}, longer ago than "
+                f"the checkpoint was last advanced at {iso(ckpt.updated_at)}, longer ago than "
                 f"the stream keeps records ({self.retention_seconds / 3600:g} h)",
-                ckpt.oldest_unfinished_change_time() or _iso(ckpt.updated_at),
+                ckpt.oldest_unfinished_change_time() or iso(ckpt.updated_at),
                 now - self.retention_seconds,
             )
 
@@ -809,7 +791,7 @@ class StreamReader:
             past_start = False
             if recs:
                 first, last, _, when = page_summary(recs)
-                past_start = when is not None and _epoch(when) > start_second
+                past_start = when is not None and epoch_seconds(when) > start_second
                 pages.append((sid, recs))
                 count += len(recs)
                 rng = ranges.setdefault(sid, [first, last, 0])
@@ -819,7 +801,7 @@ class StreamReader:
                 sc = replace(
                     sc,
                     last_sequence_number=last,
-                    last_change_time=_iso(when) if when is not None else sc.last_change_time,
+                    last_change_time=iso(when) if when is not None else sc.last_change_time,
                 )
             ending = listed[sid].ending_sequence_number
             done = next_it is None or (
@@ -967,7 +949,7 @@ class StreamReader:
         """See :attr:`StreamBatch.lag_seconds`."""
         if not behind:
             return 0.0
-        known = [_epoch(sc.last_change_time) for sc in behind if sc.last_change_time]
+        known = [epoch_seconds(sc.last_change_time) for sc in behind if sc.last_change_time]
         if not known:
             return None
         return max(0.0, self._now() - min(known))

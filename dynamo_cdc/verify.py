@@ -29,14 +29,14 @@ from dynamo_cdc.changes import image_text, pages_to_table
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.export import describe_table
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import newest_snapshot
 from dynamo_cdc.mirror import (
     change_files_since,
     key_text,
-    newest_snapshot,
-    parse_time,
     read_current,
 )
 from dynamo_cdc.stream import ReadBudget, StreamReader, discover
+from dynamo_cdc.times import parse_time
 
 DEFAULT_SAMPLE_SIZE = 20
 STREAM_POLLS = 10

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from dynamo_cdc import catalog
-from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock, capture_once
-from dynamo_cdc.changefiles import data_files, partition_path
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_once
+from dynamo_cdc.changefiles import data_files
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS, compact_hour
 from dynamo_cdc.config import DEFAULT_CURRENT_CRON, TableSpec
@@ -31,9 +31,8 @@ from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.layout import hour_of_path
+from dynamo_cdc.layout import capture_lock, change_hour_path, hour_of_path, newest_snapshot
 from dynamo_cdc.lock import exclusive
-from dynamo_cdc.mirror import newest_snapshot
 from dynamo_cdc.snapshot import (
     SnapshotPlan,
     commit_snapshot,
@@ -42,6 +41,7 @@ from dynamo_cdc.snapshot import (
     plan_snapshot,
 )
 from dynamo_cdc.stream import ReadBudget
+from dynamo_cdc.times import STREAM_RETENTION_SECONDS
 
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:00"
 CURRENT_SAMPLE_SIZE = 20
@@ -420,37 +420,48 @@ def build_snapshot_check(spec: TableSpec) -> dg.AssetChecksDefinition:
 # -- changes --------------------------------------------------------------------------------
 
 
-class ChangesConfig(dg.Config):
-    """What a ``changes`` run does besides describing the hour's landed files."""
+class CaptureConfig(dg.Config):
+    """Poll the stream first (headless runs such as ``dynamo-cdc sync --once``). Never while the
+    table's stream sensor is running: one capture per table at a time. A stream gap is healed
+    first when the table's on_gap is heal, as the sensor does."""
 
-    capture: bool = Field(
-        default=False,
-        description="Poll the stream first (headless runs such as `dynamo-cdc sync --once`). "
-        "Never while the table's stream sensor is running: one capture per table at a time. "
-        "A stream gap is healed first when the table's on_gap is heal, as the sensor does.",
-    )
-    capture_seconds: float = Field(default=20.0, description="Time budget of that poll.")
-    compact: bool = Field(
-        default=False,
-        description="Compact the hour's micro-batch files if the hour is closed.",
-    )
+    seconds: float = Field(default=20.0, description="Time budget of the poll.")
+
+
+class HealConfig(dg.Config):
+    """Heal a stream gap: incremental exports of the lost window, then capture resumes at the
+    stream's TRIM_HORIZON (requested by the sensor when on_gap=heal)."""
+
+    reason: str = Field(description="The StreamGapError's reason.")
+    window_start: str = Field(default="", description="Start of the window that may be lost.")
+    window_end: str = Field(default="", description="End of the window that may be lost.")
+
+
+class CompactionConfig(dg.Config):
+    """Compact the hour's micro-batch files if the hour is closed (requested by the sensor)."""
+
     caught_up_at: float | None = Field(
         default=None, description="Epoch seconds when the capture last caught up (from the sensor)."
     )
     grace_seconds: float = Field(
         default=DEFAULT_GRACE_SECONDS, description="How long after its end an hour may still fill."
     )
-    heal: bool = Field(
-        default=False,
-        description="Heal a stream gap: incremental exports of the lost window, then capture "
-        "resumes at the stream's TRIM_HORIZON (requested by the sensor when on_gap=heal).",
-    )
-    gap_reason: str = Field(default="", description="The StreamGapError's reason.")
-    gap_window_start: str = Field(default="", description="Start of the window that may be lost.")
-    gap_window_end: str = Field(default="", description="End of the window that may be lost.")
 
 
-STREAM_RETENTION = timedelta(hours=24)
+class ChangesConfig(dg.Config):
+    """What a ``changes`` run does besides describing the hour's landed files: each job its own
+    config, set or left out (``{"capture": {}}`` captures with the defaults). With none, a run of
+    an hour older than the stream's retention that holds no file fills it from an incremental
+    export (a backfill)."""
+
+    capture: CaptureConfig | None = Field(default=None, description=CaptureConfig.__doc__)
+    heal: HealConfig | None = Field(default=None, description=HealConfig.__doc__)
+    compact: CompactionConfig | None = Field(default=None, description=CompactionConfig.__doc__)
+
+    @property
+    def is_backfill(self) -> bool:
+        """No job set: the run describes the hour, filling it first if the stream lost it."""
+        return self.capture is None and self.heal is None and self.compact is None
 
 
 def heal_gap_view(
@@ -496,6 +507,96 @@ def _freshness(window: timedelta | None) -> dg.FreshnessPolicy | None:
     return None if window is None else dg.FreshnessPolicy.time_window(fail_window=window)
 
 
+def capture_step(
+    config: CaptureConfig, spec: TableSpec, dynamodb: DynamoDBResource, lake: Lake, log: Any
+) -> dict[str, Any]:
+    """Poll the stream once within the config's budget (healing a gap first when the table's
+    on_gap is heal); metadata of the batch."""
+    budget = ReadBudget(max_seconds=config.seconds)
+    try:
+        captured = capture_once(dynamodb.get_clients(), lake, spec.name, budget)
+        metadata: dict[str, Any] = {}
+    except StreamGapError as met:
+        if spec.on_gap != "heal":
+            raise
+        metadata = heal_gap_view(met, dynamodb, lake, spec.name, log)
+        captured = capture_once(dynamodb.get_clients(), lake, spec.name, budget)
+    touched = sorted({hour_partition_key(h) for f in captured.files if (h := hour_of_path(f))})
+    log.info(
+        f"captured {captured.records} records into {len(captured.files)} files "
+        f"({captured.stopped_by}); hours touched: {touched}"
+    )
+    metadata.update(
+        batch_records=captured.records,
+        batch_stopped_by=captured.stopped_by,
+        hours_touched=dg.MetadataValue.json(touched),
+        shard_ranges=shard_ranges_metadata(captured.ranges),
+    )
+    if captured.lag_seconds is not None:
+        metadata["lag_seconds"] = round(captured.lag_seconds, 3)
+    if captured.locked_between is not None:
+        metadata["capture_locked_between"] = dg.MetadataValue.json(list(captured.locked_between))
+    return metadata
+
+
+def heal_step(
+    config: HealConfig, spec: TableSpec, dynamodb: DynamoDBResource, lake: Lake, log: Any
+) -> dict[str, Any]:
+    """Heal the gap the sensor met (see :func:`heal_gap_view`)."""
+    gap = StreamGapError(
+        f"Stream gap of table {spec.name!r} ({config.reason}).",
+        table=spec.name,
+        reason=config.reason,
+        window_start=config.window_start or None,
+        window_end=config.window_end or None,
+    )
+    return heal_gap_view(gap, dynamodb, lake, spec.name, log)
+
+
+def compaction_step(
+    config: CompactionConfig, spec: TableSpec, lake: Lake, hour: datetime, log: Any
+) -> dict[str, Any]:
+    """Compact the hour if it is closed, under the table's capture lock: the checkpoint it
+    trusts is the one captures commit."""
+    with exclusive(
+        lake,
+        capture_lock(lake, spec.name),
+        wait_seconds=CAPTURE_LOCK_WAIT_SECONDS,
+        what=f"compacting an hour of table {spec.name!r}",
+    ):
+        checkpoint = CheckpointStore(lake, spec.name).load()
+        outcome = compact_hour(
+            lake,
+            spec.name,
+            hour,
+            checkpoint,
+            caught_up_at=config.caught_up_at,
+            grace_seconds=config.grace_seconds,
+        )
+    log.info(
+        f"compaction: {len(outcome.files_before)} -> {len(outcome.files_after)} files"
+        + (f" (not compacted: {outcome.reason})" if not outcome.compacted else "")
+    )
+    return {"compacted": outcome.compacted, "files_before_compaction": len(outcome.files_before)}
+
+
+def hour_left_the_stream(hour: datetime) -> bool:
+    """Whether the hour starting at ``hour`` ended longer than the stream's retention ago."""
+    retention = timedelta(seconds=STREAM_RETENTION_SECONDS)
+    return hour + timedelta(hours=1) < datetime.now(UTC) - retention
+
+
+def backfill_step(
+    spec: TableSpec, dynamodb: DynamoDBResource, lake: Lake, hour: datetime, log: Any
+) -> dict[str, Any]:
+    """Fill an hour the stream no longer holds from an incremental PITR export."""
+    filled = backfill_changes_hour(
+        dynamodb.get_clients(), lake, spec.name, hour, bucket=dynamodb.bucket()
+    )
+    log.info(f"hour filled from incremental export {filled.export_arns}")
+    return {"source": "export", "export_arns": dg.MetadataValue.json(filled.export_arns)}
+
+
 def build_changes_asset(
     spec: TableSpec, start: date, fresh_within: timedelta | None = None
 ) -> dg.AssetsDefinition:
@@ -535,78 +636,16 @@ def build_changes_asset(
         the_lake = lake.get_lake()
         hour = hour_of_partition_key(context.partition_key)
         metadata: dict[str, Any] = {}
-        if config.capture:
-            budget = ReadBudget(max_seconds=config.capture_seconds)
-            try:
-                captured = capture_once(dynamodb.get_clients(), the_lake, spec.name, budget)
-            except StreamGapError as met:
-                if spec.on_gap != "heal":
-                    raise
-                metadata.update(heal_gap_view(met, dynamodb, the_lake, spec.name, context.log))
-                captured = capture_once(dynamodb.get_clients(), the_lake, spec.name, budget)
-            touched = sorted(
-                {hour_partition_key(h) for f in captured.files if (h := hour_of_path(f))}
-            )
-            context.log.info(
-                f"captured {captured.records} records into {len(captured.files)} files "
-                f"({captured.stopped_by}); hours touched: {touched}"
-            )
-            metadata.update(
-                batch_records=captured.records,
-                batch_stopped_by=captured.stopped_by,
-                hours_touched=dg.MetadataValue.json(touched),
-                shard_ranges=shard_ranges_metadata(captured.ranges),
-            )
-            if captured.lag_seconds is not None:
-                metadata["lag_seconds"] = round(captured.lag_seconds, 3)
-            if captured.locked_between is not None:
-                metadata["capture_locked_between"] = dg.MetadataValue.json(
-                    list(captured.locked_between)
-                )
-        if config.heal:
-            gap = StreamGapError(
-                f"Stream gap of table {spec.name!r} ({config.gap_reason}).",
-                table=spec.name,
-                reason=config.gap_reason,
-                window_start=config.gap_window_start or None,
-                window_end=config.gap_window_end or None,
-            )
-            metadata.update(heal_gap_view(gap, dynamodb, the_lake, spec.name, context.log))
-        if config.compact:
-            # Under the capture lock: the checkpoint it trusts is the one captures commit.
-            with exclusive(
-                the_lake,
-                capture_lock(the_lake, spec.name),
-                wait_seconds=CAPTURE_LOCK_WAIT_SECONDS,
-                what=f"compacting an hour of table {spec.name!r}",
-            ):
-                checkpoint = CheckpointStore(the_lake, spec.name).load()
-                outcome = compact_hour(
-                    the_lake,
-                    spec.name,
-                    hour,
-                    checkpoint,
-                    caught_up_at=config.caught_up_at,
-                    grace_seconds=config.grace_seconds,
-                )
-            context.log.info(
-                f"compaction: {len(outcome.files_before)} -> {len(outcome.files_after)} files"
-                + (f" (not compacted: {outcome.reason})" if not outcome.compacted else "")
-            )
-            metadata.update(
-                compacted=outcome.compacted,
-                files_before_compaction=len(outcome.files_before),
-            )
-        rel = partition_path(the_lake, spec.name, hour)
+        if config.capture is not None:
+            metadata |= capture_step(config.capture, spec, dynamodb, the_lake, context.log)
+        if config.heal is not None:
+            metadata |= heal_step(config.heal, spec, dynamodb, the_lake, context.log)
+        if config.compact is not None:
+            metadata |= compaction_step(config.compact, spec, the_lake, hour, context.log)
+        rel = change_hour_path(the_lake, spec.name, hour)
         files = data_files(the_lake, rel)
-        old_hour = hour + timedelta(hours=1) < datetime.now(UTC) - STREAM_RETENTION
-        if not files and old_hour and not (config.capture or config.heal or config.compact):
-            # The stream no longer holds this hour: fill it from an incremental PITR export.
-            filled = backfill_changes_hour(
-                dynamodb.get_clients(), the_lake, spec.name, hour, bucket=dynamodb.bucket()
-            )
-            context.log.info(f"hour filled from incremental export {filled.export_arns}")
-            metadata.update(source="export", export_arns=dg.MetadataValue.json(filled.export_arns))
+        if not files and config.is_backfill and hour_left_the_stream(hour):
+            metadata |= backfill_step(spec, dynamodb, the_lake, hour, context.log)
             files = data_files(the_lake, rel)
         facts = describe_hour(the_lake, files)
         if "lag_seconds" not in metadata and facts["newest"] is not None:

@@ -48,17 +48,18 @@ from typing import Any
 import dagster as dg
 
 from dynamo_cdc.capture import CaptureResult, capture_once
-from dynamo_cdc.changefiles import partition_path
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS
 from dynamo_cdc.config import TableSpec
 from dynamo_cdc.dagster.assets import (
     CAPTURE_FRESHNESS_CHECK,
+    ChangesConfig,
+    CompactionConfig,
+    HealConfig,
     asset_key,
     capture_freshness_result,
     dataset_metadata,
     hour_of_partition_key,
-    hour_of_path,
     hour_partition_key,
     parquet_stats,
     shard_ranges_metadata,
@@ -66,7 +67,7 @@ from dynamo_cdc.dagster.assets import (
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.errors import LakeBusyError, StreamGapError
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.mirror import newest_snapshot
+from dynamo_cdc.layout import change_hour_path, hour_of_path, newest_snapshot
 from dynamo_cdc.stream import ReadBudget
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def batch_materialization(
         "shard_ranges": shard_ranges_metadata(result.ranges),
         "newest_change_time": result.newest_change_time or "",
         **dataset_metadata(
-            lake.uri(partition_path(lake, spec.name, hour_of_partition_key(hour_key)))
+            lake.uri(change_hour_path(lake, spec.name, hour_of_partition_key(hour_key)))
         ),
     }
     if result.lag_seconds is not None:
@@ -227,19 +228,16 @@ def heal_request(
     ident = f"{spec.name}|{gap.reason}|{gap.window_start}"
     run_key = "heal-" + hashlib.sha256(ident.encode()).hexdigest()[:20]
     hour = datetime.fromtimestamp(clock(), tz=UTC).replace(minute=0, second=0, microsecond=0)
-    config = {
-        "heal": True,
-        "gap_reason": gap.reason,
-        "gap_window_start": gap.window_start or "",
-        "gap_window_end": gap.window_end or "",
-    }
+    heal = HealConfig(
+        reason=gap.reason, window_start=gap.window_start or "", window_end=gap.window_end or ""
+    )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 run_key=run_key,
                 partition_key=hour_partition_key(hour),
                 asset_selection=[asset_key(spec, "changes")],
-                run_config={"ops": {op_name: {"config": config}}},
+                run_config=dg.RunConfig(ops={op_name: ChangesConfig(heal=heal)}),
                 tags={"dynamo_cdc/table": spec.safe_name, "dynamo_cdc/kind": "heal"},
             )
         ],
@@ -313,17 +311,15 @@ def stream_tick(
                     run_key=compaction_run_key(hour_key),
                     partition_key=hour_key,
                     asset_selection=[asset_key(spec, "changes")],
-                    run_config={
-                        "ops": {
-                            op_name: {
-                                "config": {
-                                    "compact": True,
-                                    "caught_up_at": caught_up_at,
-                                    "grace_seconds": grace_seconds,
-                                }
-                            }
+                    run_config=dg.RunConfig(
+                        ops={
+                            op_name: ChangesConfig(
+                                compact=CompactionConfig(
+                                    caught_up_at=caught_up_at, grace_seconds=grace_seconds
+                                )
+                            )
                         }
-                    },
+                    ),
                     tags={"dynamo_cdc/table": spec.safe_name, "dynamo_cdc/kind": "compaction"},
                 )
             )

@@ -35,6 +35,7 @@ from dynamo_cdc.dagster.assets import asset_key, hour_of_partition_key, hour_par
 from dynamo_cdc.dagster.definitions import PipelineOptions, build_table_defs
 from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import newest_snapshot
 
 # Polls in a row that read nothing without catching up (throttled) before a table fails.
 MAX_IDLE_POLLS = 3
@@ -132,7 +133,7 @@ def sync_table(
         def capture() -> None:
             idle = 0
             while True:
-                meta = _materialize(changes, resources, instance, hour, {"capture": True})
+                meta = _materialize(changes, resources, instance, hour, {"capture": {}})
                 md = _metadata(meta)
                 records = int(md.get("batch_records", 0) or 0)
                 summary.change_rows += records
@@ -149,9 +150,7 @@ def sync_table(
                     )
 
         capture()
-        has_snapshot = any(
-            p.endswith("/_lineage.json") for p in lake.list(lake.table_path(spec.name, "snapshot"))
-        )
+        has_snapshot = newest_snapshot(lake, spec.name) is not None
         if not has_snapshot:
             result = _materialize(
                 snapshot,

@@ -54,6 +54,7 @@ from dynamo_cdc.local.history import (
     datetime_to_micros,
     micros_to_datetime,
 )
+from dynamo_cdc.times import iso
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,9 @@ def _ion_line(record: dict[str, Any]) -> bytes:
     return ion_record_to_text(record).encode() + b"\n"
 
 
-def _iso(micros: int) -> str:
-    return (
-        micros_to_datetime(micros).strftime("%Y-%m-%dT%H:%M:%S.") + f"{micros // 1000 % 1000:03d}Z"
-    )
+def _aws_time(micros: int) -> str:
+    """A time as AWS writes it in an export's description and manifest (milliseconds, Z)."""
+    return iso(micros_to_datetime(micros), "milliseconds")
 
 
 def _epoch(micros: int) -> float:
@@ -363,12 +363,12 @@ class ExportManager:
         if at > now:
             raise AwsError(
                 "InvalidExportTimeException",
-                f"{name} {_iso(at)} is in the future (now is {_iso(now)})",
+                f"{name} {_aws_time(at)} is in the future (now is {_aws_time(now)})",
             )
         if at < earliest:
             raise AwsError(
                 "InvalidExportTimeException",
-                f"{name} {_iso(at)} is before the earliest restorable time {_iso(earliest)} of "
+                f"{name} {_aws_time(at)} is before the earliest restorable time {_aws_time(earliest)} of "
                 "the point in time recovery window",
             )
 
@@ -396,13 +396,13 @@ class ExportManager:
             raise AwsError(
                 "ValidationException",
                 "The incremental export period must be at least 15 minutes "
-                f"(ExportFromTime {_iso(start)}, ExportToTime {_iso(end)})",
+                f"(ExportFromTime {_aws_time(start)}, ExportToTime {_aws_time(end)})",
             )
         if end - start > MAX_INCREMENTAL_MICROS:
             raise AwsError(
                 "ValidationException",
                 "The incremental export period must not be longer than 24 hours "
-                f"(ExportFromTime {_iso(start)}, ExportToTime {_iso(end)})",
+                f"(ExportFromTime {_aws_time(start)}, ExportToTime {_aws_time(end)})",
             )
         self._check_in_window(start, earliest, now, "ExportFromTime")
         self._check_in_window(end, earliest, now, "ExportToTime")
@@ -530,17 +530,17 @@ class ExportManager:
         s: dict[str, Any] = {
             "version": FULL_MANIFEST_VERSION,
             "exportArn": job.arn,
-            "startTime": _iso(job.start_micros),
-            "endTime": _iso(job.end_micros or job.start_micros),
+            "startTime": _aws_time(job.start_micros),
+            "endTime": _aws_time(job.end_micros or job.start_micros),
             "tableArn": job.table_arn,
             "tableId": job.table_id,
         }
         if job.incremental:
             s["version"] = INCREMENTAL_MANIFEST_VERSION
-            s["exportFromTime"] = _iso(job.incremental["ExportFromTime"])
-            s["exportToTime"] = _iso(job.incremental["ExportToTime"])
+            s["exportFromTime"] = _aws_time(job.incremental["ExportFromTime"])
+            s["exportToTime"] = _aws_time(job.incremental["ExportToTime"])
         else:
-            s["exportTime"] = _iso(job.export_time_micros or job.start_micros)
+            s["exportTime"] = _aws_time(job.export_time_micros or job.start_micros)
         s.update(
             {
                 "s3Bucket": p["S3Bucket"],

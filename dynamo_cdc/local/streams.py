@@ -94,6 +94,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dynamo_cdc.times import iso
+
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -762,8 +764,8 @@ class StreamSimulator:
         if now - issued > self.iterator_ttl_seconds:
             raise SimulatedError(
                 "ExpiredIteratorException",
-                f"Iterator expired. The iterator was created at time {_iso(issued)} while right "
-                f"now it is {_iso(now)} which is further in the future than the tolerated delay "
+                f"Iterator expired. The iterator was created at time {iso(issued)} while right "
+                f"now it is {iso(now)} which is further in the future than the tolerated delay "
                 f"of {int(self.iterator_ttl_seconds * 1000)} milliseconds.",
             )
         stream = self._streams.get(arn)
@@ -931,7 +933,3 @@ def _throttled(shard_id: str) -> SimulatedError:
         "LimitExceededException",
         f"Rate exceeded for shard {shard_id}: too many GetRecords calls",
     )
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()

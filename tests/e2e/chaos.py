@@ -647,7 +647,7 @@ class ChaosRun:
         self.workload.run(100)
         hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
         op = self.changes_asset.op.name
-        config = {"ops": {op: {"config": {"capture": True, "capture_seconds": 10.0}}}}
+        config = {"ops": {op: {"config": {"capture": {"seconds": 10.0}}}}}
         cmd = [
             str(Path(sys.executable).parent / "dagster"),
             "asset",
@@ -714,7 +714,7 @@ class ChaosRun:
     def _compaction(self) -> None:
         from dynamo_cdc.checkpoint import CheckpointStore
         from dynamo_cdc.compaction import compact_hour
-        from dynamo_cdc.dagster.assets import hour_of_path
+        from dynamo_cdc.layout import hour_of_path
 
         files = Counter(
             h for p in self.lake.list(f"{TABLE}/changes") if (h := hour_of_path(p)) is not None

@@ -112,7 +112,7 @@ def test_a_users_project_scaffolds_checks_and_materializes_the_component(
     hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
     for kind, partition, config in (
         ("snapshot", today, {"workers": 1, "poll_seconds": 0.2}),
-        ("changes", hour, {"capture": True}),
+        ("changes", hour, {"capture": {}}),
     ):
         run_config = {"ops": {f"dynamodb__app_devents_pv1__{kind}": {"config": config}}}
         _run(

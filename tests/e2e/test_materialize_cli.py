@@ -79,7 +79,7 @@ def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagste
             TableName="app-events.v1", Item={"event_id": {"S": k}, "kind": {"S": "e2e"}}
         )
     hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
-    config = {"ops": {"dynamodb__app_devents_pv1__changes": {"config": {"capture": True}}}}
+    config = {"ops": {"dynamodb__app_devents_pv1__changes": {"config": {"capture": {}}}}}
     run_dagster(
         [
             "asset",
@@ -116,7 +116,7 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(
     for i in range(0, len(items), 25):
         clients.dynamodb.batch_write_item(RequestItems={"orders": items[i : i + 25]})
     hours = ["2026-01-01-00:00", "2026-01-01-01:00"]
-    config = {"ops": {"dynamodb__orders__changes": {"config": {"capture": True}}}}
+    config = {"ops": {"dynamodb__orders__changes": {"config": {"capture": {}}}}}
     # Create the instance's storage first: two processes racing to create a fresh SQLite
     # schema is a Dagster set-up race ("table ... already exists"), not what this test pins.
     subprocess.run(

@@ -136,3 +136,21 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch) ->
     with pytest.raises(LakeError, match="disk is full"):
         lake.write_bytes("t1/x", b"x")
     assert lake.list("t1") == []
+
+
+def test_an_s3_lake_hands_its_clients_credentials_to_readers_outside_boto3() -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        aws_session_token="token",
+    )
+    frozen = Lake("s3://lake/root", s3_client=s3).s3_credentials()
+    assert (frozen.access_key, frozen.secret_key, frozen.token) == (
+        "AKIDEXAMPLE",
+        "secret",
+        "token",
+    )

@@ -21,7 +21,7 @@ from dynamo_cdc.changefiles import data_files
 from dynamo_cdc.checkpoint import CheckpointStore
 from dynamo_cdc.compaction import compact_hour
 from dynamo_cdc.config import Settings, TableSpec
-from dynamo_cdc.dagster.assets import hour_of_path, hour_partition_key
+from dynamo_cdc.dagster.assets import hour_partition_key
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
 from dynamo_cdc.dagster.sensors import (
     StreamSensorCursor,
@@ -31,6 +31,7 @@ from dynamo_cdc.dagster.sensors import (
 )
 from dynamo_cdc.errors import StreamGapError
 from dynamo_cdc.lake import Lake
+from dynamo_cdc.layout import hour_of_path
 from dynamo_cdc.local import LocalAws, start_local_aws
 from dynamo_cdc.stream import ReadBudget
 
@@ -194,7 +195,7 @@ def test_a_stream_gap_requests_one_heal_run_when_on_gap_is_heal(aws, resources, 
     assert request.run_key.startswith("heal-")
     assert [r.run_key for r in again.run_requests] == [request.run_key]  # the same run, once
     config = request.run_config["ops"][OP]["config"]
-    assert config["heal"] is True and config["gap_reason"] == "stream_arn_changed"
+    assert config["heal"]["reason"] == "stream_arn_changed"
     assert request.tags["dynamo_cdc/kind"] == "heal"
 
 
@@ -233,7 +234,7 @@ def test_a_closed_hour_is_compacted_once_and_keeps_exactly_its_rows(aws, tmp_pat
     (compaction,) = third.run_requests
     assert compaction.run_key == f"compact:{hour_key}"
     config = compaction.run_config["ops"][OP]["config"]
-    assert config["compact"] is True and config["caught_up_at"] == later
+    assert config["compact"]["caught_up_at"] == later
     assert StreamSensorCursor.from_json(third.cursor).pending_hours == ()
     hour = hour_of_path(files[0])
     checkpoint = CheckpointStore(lake, TABLE).load()
@@ -261,8 +262,8 @@ def test_a_batch_in_an_hour_dagster_does_not_have_yet_is_left_to_its_compaction(
 
 
 def test_a_tick_skips_while_another_capture_of_the_table_holds_its_lock(aws, tmp_path, monkeypatch):
-    from dynamo_cdc.capture import capture_lock
     from dynamo_cdc.dagster import sensors
+    from dynamo_cdc.layout import capture_lock
     from dynamo_cdc.lock import exclusive
 
     monkeypatch.setattr(sensors, "LOCK_WAIT_SECONDS", 0.2)

@@ -8,16 +8,19 @@ runs against AWS.
 from __future__ import annotations
 
 import json
-import random
 import time
-from collections import defaultdict
 from types import SimpleNamespace
 
 import boto3
 import duckdb
 import pytest
-from botocore.config import Config
 from moto import mock_aws
+from stream_sim import KEY_SCHEMA, KEYS, START, TABLE, Workload
+from stream_sim import assert_exactly_once_in_order as _assert_exactly_once_in_order
+from stream_sim import capture as _capture
+from stream_sim import drain as _drain
+from stream_sim import simulator as _sim
+from stream_sim import stream_client as _client
 
 from dynamo_cdc.capture import capture_once
 from dynamo_cdc.changefiles import write_change_batch
@@ -26,7 +29,6 @@ from dynamo_cdc.checkpoint import CheckpointStore, ShardCheckpoint, StreamCheckp
 from dynamo_cdc.convert import native
 from dynamo_cdc.errors import StreamGapError, StreamNotEnabledError, TableNotFoundError
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.local.botocore_hook import attach
 from dynamo_cdc.local.streams import TTL_IDENTITY, ManualClock, StreamSimulator
 from dynamo_cdc.stream import (
     GET_RECORDS_EVENT,
@@ -41,107 +43,10 @@ from dynamo_cdc.stream import (
     shard_roots,
 )
 
-TABLE = "orders"
-KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
-KEYS = (("pk", "S"),)
-
-
-class Workload:
-    """Writes versioned items to the simulator and remembers what each key went through."""
-
-    def __init__(self, sim: StreamSimulator, keys: int = 50, seed: int = 1) -> None:
-        self.sim = sim
-        self.rng = random.Random(seed)
-        self.keys = [f"k{i:03d}" for i in range(keys)]
-        self.version: dict[str, int] = defaultdict(int)
-        self.event_ids: list[str] = []
-
-    def write(self, n: int) -> None:
-        for _ in range(n):
-            pk = self.rng.choice(self.keys)
-            v = self.version[pk]
-            keys = {"pk": {"S": pk}}
-            old = {**keys, "v": {"N": str(v)}} if v else None
-            if v and self.rng.random() < 0.1:
-                wire = self.sim.record(TABLE, "REMOVE", keys, old, None)
-                self.version[pk] = 0
-            else:
-                new = {**keys, "v": {"N": str(v + 1)}, "b": {"B": b"\x00" * (v % 3)}}
-                wire = self.sim.record(TABLE, "MODIFY" if v else "INSERT", keys, old, new)
-                self.version[pk] = v + 1
-            assert wire is not None
-            self.event_ids.append(wire["eventID"])
-
-
-def _client(sim: StreamSimulator):
-    client = boto3.client(
-        "dynamodbstreams",
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}),
-    )
-    attach(client, sim)
-    return client
-
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock(start=1_709_290_800.0)  # 2024-03-01T11:00:00Z
-
-
-def _sim(clock: ManualClock, **kwargs) -> StreamSimulator:
-    sim = StreamSimulator(clock=clock, seed=7, **kwargs)
-    sim.enable_stream(TABLE, "NEW_AND_OLD_IMAGES", key_schema=KEY_SCHEMA)
-    return sim
-
-
-def _capture(sim, client, lake, clock, budget=None, **kwargs):
-    info = StreamInfo(TABLE, sim.stream_arn(TABLE), "NEW_AND_OLD_IMAGES", KEYS)
-    return capture_once(
-        SimpleNamespace(streams=client),
-        lake,
-        TABLE,
-        budget,
-        info=info,
-        clock=clock,
-        sleep=clock.advance,
-        **kwargs,
-    )
-
-
-def _drain(sim, client, lake, clock, budget=None, limit=500, **kwargs) -> int:
-    """Capture until a poll catches up without reading anything."""
-    total = 0
-    for _ in range(limit):
-        result = _capture(sim, client, lake, clock, budget, **kwargs)
-        total += result.records
-        if result.stopped_by == "caught_up" and result.records == 0:
-            return total
-        clock.advance(0.2)
-    raise AssertionError("capture did not catch up")
-
-
-def _lake_rows(lake: Lake) -> list[tuple]:
-    return duckdb.sql(
-        f"select event_id, pk, sequence_number, _new_image, event_name from read_parquet("
-        f"'{lake.root}/{TABLE}/changes/*/*/*.parquet', hive_partitioning=true) "
-        "order by sequence_number"
-    ).fetchall()
-
-
-def _assert_exactly_once_in_order(lake: Lake, work: Workload) -> None:
-    rows = _lake_rows(lake)
-    ids = [r[0] for r in rows]
-    assert len(ids) == len(set(ids)), "duplicate event_id in the change partitions"
-    assert sorted(ids) == sorted(work.event_ids), "records lost"
-    # Per key, sequence order replays the writes: versions count up from 1 after each delete.
-    last: dict[str, int] = defaultdict(int)
-    for _, pk, _, new_image, event in rows:
-        if event == "REMOVE":
-            last[pk] = 0
-            continue
-        version = int(json.loads(new_image)["v"]["N"])
-        assert version == last[pk] + 1, f"key {pk}: version {version} after {last[pk]}"
-        last[pk] = version
+    return ManualClock(start=START)
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -506,53 +411,6 @@ def test_ttl_deletes_are_flagged_in_the_change_rows(tmp_path, clock) -> None:
         ", hive_partitioning=true) order by sequence_number"
     ).fetchall()
     assert rows == [("INSERT", False), ("REMOVE", True)]
-
-
-# -- crash between the Parquet write and the checkpoint commit -------------------------------
-
-
-class Crash(Exception):
-    pass
-
-
-def test_crash_between_write_and_commit_loses_and_duplicates_nothing(tmp_path, clock) -> None:
-    sim = _sim(clock)
-    client = _client(sim)
-    lake = Lake(str(tmp_path))
-    work = Workload(sim)
-    work.write(1000)
-    _capture(sim, client, lake, clock, ReadBudget(max_records=300))
-    work.write(500)
-    sim.rotate(TABLE, split=True)
-    work.write(500)
-
-    def crash(files: list[str]) -> None:
-        assert files
-        raise Crash
-
-    with pytest.raises(Crash):
-        _capture(sim, client, lake, clock, ReadBudget(max_records=900), after_write=crash)
-    # The re-run reads a different amount than the crashed run wrote.
-    _capture(sim, client, lake, clock, ReadBudget(max_records=250))
-    _drain(sim, client, lake, clock, ReadBudget(max_records=400))
-    _assert_exactly_once_in_order(lake, work)
-
-
-def test_capture_reports_ranges_and_lag(tmp_path, clock) -> None:
-    sim = _sim(clock)
-    client = _client(sim)
-    Workload(sim).write(100)
-    clock.advance(30)
-    lake = Lake(str(tmp_path))
-    result = _capture(sim, client, lake, clock, ReadBudget(max_records=40))
-    assert result.records == 40 and result.stopped_by == "records"
-    [rng] = result.ranges.values()
-    assert rng.count == 40 and int(rng.first_sequence_number) < int(rng.last_sequence_number)
-    assert result.lag_seconds == pytest.approx(30, abs=1)
-    assert result.newest_change_time == "2024-03-01T11:00:00.000000Z"
-    assert result.files and all(
-        f.startswith(f"{TABLE}/changes/date=2024-03-01/hour=11/") for f in result.files
-    )
 
 
 # -- many shards at once ---------------------------------------------------------------------
