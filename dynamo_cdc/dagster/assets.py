@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from dynamo_cdc import catalog
-from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_lock, capture_once
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_exclusive, capture_once
 from dynamo_cdc.changefiles import data_files, partition_path
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS, compact_hour
@@ -32,7 +32,6 @@ from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import hour_of_path
-from dynamo_cdc.lock import exclusive
 from dynamo_cdc.mirror import newest_snapshot
 from dynamo_cdc.snapshot import (
     SnapshotPlan,
@@ -574,9 +573,9 @@ def build_changes_asset(
             metadata.update(heal_gap_view(gap, dynamodb, the_lake, spec.name, context.log))
         if config.compact:
             # Under the capture lock: the checkpoint it trusts is the one captures commit.
-            with exclusive(
+            with capture_exclusive(
                 the_lake,
-                capture_lock(the_lake, spec.name),
+                spec.name,
                 wait_seconds=CAPTURE_LOCK_WAIT_SECONDS,
                 what=f"compacting an hour of table {spec.name!r}",
             ):
