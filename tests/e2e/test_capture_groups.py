@@ -199,6 +199,15 @@ class Run:
         self.server.control.configure_streams(throttle_rate=0.0)
         for group in (0, 1):
             self.catch_up(group)
+        from dynamo_cdc.checkpoint import CheckpointStore
+        from dynamo_cdc.stream import discover, list_shards
+
+        # every open shard is read by exactly one group
+        held = [set(CheckpointStore(self.lake, TABLE, g).load().shards) for g in (0, 1)]
+        arn = discover(self.clients, TABLE).stream_arn
+        open_shards = {s.shard_id for s in list_shards(self.clients.streams, arn) if not s.closed}
+        assert not held[0] & held[1], held
+        assert open_shards <= held[0] | held[1], (open_shards, held)
         truth = Counter(all_stream_event_ids(self.clients, TABLE))
         fs, base = self.lake.arrow_filesystem()
         rows = ds.dataset(
