@@ -131,8 +131,13 @@ def capture_exclusive(
 
 
 def regroup(
-    lake: Any, table: str, groups: int, *, wait_seconds: float = CAPTURE_LOCK_WAIT_SECONDS
-) -> list[StreamCheckpoint]:
+    lake: Any,
+    table: str,
+    groups: int,
+    *,
+    wait_seconds: float = CAPTURE_LOCK_WAIT_SECONDS,
+    only_if_needed: bool = False,
+) -> list[StreamCheckpoint] | None:
     """Split (or merge) ``table``'s capture checkpoint into ``groups`` shard groups.
 
     Holding every lease (:func:`capture_exclusive`): the committed position (the single
@@ -143,13 +148,25 @@ def regroup(
     grouped capture splits again). ``groups=1`` goes back to the single checkpoint. Lease files
     stay (a local lock file is never deleted).
 
+    Args:
+        lake: the lake.
+        table: the table.
+        groups: the number of shard groups.
+        wait_seconds: how long to wait for each capture of the table to finish.
+        only_if_needed: do nothing when the table is already captured in ``groups`` groups (as
+            checked holding the locks: the first grouped capture of a table, or a setup step
+            before captures fan out); a table captured in another number of groups is then a
+            :class:`~dynamo_cdc.errors.CheckpointError`.
+
     Returns:
-        the checkpoints stored, one per group.
+        the checkpoints stored, one per group (None when nothing needed doing).
     """
     if groups < 1:
         raise ValueError(f"groups must be at least 1, not {groups}")
     what = f"regrouping the stream capture of table {table!r} into {groups} shard groups"
     with capture_exclusive(lake, table, wait_seconds=wait_seconds, what=what, groups=groups):
+        if only_if_needed and _grouped_as(lake, table, groups):
+            return None
         single = CheckpointStore(lake, table)
         checkpoint = single.load()
         old = load_group_count(lake, table) or 0
@@ -316,7 +333,7 @@ def capture_once(
         what += f" (shard group {group} of {groups})"
     for _attempt in range(3):
         if groups > 1 and not _grouped_as(lake, table, groups):
-            regroup(lake, table, groups, wait_seconds=lock_wait_seconds)
+            regroup(lake, table, groups, wait_seconds=lock_wait_seconds, only_if_needed=True)
         lock = capture_lock(lake, table) if groups == 1 else group_lease(lake, table, group)
         with exclusive(
             lake, lock, wait_seconds=lock_wait_seconds, stale_seconds=lease_seconds, what=what

@@ -307,3 +307,79 @@ def test_a_worker_stopped_past_its_lease_is_taken_over_and_its_late_commit_refus
         run.verify()
     finally:
         run.stop()
+
+
+def test_the_capture_groups_job_runs_one_step_per_group_in_processes_of_their_own(
+    clients, dagster_env, lake, local_aws, tmp_path
+) -> None:
+    """``dagster job execute`` of ``orders_capture_groups`` with 2 groups on the example
+    project (the multiprocess executor): the plan splits the table's checkpoint, each group's
+    capture step runs in a process of its own, every stream record lands once, and a stream
+    sensor tick afterwards skips the grouped table instead of failing."""
+    import json
+    import re
+
+    from dynamo_cdc.checkpoint import CheckpointStore
+    from tests.e2e.helpers import run_dagster
+
+    for i in range(300):
+        clients.dynamodb.put_item(
+            TableName="orders",
+            Item={"customer_id": {"S": f"c-{i % 7}"}, "order_id": {"S": f"grouped-{i}"}},
+        )
+    local_aws.control.rotate_shards("orders", split=True)
+    for i in range(300):
+        clients.dynamodb.put_item(
+            TableName="orders",
+            Item={"customer_id": {"S": f"c-{i % 7}"}, "order_id": {"S": f"split-{i}"}},
+        )
+    config = {
+        "ops": {
+            "orders__capture_plan": {"config": {"groups": 2}},
+            "orders__capture_group": {"config": {"seconds": 60.0}},
+        }
+    }
+    config_file = tmp_path / "capture_groups.yaml"
+    config_file.write_text(json.dumps(config))  # JSON is YAML
+    out = run_dagster(
+        [
+            "job",
+            "execute",
+            "-m",
+            "dagster_project.location",
+            "-j",
+            "orders_capture_groups",
+            "-c",
+            str(config_file),
+        ],
+        dagster_env,
+        timeout=600,
+    )
+    starts = dict(
+        (step, pid)
+        for pid, step in re.findall(r" - (\d+) - (\S+) - STEP_START - ", out)
+        if "capture_group" in step
+    )
+    assert set(starts) == {
+        "orders__capture_group[group_0]",
+        "orders__capture_group[group_1]",
+    }, out[-3000:]
+    assert len(set(starts.values())) == 2, "each group's step runs in a process of its own"
+    merged = CheckpointStore(lake, "orders")
+    assert merged.load().shards and merged.groups == 2
+    truth = Counter(all_stream_event_ids(clients, "orders"))
+    fs, base = lake.arrow_filesystem()
+    rows = ds.dataset(
+        f"{base}/orders/changes", format="parquet", partitioning="hive", filesystem=fs
+    ).to_table(columns=["event_id"])
+    assert Counter(rows.column("event_id").to_pylist()) == truth
+
+    from dynamo_cdc.config import TableSpec
+    from dynamo_cdc.dagster.sensors import stream_tick
+    from dynamo_cdc.stream import ReadBudget
+
+    tick = stream_tick(
+        TableSpec(name="orders"), None, clients, lake, op_name="-", budget=ReadBudget()
+    )
+    assert tick.skip_reason is not None
+    assert "captured in 2 shard groups" in (tick.skip_reason.skip_message or ""), tick
