@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from tests.e2e.chaos import all_stream_event_ids, compare_current_with_scan
+from tests.e2e.chaos import all_stream_event_ids, compare_current_with_scan, create_table
 
 pytestmark = pytest.mark.e2e
 
@@ -102,23 +102,7 @@ class Run:
             self.root = str(workdir / "lake")
             self.lake = Lake(self.root)
         db = self.clients.dynamodb
-        db.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
-        db.update_continuous_backups(
-            TableName=TABLE,
-            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-        )
+        create_table(db, TABLE)
         self.workload = Workload(db, TABLE, "pk", "sk", seed=seed, keys=400, body_bytes=(500, 1500))
         self.workers: list[subprocess.Popen[str]] = []
 

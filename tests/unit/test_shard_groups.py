@@ -9,6 +9,7 @@ integration tests).
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from dynamo_cdc.capture import regroup
 from dynamo_cdc.checkpoint import CheckpointStore, ShardCheckpoint, StreamCheckpoint
 from dynamo_cdc.errors import CheckpointError, LakeBusyError
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.local.streams import ManualClock
+from dynamo_cdc.local.streams import ManualClock, StreamSimulator
 from dynamo_cdc.shardgroups import lineage_trees, owners, split_checkpoint, tree_group
 from dynamo_cdc.stream import Shard, list_shards
 from tests.unit.test_stream_reader import (
@@ -108,21 +109,24 @@ def test_split_checkpoint_puts_pruned_subtrees_apart_and_unfinished_parents_with
     assert [sorted(p.shards) for p in split_checkpoint(checkpoint, 1)] == [sorted(shards)]
 
 
-def _four_leaves(sim, client, lake, clock, work):
-    """A stream grown from one shard by two splits, captured to its end by one process."""
+@pytest.fixture
+def grown(tmp_path, clock) -> tuple[StreamSimulator, Any, Lake, Workload]:
+    """A stream grown from one shard to four by two splits, captured to its end by one process:
+    ``(simulator, streams client, lake, workload)``."""
+    sim = _sim(clock)
+    client, lake, work = _client(sim), Lake(str(tmp_path)), Workload(sim, keys=80)
     for _ in range(2):
         work.write(300)
         sim.rotate(TABLE, split=True)
     work.write(300)
     _drain(sim, client, lake, clock)
+    return sim, client, lake, work
 
 
 def test_the_first_grouped_capture_splits_the_single_checkpoint_and_reads_nothing_twice(
-    tmp_path, clock
+    grown, clock
 ) -> None:
-    sim = _sim(clock)
-    client, lake, work = _client(sim), Lake(str(tmp_path)), Workload(sim, keys=80)
-    _four_leaves(sim, client, lake, clock, work)
+    sim, client, lake, work = grown
     work.write(400)
 
     for group in (0, 1):
@@ -138,11 +142,9 @@ def test_the_first_grouped_capture_splits_the_single_checkpoint_and_reads_nothin
 
 
 def test_groups_captured_in_turns_through_splits_land_every_record_once_in_order(
-    tmp_path, clock
+    grown, clock
 ) -> None:
-    sim = _sim(clock)
-    client, lake, work = _client(sim), Lake(str(tmp_path)), Workload(sim, keys=80)
-    _four_leaves(sim, client, lake, clock, work)
+    sim, client, lake, work = grown
     regroup(lake, TABLE, 2)
     for _ in range(3):
         work.write(600)
@@ -163,11 +165,9 @@ def test_groups_captured_in_turns_through_splits_land_every_record_once_in_order
 
 
 def test_a_single_capture_of_a_grouped_table_is_refused_and_a_regroup_to_one_resumes_it(
-    tmp_path, clock
+    grown, clock
 ) -> None:
-    sim = _sim(clock)
-    client, lake, work = _client(sim), Lake(str(tmp_path)), Workload(sim, keys=80)
-    _four_leaves(sim, client, lake, clock, work)
+    sim, client, lake, work = grown
     work.write(300)
     _capture(sim, client, lake, clock, groups=2, group=0)
 
@@ -183,13 +183,11 @@ def test_a_single_capture_of_a_grouped_table_is_refused_and_a_regroup_to_one_res
 
 
 def test_a_checkpoint_reset_of_a_grouped_table_is_split_again_by_the_next_capture(
-    tmp_path, clock
+    grown, clock
 ) -> None:
     from dynamo_cdc.heal import reset_checkpoint
 
-    sim = _sim(clock)
-    client, lake, work = _client(sim), Lake(str(tmp_path)), Workload(sim, keys=80)
-    _four_leaves(sim, client, lake, clock, work)
+    sim, client, lake, work = grown
     regroup(lake, TABLE, 2)
     work.write(300)
     _capture(sim, client, lake, clock, groups=2, group=1)
@@ -201,14 +199,12 @@ def test_a_checkpoint_reset_of_a_grouped_table_is_split_again_by_the_next_captur
     _assert_exactly_once_in_order(lake, work)
 
 
-def test_a_group_held_by_a_live_worker_is_not_taken_and_a_dead_workers_is(tmp_path, clock) -> None:
+def test_a_group_held_by_a_live_worker_is_not_taken_and_a_dead_workers_is(grown, clock) -> None:
     """A worker's lease excludes every other capture of its group; when the worker is gone
     (a local lock dies with its process; here: the holder's block ends abnormally after writing
     and before committing) the next capture takes the group over, re-reads the uncommitted
     records and lands each once."""
-    sim = _sim(clock)
-    client, lake, work = _client(sim), Lake(str(tmp_path)), Workload(sim, keys=80)
-    _four_leaves(sim, client, lake, clock, work)
+    sim, client, lake, work = grown
     regroup(lake, TABLE, 2)
     work.write(500)
     seen: list[int] = []
