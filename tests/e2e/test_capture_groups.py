@@ -177,7 +177,9 @@ class Run:
         parts = regroup(self.lake, TABLE, 2)
         assert all(part.shards for part in parts), "both groups must have shards to read"
 
-    def verify(self) -> None:
+    def verify(self) -> tuple[int, int]:
+        """Every stream record landed once, ``current`` equals a Scan; returns (stream records,
+        current rows)."""
         from dynamo_cdc.mirror import refresh_current
 
         self.server.control.configure_streams(throttle_rate=0.0)
@@ -210,6 +212,7 @@ class Run:
             self.lake, TABLE, self.clients, ("pk", "sk")
         )
         assert not differ and current_rows == scan_items > 0, differ
+        return sum(truth.values()), current_rows
 
     def stop(self) -> None:
         for proc in self.workers:
@@ -221,7 +224,7 @@ class Run:
 
 @pytest.mark.parametrize("lake_kind", ["local", "s3"])
 def test_two_workers_capturing_one_table_in_two_groups_under_faults_land_each_record_once(
-    tmp_path: Path, lake_kind: str
+    tmp_path: Path, lake_kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or 20)
     run = Run(tmp_path, lake_kind, seed)
@@ -250,17 +253,28 @@ def test_two_workers_capturing_one_table_in_two_groups_under_faults_land_each_re
                 workers[which] = run.worker(which, max(left, 1.0))
             time.sleep(run.rng.uniform(0.2, 1.0))
         captured_by: dict[str, set[str]] = {}
+        captures: Counter[str] = Counter()
         for proc in run.workers:
             out, err = proc.communicate(timeout=120)
             assert proc.returncode in (0, -signal.SIGKILL), err[-3000:]
             for line in out.splitlines():
                 pid, group = line.split(":")[0].split(" group ")
                 captured_by.setdefault(group, set()).add(pid)
+                captures[group] += 1
         # each group was captured by several workers: its lease changed hands
         assert all(len(pids) >= 2 for pids in captured_by.values()), captured_by
         assert faults["sigkill_worker"] >= 2 and faults["split"] >= 1
-        assert run.server.control.streams()["errors"].get("LimitExceededException", 0) > 0
-        run.verify()
+        throttled = run.server.control.streams()["errors"].get("LimitExceededException", 0)
+        assert throttled > 0
+        records, current_rows = run.verify()
+        with capsys.disabled():
+            print(
+                f"\n2 workers, {lake_kind} lake, seed {seed}: {records} stream records landed "
+                f"once, current = Scan ({current_rows} rows); faults {dict(faults)}; "
+                f"{len(run.workers)} worker processes; captures per group {dict(captures)} by "
+                f"{ {g: len(p) for g, p in captured_by.items()} } processes; {throttled} "
+                "GetRecords throttled"
+            )
     finally:
         run.stop()
 
