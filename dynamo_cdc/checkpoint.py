@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from dynamo_cdc.errors import CheckpointError
-from dynamo_cdc.layout import checkpoint_path
+from dynamo_cdc.layout import checkpoint_path, group_checkpoint_path, groups_path
 
 log = logging.getLogger(__name__)
 
@@ -180,25 +180,77 @@ class StreamCheckpoint:
         )
 
 
+def load_group_count(lake: Any, table: str) -> int | None:
+    """How many shard groups capture ``table`` (its ``groups.json``), or None when one process
+    captures it (no groups: the single ``checkpoint.json``)."""
+    raw = lake.read_bytes(groups_path(lake, table, "groups.json"))
+    if raw is None:
+        return None
+    try:
+        data = orjson.loads(raw)
+        groups = int(data["groups"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"The shard groups file of table {table!r} is not valid "
+            f"({groups_path(lake, table, 'groups.json')}).",
+            fix="regroup the table's capture (dynamo_cdc.capture.regroup).",
+        ) from None
+    return groups
+
+
+def store_group_count(lake: Any, table: str, groups: int | None) -> None:
+    """Record (or, with None, remove) how many shard groups capture ``table``."""
+    path = groups_path(lake, table, "groups.json")
+    if groups is None:
+        lake.delete(path)
+    else:
+        lake.write_bytes(path, orjson.dumps({"version": 1, "table": table, "groups": groups}))
+
+
 class CheckpointStore:
     """Loads and commits a table's :class:`StreamCheckpoint` in the lake.
 
     Args:
         lake: a :class:`dynamo_cdc.lake.Lake`.
         table: the DynamoDB table name.
+        group: a shard group's checkpoint (``<table>/_state/stream/groups/<group>/``) instead of
+            the table's single one (see :mod:`dynamo_cdc.shardgroups`).
+
+    Attributes:
+        groups: after :meth:`load` of the table's checkpoint: the number of shard groups whose
+            checkpoints it merged, or None (the single checkpoint).
     """
 
-    def __init__(self, lake: Any, table: str) -> None:
+    def __init__(self, lake: Any, table: str, group: int | None = None) -> None:
         self.lake = lake
         self.table = table
-        self.path = checkpoint_path(lake, table)
+        self.group = group
+        self.groups: int | None = None
+        if group is None:
+            self.path = checkpoint_path(lake, table)
+        else:
+            self.path = group_checkpoint_path(lake, table, group)
 
     def load(self) -> StreamCheckpoint:
-        """The committed checkpoint, or a new empty one when none was committed yet."""
+        """The committed checkpoint, or a new empty one when none was committed yet.
+
+        The table's checkpoint of a table captured in shard groups (no single checkpoint, a
+        ``groups.json``) is every group's merged (read-only: see
+        :func:`dynamo_cdc.shardgroups.merge_checkpoints`), and :attr:`groups` says so.
+        """
         raw = self.lake.read_bytes(self.path)
-        if raw is None:
-            return StreamCheckpoint(table=self.table)
-        return StreamCheckpoint.from_json(raw, table=self.table)
+        if raw is not None:
+            return StreamCheckpoint.from_json(raw, table=self.table)
+        if self.group is None:
+            self.groups = load_group_count(self.lake, self.table)
+            if self.groups is not None:
+                from dynamo_cdc.shardgroups import merge_checkpoints
+
+                parts = [
+                    CheckpointStore(self.lake, self.table, g).load() for g in range(self.groups)
+                ]
+                return merge_checkpoints(self.table, parts)
+        return StreamCheckpoint(table=self.table)
 
     def commit(self, checkpoint: StreamCheckpoint) -> None:
         """Store ``checkpoint`` atomically (temp + rename, or one PUT).
@@ -211,5 +263,8 @@ class CheckpointStore:
             )
         self.lake.write_bytes(self.path, checkpoint.to_json())
         log.debug(
-            "committed stream checkpoint of %s (%d shards)", self.table, len(checkpoint.shards)
+            "committed stream checkpoint of %s%s (%d shards)",
+            self.table,
+            "" if self.group is None else f" group {self.group}",
+            len(checkpoint.shards),
         )

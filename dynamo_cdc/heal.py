@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 
 from dynamo_cdc import codec, nesting
 from dynamo_cdc import export as export_api
-from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_exclusive
 from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import SEQUENCE_DIGITS, records_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
@@ -70,8 +70,7 @@ from dynamo_cdc.export import (
     wait_for_export,
 )
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.layout import capture_lock, change_hour_path, lake_partition_columns
-from dynamo_cdc.lock import exclusive
+from dynamo_cdc.layout import change_hour_path, lake_partition_columns
 from dynamo_cdc.stream import discover
 from dynamo_cdc.times import aware, iso, parse_time
 
@@ -319,11 +318,10 @@ def export_window_to_changes(
 def reset_checkpoint(lake: Lake, table: str) -> None:
     """Reset the stream checkpoint: capture resumes at TRIM_HORIZON of every current shard (of
     whichever stream the table has now). Holds the capture lock: never between a capture's read
-    of the checkpoint and its commit."""
+    of the checkpoint and its commit (of any shard group's: the next grouped capture splits
+    the reset checkpoint again)."""
     what = f"resetting the stream checkpoint of table {table!r}"
-    with exclusive(
-        lake, capture_lock(lake, table), wait_seconds=CAPTURE_LOCK_WAIT_SECONDS, what=what
-    ):
+    with capture_exclusive(lake, table, wait_seconds=CAPTURE_LOCK_WAIT_SECONDS, what=what):
         CheckpointStore(lake, table).commit(StreamCheckpoint(table=table))
 
 

@@ -220,6 +220,22 @@ def capture_lock(lake: Any, table: str) -> str:
     return str(lake.table_path(table, "_state", "stream", "capture.lock"))
 
 
+def groups_path(lake: Any, table: str, *parts: str) -> str:
+    """``<table>/_state/stream/groups/<parts...>``: where a table captured in shard groups
+    keeps ``groups.json`` and each group's checkpoint and lease (:mod:`dynamo_cdc.shardgroups`)."""
+    return str(lake.table_path(table, "_state", "stream", "groups", *parts))
+
+
+def group_checkpoint_path(lake: Any, table: str, group: int) -> str:
+    """``<table>/_state/stream/groups/<group>/checkpoint.json``: a shard group's position."""
+    return groups_path(lake, table, str(group), "checkpoint.json")
+
+
+def group_lease(lake: Any, table: str, group: int) -> str:
+    """``<table>/_state/stream/groups/<group>/capture.lock``: held by the group's capture."""
+    return groups_path(lake, table, str(group), "capture.lock")
+
+
 def mirror_lock(lake: Any, table: str) -> str:
     """``<table>/_state/mirror.lock``: held by a refresh of the table's ``current`` view."""
     return str(lake.table_path(table, "_state", "mirror.lock"))

@@ -60,7 +60,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
@@ -565,6 +565,10 @@ class StreamReader:
         backoff_cap: longest back-off delay in seconds.
         read_threads: GetRecords calls in flight at once, on as many threads (at most one per
             shard; 1 reads the shards one call at a time, in the polling thread).
+        shard_filter: given the stream's listed shards, the ids of those this reader reads (the
+            others are left out as if unlisted); default: every shard. A shard group's filter
+            (:func:`dynamo_cdc.shardgroups.shard_filter`) keeps whole lineage trees, so a
+            parent it leaves out has no child it keeps.
     """
 
     def __init__(
@@ -583,8 +587,10 @@ class StreamReader:
         backoff_base: float = 0.05,
         backoff_cap: float = 5.0,
         read_threads: int = DEFAULT_READ_THREADS,
+        shard_filter: Callable[[list[Shard]], Collection[str]] | None = None,
     ) -> None:
         self.client = streams_client
+        self.shard_filter = shard_filter
         events = getattr(getattr(streams_client, "meta", None), "events", None)
         if events is not None:  # a botocore client (tests may pass a stand-in)
             events.register(GET_RECORDS_EVENT, read_records, unique_id="dynamo_cdc.records")
@@ -650,6 +656,9 @@ class StreamReader:
             raise
         except _Throttled:
             return StreamBatch([], replace(ckpt), stopped_by="throttled", lag_seconds=None)
+        if self.shard_filter is not None:
+            keep = self.shard_filter(shards)
+            shards = [s for s in shards if s.shard_id in keep]
         listed = {s.shard_id: s for s in shards}
         working = self._working_set(ckpt, listed, self._now())
         return self._read(ckpt, working, listed, started)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from dynamo_cdc import catalog
-from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_once
+from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_exclusive, capture_once
 from dynamo_cdc.changefiles import data_files
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS, compact_hour
@@ -31,8 +31,7 @@ from dynamo_cdc.errors import DynamoCdcError, PitrWindowError, StreamGapError
 from dynamo_cdc.export import ExportRequest, describe_table, pitr_window
 from dynamo_cdc.heal import backfill_changes_hour, heal_gap
 from dynamo_cdc.lake import Lake
-from dynamo_cdc.layout import capture_lock, change_hour_path, hour_of_path, newest_snapshot
-from dynamo_cdc.lock import exclusive
+from dynamo_cdc.layout import change_hour_path, hour_of_path, newest_snapshot
 from dynamo_cdc.snapshot import (
     SnapshotPlan,
     commit_snapshot,
@@ -556,11 +555,11 @@ def heal_step(
 def compaction_step(
     config: CompactionConfig, spec: TableSpec, lake: Lake, hour: datetime, log: Any
 ) -> dict[str, Any]:
-    """Compact the hour if it is closed, under the table's capture lock: the checkpoint it
-    trusts is the one captures commit."""
-    with exclusive(
+    """Compact the hour if it is closed, under the table's capture lock and every shard group's
+    lease: the checkpoint it trusts is the one captures commit."""
+    with capture_exclusive(
         lake,
-        capture_lock(lake, spec.name),
+        spec.name,
         wait_seconds=CAPTURE_LOCK_WAIT_SECONDS,
         what=f"compacting an hour of table {spec.name!r}",
     ):

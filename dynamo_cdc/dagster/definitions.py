@@ -53,6 +53,7 @@ from dynamo_cdc.dagster.assets import (
     build_table_observation_sensor,
     default_partitions_start,
 )
+from dynamo_cdc.dagster.capture_groups import build_capture_groups_job
 from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.dagster.schedules import SNAPSHOT_CRON, build_snapshot_schedule
 from dynamo_cdc.dagster.sensors import build_stream_sensor
@@ -191,6 +192,7 @@ def build_table_defs(
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
+        jobs=[build_capture_groups_job(spec)],
         sensors=[sensor, build_table_observation_sensor(spec, options.sensors_running)],
         schedules=[build_snapshot_schedule(spec, options.snapshot_cron)],
     )

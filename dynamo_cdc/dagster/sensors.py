@@ -48,7 +48,7 @@ from typing import Any
 import dagster as dg
 
 from dynamo_cdc.capture import CaptureResult, capture_once
-from dynamo_cdc.checkpoint import CheckpointStore
+from dynamo_cdc.checkpoint import CheckpointStore, load_group_count
 from dynamo_cdc.compaction import DEFAULT_GRACE_SECONDS
 from dynamo_cdc.config import TableSpec
 from dynamo_cdc.dagster.assets import (
@@ -65,7 +65,7 @@ from dynamo_cdc.dagster.assets import (
     shard_ranges_metadata,
 )
 from dynamo_cdc.dagster.resources import DynamoDBResource, LakeResource
-from dynamo_cdc.errors import LakeBusyError, StreamGapError
+from dynamo_cdc.errors import CheckpointError, LakeBusyError, StreamGapError
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import change_hour_path, hour_of_path, newest_snapshot
 from dynamo_cdc.stream import ReadBudget
@@ -149,10 +149,16 @@ def batch_id(table: str, hour_key: str, files: list[str]) -> str:
 
 
 def batch_materialization(
-    spec: TableSpec, lake: Lake, hour_key: str, files: list[str], result: CaptureResult
+    spec: TableSpec,
+    lake: Lake,
+    hour_key: str,
+    files: list[str],
+    result: CaptureResult,
+    kind: str = "batch",
 ) -> dg.AssetMaterialization:
     """The materialization of ``changes`` partition ``hour_key`` by one micro-batch's ``files``
-    (their footers only: a tick never reads the hour's earlier files)."""
+    (their footers only: a tick never reads the hour's earlier files). ``kind``: ``batch`` (the
+    stream sensor's) or ``group_batch`` (a shard group's capture step)."""
     stats = parquet_stats(lake, files)
     ident = batch_id(spec.name, hour_key, files)
     metadata: dict[str, Any] = {
@@ -175,9 +181,10 @@ def batch_materialization(
     return dg.AssetMaterialization(
         asset_key=asset_key(spec, "changes"),
         partition=hour_key,
-        description=f"Micro-batch of {stats.rows} change rows landed by the stream sensor.",
+        description=f"Micro-batch of {stats.rows} change rows landed by "
+        + ("the stream sensor." if kind == "batch" else f"shard group {result.group}'s capture."),
         metadata=metadata,
-        tags={"dynamo_cdc/table": spec.safe_name, "dynamo_cdc/kind": "batch"},
+        tags={"dynamo_cdc/table": spec.safe_name, "dynamo_cdc/kind": kind},
     )
 
 
@@ -285,6 +292,11 @@ def stream_tick(
         return heal_request(spec, gap, op_name, cursor_text, clock)
     except LakeBusyError as busy:  # a manual capture run of this table: the next tick goes on
         return dg.SensorResult(skip_reason=str(busy), cursor=cursor_text)
+    except CheckpointError as grouped:
+        if load_group_count(lake, spec.name) is None:
+            raise
+        # captured in shard groups by the capture_groups job (dynamo_cdc.dagster.capture_groups)
+        return dg.SensorResult(skip_reason=str(grouped), cursor=cursor_text)
     by_hour: dict[str, list[str]] = {}
     for path in result.files:
         hour = hour_of_path(path)

@@ -232,6 +232,27 @@ def all_stream_event_ids(clients: Any, table: str) -> list[str]:
     return ids
 
 
+def create_table(dynamodb: Any, table: str) -> None:
+    """A table keyed on string ``pk`` and ``sk``, with a NEW_AND_OLD_IMAGES stream and PITR."""
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    dynamodb.update_continuous_backups(
+        TableName=table,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+    )
+
+
 def scan_items(clients: Any, table: str) -> list[dict[str, Any]]:
     """A consistent Scan of the whole table (client format)."""
     items: list[dict[str, Any]] = []
@@ -377,23 +398,7 @@ class ChaosRun:
         self.clients = Clients(Settings(endpoint_url=endpoint))
         self.lake = Lake(self.root)
         db = self.clients.dynamodb
-        db.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
-        db.update_continuous_backups(
-            TableName=TABLE,
-            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-        )
+        create_table(db, TABLE)
         db.update_time_to_live(
             TableName=TABLE,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
