@@ -113,6 +113,17 @@ def _converts(steps: dict[str, str]) -> dict[str, str]:
     return {k.split("[")[1].rstrip("]"): pid for k, pid in steps.items() if "snapshot_convert" in k}
 
 
+def _assert_single_step_snapshot(dagster_env, lake_root: str, one_lake: Path, rows: int):
+    """The snapshot in ``lake_root`` holds ``rows`` rows or more and equals, table for table,
+    the one a single convert step publishes in ``one_lake`` (the multiprocess executor)."""
+    _materialize(dagster_env, LOCATION, one_lake, steps=1)
+    fanned = read_table(lake_root, "orders", view="snapshot")
+    single = read_table(str(one_lake), "orders", view="snapshot")
+    assert fanned.num_rows >= rows
+    assert fanned.schema.equals(single.schema)
+    assert _sorted(fanned).equals(_sorted(single))
+
+
 # the instance a cluster's workers share (a SQLite file in DAGSTER_HOME works on one machine, as
 # tests/e2e/test_snapshot_steps_on_an_executor.py shows with the multiprocess executor)
 @pytest.mark.parametrize("dagster_env", ["postgres"], indirect=True)
@@ -126,14 +137,7 @@ def test_convert_steps_on_two_celery_workers_publish_the_single_step_snapshot(
     # each convert step ran in a worker process, one on each worker
     assert sorted(g for steps in by_worker.values() for g in steps) == ["group_0", "group_1"]
     assert all(len(steps) == 1 for steps in by_worker.values()), by_worker
-    one_lake = tmp_path / "one-lake"
-    _materialize(dagster_env, LOCATION, one_lake, steps=1)
-
-    fanned = read_table(lake_root, "orders", view="snapshot")
-    single = read_table(str(one_lake), "orders", view="snapshot")
-    assert fanned.num_rows >= 600
-    assert fanned.schema.equals(single.schema)
-    assert _sorted(fanned).equals(_sorted(single))
+    _assert_single_step_snapshot(dagster_env, lake_root, tmp_path / "one-lake", rows=600)
     assert not list((Path(lake_root) / "orders" / "_state").glob("snapshot/**/*.parquet"))
 
 
@@ -245,10 +249,4 @@ def test_a_celery_worker_killed_mid_convert_step_publishes_nothing_and_the_retry
     ]
     assert logs.count("snapshot_plan - STEP_START") == 1
 
-    one_lake = tmp_path / "one-lake"
-    _materialize(dagster_env, LOCATION, one_lake, steps=1)
-    fanned = read_table(lake_root, "orders", view="snapshot")
-    single = read_table(str(one_lake), "orders", view="snapshot")
-    assert fanned.num_rows >= 6_000
-    assert fanned.schema.equals(single.schema)
-    assert _sorted(fanned).equals(_sorted(single))
+    _assert_single_step_snapshot(dagster_env, lake_root, tmp_path / "one-lake", rows=6_000)
