@@ -37,27 +37,37 @@ def _fill(clients, n: int) -> None:
         clients.dynamodb.batch_write_item(RequestItems={"orders": batch})
 
 
-def _materialize(env, location: list[str], lake: Path, steps: int) -> str:
+def _materialize_args(location: list[str], steps: int, execution: dict | None = None) -> list:
+    """``dagster asset materialize`` of today's orders snapshot in ``steps`` convert steps;
+    ``execution``: the run's executor config, if any."""
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    config = {
+    config: dict = {
         "ops": {
             "dynamodb__orders__snapshot": {
                 "config": {"workers": 1, "poll_seconds": 0.2, "convert_steps": steps}
             }
         }
     }
+    if execution is not None:
+        config["execution"] = {"config": execution}
+    return [
+        "asset",
+        "materialize",
+        *location,
+        "--select",
+        "dynamodb/orders/snapshot",
+        "--partition",
+        today,
+        "--config-json",
+        json.dumps(config),
+    ]
+
+
+def _materialize(
+    env, location: list[str], lake: Path, steps: int, execution: dict | None = None
+) -> str:
     return run_dagster(
-        [
-            "asset",
-            "materialize",
-            *location,
-            "--select",
-            "dynamodb/orders/snapshot",
-            "--partition",
-            today,
-            "--config-json",
-            json.dumps(config),
-        ],
+        _materialize_args(location, steps, execution),
         dict(env, DYNAMO_CDC_LAKE_ROOT=str(lake)),
         timeout=600,
     )
