@@ -46,3 +46,12 @@ def test_make_test_provisions_first_and_ci_only_runs_make_test():
         if line.strip() and not line.startswith(("#", "set ", "cd "))
     ]
     assert ci == ["make test"]
+
+
+def test_every_test_module_has_a_basename_of_its_own():
+    # The tiers are folders, not packages: two test files of one name make pytest refuse to
+    # collect the second ("import file mismatch") in a whole-suite run, though each tier passes.
+    names: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
