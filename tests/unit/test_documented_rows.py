@@ -1,7 +1,7 @@
 """Conversions anchored in values written by hand, not computed by the codec.
 
-The differential tests (C reader against pyarrow.json against the per-item path against the
-reference, record pages against record dicts) compare our readers with each other and with a
+The differential tests (C reader against the reference, record pages against record dicts)
+compare our readers with each other and with a
 reference that calls the same ``codec`` functions: a codec bug would pass them all. Here each
 reader's rows are compared with rows written out by hand from AWS's documented examples (the
 export format guide's item, the Streams API reference's GetRecords example, as botocore ships
