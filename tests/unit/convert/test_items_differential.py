@@ -607,6 +607,26 @@ def test_blocks_that_took_the_reference_are_logged_once_a_snapshot(
         assert pq.read_table(tmp_path / "out" / part.name).equals(pq.read_table(part))
 
 
+def test_refusals_not_logged_by_a_snapshot_are_logged_once_at_exit() -> None:
+    """A process that converted blocks outside a snapshot (nothing drained its count) logs what
+    took the reference path once, when it exits; one that refused nothing logs nothing."""
+    import subprocess
+    import sys
+
+    code = """
+from dynamo_cdc import convert
+for block in (b'{"Item":{"pk":{"S":"a"}}}', b'{"Item":{"pk":{"S":"a"}} }', b'{ "Item":{"pk":{"S":"b"}}}'):
+    convert.read_block(block)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.splitlines() == [
+        "2 of 3 export blocks took the reference path (a line in another shape than AWS's: 2)"
+    ]
+    code = 'from dynamo_cdc import convert; convert.read_block(b\'{"Item":{"pk":{"S":"a"}}}\')'
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr == ""
+
+
 def test_conversion_workers_can_keep_their_heap_on_glibc() -> None:
     """The snapshot's worker processes call keep_heap (malloc keeps freed blocks for the next
     one): on this Linux/glibc machine kind it must take effect, in a process of its own."""
