@@ -81,7 +81,7 @@ asan: venv
 		-o $(ASAN_DIR)/dynamo_cdc/convert/_native$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=0 \
 		LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/test_arrowconvert.py tests/unit/test_record_pages.py \
+		$(abspath $(PY)) -m pytest -p no:cacheprovider tests/unit/convert/test_items_differential.py tests/unit/test_record_pages.py \
 		tests/unit/test_record_dicts_native.py -q
 
 clean:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from dynamo_cdc import catalog, schema
+from dynamo_cdc import catalog, convert, schema
 from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.lake import Lake
@@ -60,7 +60,7 @@ def build_snapshot(lake: Lake, rows: int, seed: int, chunk: int = 200_000) -> No
     for start in range(0, rows, chunk):
         items = [_item(i, rng) for i in range(start, min(rows, start + chunk))]
         name = f"part-{start // chunk:05d}-000.parquet"
-        pq.write_table(schema.items_to_table(items, target), folder / name, compression="zstd")
+        pq.write_table(convert.items_to_table(items, target), folder / name, compression="zstd")
         names.append(name)
     lineage = {
         "export_time": EXPORT_TIME.isoformat().replace("+00:00", "Z"),

@@ -24,7 +24,7 @@ product's before-parse handler (``dynamo_cdc.stream.read_records``) with the C r
 (orjson: record dicts) or on (the C reader: columns, no dicts).
 
 ``ours`` and the parses run with the cyclic GC paused, as ``capture_once`` runs its read and
-write (``dynamo_cdc.fastconvert.cyclic_gc_paused``); naive runs as a plain program would.
+write (``dynamo_cdc.convert.cyclic_gc_paused``); naive runs as a plain program would.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _load_ours() -> Callable[[list[dict[str, Any]]], bytes] | str:
     except (ImportError, AttributeError) as exc:
         return f"{OURS} not available yet ({type(exc).__name__}: {exc})"
     from dynamo_cdc.changefiles import parquet_bytes as to_parquet
-    from dynamo_cdc.fastconvert import cyclic_gc_paused
+    from dynamo_cdc.convert import cyclic_gc_paused
 
     def ours(records: list[dict[str, Any]]) -> bytes:
         with cyclic_gc_paused():
@@ -234,8 +234,8 @@ def _from_responses(bodies: list[bytes], handler: Any, native: bool, repeat: int
 
     from dynamo_cdc.changefiles import write_change_batch
     from dynamo_cdc.changes import pages_to_table
+    from dynamo_cdc.convert import cyclic_gc_paused
     from dynamo_cdc.convert import native as native_module
-    from dynamo_cdc.fastconvert import cyclic_gc_paused
     from dynamo_cdc.lake import Lake
 
     model = botocore.session.get_session().get_service_model("dynamodbstreams")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dynamo_cdc import fastconvert
+from dynamo_cdc import convert
 from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import newest_micros, pages_to_table
 from dynamo_cdc.checkpoint import (
@@ -330,7 +330,7 @@ def capture_once(
             if groups > 1 and not _grouped_as(lake, table, groups):
                 continue  # regrouped or reset meanwhile: split again, then take the lease again
             locked_at = time.time()
-            with fastconvert.cyclic_gc_paused():  # the batch's records: many small objects
+            with convert.cyclic_gc_paused():  # the batch's records: many small objects
                 if groups == 1:
                     info, batch = read_batch(
                         clients, lake, table, budget, info=info, **reader_options

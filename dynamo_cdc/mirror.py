@@ -90,7 +90,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from dynamo_cdc import catalog, codec, schema
+from dynamo_cdc import catalog, codec, convert, schema
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import mirror_lock, newest_snapshot, partition_value
 from dynamo_cdc.lock import exclusive
@@ -222,7 +222,7 @@ def mirror_schema(data_schema: pa.Schema) -> pa.Schema:
 
 
 def data_schema_of(mirror: pa.Schema) -> pa.Schema:
-    """The typed part of a mirror schema (what :func:`dynamo_cdc.schema.items_to_table` takes)."""
+    """The typed part of a mirror schema (what :func:`dynamo_cdc.convert.items_to_table` takes)."""
     fields = [f for f in mirror if f.name not in HIDDEN_COLUMNS]
     return pa.schema(
         [f.with_nullable(False) if f.name == schema.ITEM_COLUMN else f for f in fields]
@@ -376,7 +376,7 @@ def _tombstones(
     arrays = []
     for f in mirror:
         if f.name in key_attributes:
-            arrays.append(schema.build_column([i.get(f.name) for i in items], f))
+            arrays.append(convert.build_column([i.get(f.name) for i in items], f))
         elif f.name == "_change_time":
             arrays.append(times)
         elif f.name == "_sequence_number":
@@ -402,7 +402,7 @@ def live_rows(
     buckets: int,
 ) -> pa.Table:
     """Mirror rows of live items (typed columns from the items, ``_item`` from the texts)."""
-    typed = schema.items_to_table(items, data_schema_of(mirror), item_texts=item_texts)
+    typed = convert.items_to_table(items, data_schema_of(mirror), item_texts=item_texts)
     n = len(items)
     hidden = {
         "_change_time": times if times is not None else pa.nulls(n, TIMESTAMP_TYPE),

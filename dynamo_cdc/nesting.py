@@ -10,7 +10,7 @@ pyarrow's JSON reader at ten thousand). So every reader refuses it before parsin
   or response to the Python path, which refuses it with the file and line;
 * JSON text that no C reader took is measured first by :func:`line_depths`, bracket depth per
   line with strings left out, in one vectorised pass: a line deeper than any 32-level item can
-  be is refused before ``pyarrow.json`` or orjson sees it; a line near the limit (a level-33
+  be is refused before orjson sees it; a line near the limit (a level-33
   empty map has the bracket depth of a set inside a level-32 map) is parsed and checked exactly
   by :func:`check_item`;
 * items and stream images held as dicts are checked by :func:`check_item` (no recursion).

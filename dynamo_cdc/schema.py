@@ -1,35 +1,13 @@
-"""The typed Arrow view of DynamoDB items: per-attribute statistics, the schema, items -> Arrow.
+"""The typed Arrow view of DynamoDB items: per-attribute statistics and the schema.
 
 Every snapshot / current file has the key attributes as typed columns, then the other top-level
 attributes as typed columns sorted by name, then ``_item`` (string, never null): the canonical
 DynamoDB JSON of the whole item (:func:`dynamo_cdc.codec.item_to_json_text`), or the export
-line's own item text on the fast path. ``_item`` is the truth; typed columns are a convenience.
+line's own item text. ``_item`` is the truth; typed columns are a convenience.
 
-Type mapping of a column, decided from the :class:`ColumnStats` of every value it holds
-(one test per row in ``tests/unit/test_schema.py``):
-
-==========================  =====================================================================
-DynamoDB values             Arrow column
-==========================  =====================================================================
-S                           ``string``
-N, all integers in int64    ``int64``
-N, otherwise                ``decimal128(p, s)`` with p = max integer digits + max scale <= 38,
-                            else ``string`` (canonical number text); never float64
-B                           ``binary``
-BOOL                        ``bool``
-only NULL                   ``string``, every cell null (not Arrow's ``null`` type: Parquet's
-                            NULL logical type is refused by Athena and Spark)
-M                           ``string``: plain JSON (sorted keys, numbers as exact decimal text,
-                            binary as base64, sets as sorted arrays)
-L                           ``string``: plain JSON, as M
-SS                          ``list<element: string>`` (members sorted)
-NS                          ``list<int64 | decimal128(p, s) | string>`` by the N rule (sorted)
-BS                          ``list<binary>`` (members sorted)
-two or more types           ``string``: text form of each value (S itself, N canonical text,
-                            B base64, BOOL ``true``/``false``, M/L/sets plain JSON)
-attribute missing           null
-NULL next to another type   null cell in that type's column (NULL does not make a conflict)
-==========================  =====================================================================
+The type of a column is decided from the :class:`ColumnStats` of every value it holds; the type
+mapping table, and how each value becomes a cell, is :mod:`dynamo_cdc.convert.items` (one test
+per row in ``tests/unit/test_schema.py``).
 
 Nested maps and lists are JSON text, not Arrow structs: DynamoDB maps are schemaless, so a
 struct type would differ between files (breaking unification) and explode in width. DuckDB's
@@ -54,11 +32,9 @@ with :func:`cast_table_to_schema` (exact; rebuilt from ``_item`` where a cast wo
 
 from __future__ import annotations
 
-import binascii
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import InvalidOperation
 from typing import Any
 
 import orjson
@@ -430,157 +406,6 @@ def field_kind(f: pa.Field) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Items -> Arrow
-
-
-def _raw_values(avs: Sequence[AttributeValue | None], tag: str, name: str) -> list[Any]:
-    """The untagged values of ``tag`` (None where missing or NULL); any other tag is an error."""
-    values = [None if av is None else av.get(tag) for av in avs]
-    if values.count(None) != avs.count(None):
-        for av in avs:
-            if av is not None and tag not in av and NULL not in av:
-                raise CodecError(
-                    f"attribute {name}: a {next(iter(av), '?')} value in a {tag} column.",
-                    fix="decide the schema from statistics that include these items.",
-                )
-    return values
-
-
-def _int_of(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        value = codec.parse_number(text)
-        if value != value.to_integral_value():
-            raise CodecError(f"{text} is not an integer.") from None
-        return int(value)
-
-
-def _numbers_array(texts: list[str | None], type_: pa.DataType, name: str) -> pa.Array:
-    if pa.types.is_string(type_):
-        return pa.array(
-            [None if t is None else codec.canonical_number_text(t) for t in texts], type_
-        )
-    try:
-        return pa.array(texts, pa.string()).cast(type_)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    try:
-        if pa.types.is_integer(type_):
-            return pa.array([None if t is None else _int_of(t) for t in texts], type_)
-        return pa.array([None if t is None else codec.parse_number(t) for t in texts], type_)
-    except (pa.ArrowInvalid, OverflowError, InvalidOperation, CodecError) as exc:
-        raise CodecError(
-            f"attribute {name}: a number does not fit the column type {type_}: {exc}",
-            fix="decide the schema from statistics that include these items.",
-        ) from None
-
-
-def _number_list_array(sets: list[list[str] | None], type_: pa.ListType, name: str) -> pa.Array:
-    offsets = [0]
-    flat: list[str] = []
-    valid = []
-    for members in sets:
-        if members is None:
-            valid.append(False)
-        else:
-            valid.append(True)
-            flat.extend(sorted(members, key=codec.parse_number))  # CodecError if not a number
-        offsets.append(len(flat))
-    values = _numbers_array(flat, type_.value_type, name)  # type: ignore[arg-type]
-    mask = pa.array([not v for v in valid], pa.bool_())
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=type_, mask=mask)
-
-
-def _b64(text: str) -> bytes:
-    return binascii.a2b_base64(text, strict_mode=True)
-
-
-def build_column(avs: Sequence[AttributeValue | None], target: pa.Field) -> pa.Array:
-    """One typed column from the attribute values of each row (None = attribute missing).
-
-    Args:
-        avs: one value per row, in the internal representation.
-        target: the field (its type and ``dynamodb_type`` metadata say how to convert).
-
-    Raises:
-        CodecError: a value that does not fit the field (other tag, number out of range),
-            or a null in a non-nullable (key) field.
-    """
-    name, type_ = target.name, target.type
-    kind = field_kind(target)
-    try:
-        array = _build(avs, kind, type_, name)
-    except (binascii.Error, ValueError) as exc:
-        if isinstance(exc, CodecError):
-            raise
-        raise CodecError(f"attribute {name}: {exc}") from None
-    if not target.nullable and array.null_count:
-        raise CodecError(
-            f"attribute {name}: {array.null_count} item(s) lack this key attribute.",
-            fix="keys must be present in every item; check the key attribute names.",
-        )
-    return array
-
-
-def _build(
-    avs: Sequence[AttributeValue | None], kind: str, type_: pa.DataType, name: str
-) -> pa.Array:
-    if kind in (MAP, LIST):
-        _raw_values(avs, kind, name)
-    if kind in (MIXED, MAP, LIST):
-        return pa.array([None if av is None else codec.value_to_text(av) for av in avs], type_)
-    if kind == NULL:
-        _raw_values(avs, NULL, name)
-        return pa.nulls(len(avs), type_)
-    values = _raw_values(avs, kind, name)
-    if kind in (STRING, BOOLEAN):
-        return pa.array(values, type_)
-    if kind == NUMBER:
-        return _numbers_array(values, type_, name)
-    if kind == BINARY:
-        return pa.array([None if v is None else _b64(v) for v in values], type_)
-    if kind == STRING_SET:
-        return pa.array([None if v is None else sorted(v) for v in values], type_)
-    if kind == BINARY_SET:
-        return pa.array([None if v is None else sorted(_b64(m) for m in v) for v in values], type_)
-    if kind == NUMBER_SET:
-        return _number_list_array(values, type_, name)
-    raise CodecError(f"attribute {name}: cannot build a {type_} column from {kind} values.")
-
-
-def items_to_table(
-    items: Sequence[Mapping[str, AttributeValue]],
-    schema: pa.Schema,
-    item_texts: Sequence[str] | None = None,
-) -> pa.Table:
-    """The typed table of ``items``, exactly of ``schema``.
-
-    Args:
-        items: items in the internal representation.
-        schema: from :func:`decide_schema` (statistics that cover these items).
-        item_texts: the ``_item`` text of each item, e.g. the export line's own item JSON
-            (the fast path); canonical JSON is written when omitted.
-
-    Raises:
-        CodecError: an item does not fit the schema, or a key attribute is missing.
-    """
-    if item_texts is not None and len(item_texts) != len(items):
-        raise ValueError(f"{len(item_texts)} item texts for {len(items)} items.")
-    arrays = []
-    for target in schema:
-        if target.name == ITEM_COLUMN:
-            texts = item_texts
-            if texts is None:
-                texts = [codec.item_to_json_text(item) for item in items]
-            arrays.append(pa.array(texts, pa.string()))
-        else:
-            name = target.name
-            arrays.append(build_column([item.get(name) for item in items], target))
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-# --------------------------------------------------------------------------------------------
 # Narrower file -> final schema
 
 
@@ -668,4 +493,6 @@ def _rebuild(table: pa.Table, target: pa.Field, cache: dict[str, Any]) -> pa.Arr
                 texts = cache["texts"] = column.to_pylist()
             item = items[i] = codec.item_from_json_text(texts[i])
         avs[i] = item.get(target.name)
+    from dynamo_cdc.convert.items import build_column  # the conversion imports this module
+
     return build_column(avs, target)

@@ -45,15 +45,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dynamo_cdc import arrowconvert, catalog, codec, fastconvert, nesting, schema
+from dynamo_cdc import catalog, codec, convert, nesting, schema
+from dynamo_cdc.convert import native
 from dynamo_cdc.errors import CodecError, ExportVerificationError
 from dynamo_cdc.export import (
     DataFile,
     ExportManifest,
     ExportSource,
+    LineTooLong,
     LocalExportSource,
     S3ExportSource,
     confine_data_files,
+    iter_blocks,
     iter_lines,
     line_too_long,
     open_gzip,
@@ -70,10 +73,7 @@ from dynamo_cdc.layout import (
 log = logging.getLogger(__name__)
 
 CHUNK_ITEMS = 32_768
-# Parsed items take about 10 KB of Python objects each (a dict per attribute value): the fast
-# path parses 4,096 at a time (about 40 MB, measured flat) and buffers their Arrow tables
-# (about 1.5 KB a row) into row groups of FAST_ROW_GROUP_ROWS.
-FAST_CHUNK_ITEMS = 4_096
+# The tables of blocks (about 1.5 KB a row) are buffered into row groups of FAST_ROW_GROUP_ROWS.
 FAST_ROW_GROUP_ROWS = 32_768
 ROW_GROUP_ROWS = 131_072
 GROUP_RESULT = "_group.json"
@@ -91,6 +91,8 @@ class FileResult:
     parts: list[str]
     stats: Any
     seconds: float
+    # The file's blocks the C reader took and refused (convert.BLOCKS), logged once a snapshot.
+    blocks: native.Tally = field(default_factory=native.Tally)
 
 
 @dataclass
@@ -203,23 +205,25 @@ def convert_data_file(
 
     Runs in a worker process (or in the caller's when there is one worker). Part names are
     deterministic: ``part-<file>-<n>.parquet``. JSON files are converted a block at a time by
-    :mod:`dynamo_cdc.arrowconvert` (Arrow's JSON reader and compute kernels); a block it cannot
-    convert exactly goes item by item through :mod:`dynamo_cdc.fastconvert`; both give the
-    reference table, byte for byte. A file neither can take (a line in another shape than AWS's
-    ``{"Item":{...}}``, a damaged line) is converted again by the reference path, which also
-    words the errors. The cyclic GC is off while converting (see
-    :func:`dynamo_cdc.fastconvert.cyclic_gc_paused`).
+    :func:`dynamo_cdc.convert.read_block` (the C reader, or the reference for a block it
+    refuses: the same table, byte for byte). A file with a line that is not an item line (a
+    damaged line) is read again line by line by the reference path, which words the error.
+    The cyclic GC is off while converting (see :func:`dynamo_cdc.convert.cyclic_gc_paused`).
     """
     started = time.perf_counter()
     try:
-        with fastconvert.cyclic_gc_paused():
+        with convert.cyclic_gc_paused():
             if fmt != "ION":
                 try:
                     count, parts, stats = _convert_chunks(
-                        _fast_chunks(Path(path), describe), index, key_attributes, out_dir, metadata
+                        _block_chunks(Path(path), describe),
+                        index,
+                        key_attributes,
+                        out_dir,
+                        metadata,
                     )
-                except fastconvert.FastPathUnavailable as exc:
-                    log.debug("%s: reference path (%s)", describe, exc)
+                except convert.NotItemLines as exc:
+                    log.debug("%s: line by line (%s)", describe, exc)
                 else:
                     return _checked(index, data_file, describe, count, parts, stats, started)
             count, parts, stats = _convert_chunks(
@@ -253,37 +257,29 @@ def _checked(
             f"{describe} holds {count} items but the manifest says {data_file.item_count}.",
             fix="the data file is damaged or incomplete: request a new export.",
         )
-    return FileResult(index, data_file.key, count, parts, stats, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    blocks = native.drain(convert.BLOCKS)
+    return FileResult(index, data_file.key, count, parts, stats, seconds, blocks)
 
 
 # A chunk source yields (items, chunk statistics, table builder) per chunk.
 _Chunk = tuple[int, schema.SchemaStats, Callable[[pa.Schema], pa.Table]]
 
 
-def _fast_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
-    """Chunks of a JSON data file: a block at a time through :mod:`dynamo_cdc.arrowconvert`,
-    or through :mod:`dynamo_cdc.fastconvert` for a block the Arrow path cannot take exactly."""
-    reader = arrowconvert.BlockReader()
+def _block_chunks(path: Path, describe: str) -> Iterator[_Chunk]:
+    """Chunks of a JSON data file, a block at a time (:func:`dynamo_cdc.convert.read_block`)."""
     lines_read = 0
     try:
-        for block in arrowconvert.iter_blocks(path):
-            lines = None  # the block's lines, counted here unless the C reader counted them
+        for block in iter_blocks(path):
             try:
-                chunk = reader.read(block)
-                stats = chunk.stats()
+                chunk = convert.read_block(block)
             except nesting.TooDeep as exc:
                 raise _too_deep(describe, lines_read + exc.line + 1) from None
-            except arrowconvert.Unsupported as exc:
-                log.debug("%s: block after line %d by items (%s)", describe, lines_read, exc)
-                yield from _item_chunks(block)
-            else:
-                yield chunk.n, stats, _arrow_builder(chunk, block)
-                if chunk.native:  # it takes a block only if every line is an item
-                    lines = chunk.n
-                del chunk
-            lines_read += block.count(b"\n") + 1 if lines is None else lines
+            yield chunk.n, chunk.stats(), chunk.table
+            del chunk
+            lines_read += block.count(b"\n") + 1
             del block
-    except arrowconvert.LineTooLong:
+    except LineTooLong:
         raise line_too_long(describe, lines_read + 1) from None
     except (EOFError, zlib.error, OSError) as exc:
         raise ExportVerificationError(
@@ -301,35 +297,12 @@ def _too_deep(describe: str, lineno: int) -> ExportVerificationError:
     )
 
 
-def _arrow_builder(chunk: arrowconvert.ArrowChunk, block: bytes) -> Callable[[pa.Schema], pa.Table]:
-    def build(wanted: pa.Schema) -> pa.Table:
-        try:
-            return chunk.table(wanted)
-        except arrowconvert.Unsupported as exc:
-            log.debug("a block's table by items (%s)", exc)
-            return pa.concat_tables(make(wanted) for _, _, make in _item_chunks(block))
-
-    return build
-
-
-def _item_chunks(block: bytes) -> Iterator[_Chunk]:
-    """Chunks of a block's lines through the per-item fast path (FastPathUnavailable: the
-    caller converts the whole file by the reference path)."""
-    lines = fastconvert.block_lines(block)
-    for start in range(0, len(lines), FAST_CHUNK_ITEMS):
-        items, texts = fastconvert.parse_item_lines(lines[start : start + FAST_CHUNK_ITEMS])
-        columns = fastconvert.ChunkColumns(items, texts)
-        del items, texts
-        yield columns.n, columns.stats(), columns.table
-        del columns  # one chunk of items alive at a time
-
-
 def _reference_chunks(path: Path, fmt: str, describe: str) -> Iterator[_Chunk]:
     for items, texts in iter_item_chunks(path, fmt, describe):
         stats = schema.SchemaStats.of(items)
 
         def build(wanted: pa.Schema, items: Any = items, texts: Any = texts) -> pa.Table:
-            return schema.items_to_table(items, wanted, item_texts=texts)
+            return convert.items_to_table(items, wanted, item_texts=texts)
 
         yield len(items), stats, build
 
@@ -423,13 +396,13 @@ class _NoPandas(importlib.abc.MetaPathFinder):
 def conversion_worker_setup() -> None:
     """Set up a conversion worker process (the pool's initializer; never any other process).
 
-    - malloc keeps its heap between blocks (:func:`dynamo_cdc.fastconvert.keep_heap`).
+    - malloc keeps its heap between blocks (:func:`dynamo_cdc.convert.keep_heap`).
     - pandas cannot be imported, unless it already is. The conversion never uses it, but
       pyarrow imports it, to ask whether a Python scalar given to a compute function is a pandas
       object, the first time one is: 0.2-0.6 s of a worker's start, more than its other
       imports together.
     """
-    fastconvert.keep_heap()
+    convert.keep_heap()
     if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())
 
@@ -547,6 +520,7 @@ def _convert_files(
             f"{manifest.table_name}: data file {len(results)}/{len(tasks)} converted "
             f"({result.items} items in {result.seconds:.1f} s)"
         )
+    native.log_tally(convert.BLOCKS, sum((r.blocks for r in results), native.Tally()))
     return sorted(results, key=lambda r: r.index)
 
 

@@ -110,11 +110,13 @@ def test_a_folder_that_is_not_an_export_says_so(tmp_path: Path) -> None:
         open_manifest(str(tmp_path / "nothing-here"))
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native", "arrow"])
+@pytest.mark.parametrize("on", [True, False], ids=["native", "reference"])
 def test_a_truncated_data_file_names_the_last_line_read_whichever_reader_read_it(
-    tmp_path: Path, native: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, on: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dynamo_cdc import arrowconvert, snapshot
+    from dynamo_cdc import convert, snapshot
+    from dynamo_cdc.convert import native
+    from dynamo_cdc.export import iter_blocks
 
     items = generate_items(24_000, seed=2)
     lines = [b'{"Item":' + json.dumps(i, separators=(",", ":")).encode() + b"}" for i in items]
@@ -123,17 +125,14 @@ def test_a_truncated_data_file_names_the_last_line_read_whichever_reader_read_it
     path.write_bytes(data[: len(data) * 3 // 4])
     complete = 0  # the lines of the blocks read before the damage
     with pytest.raises(EOFError):
-        for block in arrowconvert.iter_blocks(path):
+        for block in iter_blocks(path):
             complete += block.count(b"\n") + 1
     assert complete > 0 and complete % 1000  # several blocks, not at a round number
 
-    monkeypatch.setattr(arrowconvert, "NATIVE", native)
-    read = arrowconvert.BlockReader.read
-    took = []
-    monkeypatch.setattr(
-        arrowconvert.BlockReader, "read", lambda self, b: took.append(read(self, b)) or took[-1]
-    )
+    monkeypatch.setattr(native, "ENABLED", on)
+    native.drain(convert.BLOCKS)
     with pytest.raises(ExportVerificationError, match=f"after line {complete} "):
-        for _ in snapshot._fast_chunks(path, "data.json.gz"):
+        for _ in snapshot._block_chunks(path, "data.json.gz"):
             pass
-    assert took and all(chunk.native == native for chunk in took)
+    blocks = native.drain(convert.BLOCKS)
+    assert blocks.total and (blocks.taken if on else blocks.refused) == blocks.total

@@ -347,20 +347,21 @@ def _good_lines(n: int) -> list[bytes]:
 
 
 def _convert_json(path: Path, reader: str, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Rows of a JSON data file by one reader: the C reader, pyarrow.json (C off), or the
-    reference path; the errors as the snapshot words them."""
-    from dynamo_cdc import arrowconvert, snapshot
+    """Rows of a JSON data file by one reader: the C reader, the reference a block at a time
+    (C off), or the reference line by line; the errors as the snapshot words them."""
+    from dynamo_cdc import snapshot
+    from dynamo_cdc.convert import native
 
-    monkeypatch.setattr(arrowconvert, "NATIVE", reader == "native")
+    monkeypatch.setattr(native, "ENABLED", reader == "native")
     chunks = (
         snapshot._reference_chunks(path, "DYNAMODB_JSON", path.name)
-        if reader == "reference"
-        else snapshot._fast_chunks(path, path.name)
+        if reader == "lines"
+        else snapshot._block_chunks(path, path.name)
     )
     return sum(n for n, _, _ in chunks)
 
 
-READERS = ["native", "arrow", "reference"]
+READERS = ["native", "reference", "lines"]
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -580,7 +581,7 @@ def test_a_line_far_beyond_the_item_limit_is_refused_before_it_is_held_whole(
 def test_lines_spanning_many_reads_come_out_whole_and_in_order(tmp_path: Path) -> None:
     import random
 
-    from dynamo_cdc.arrowconvert import iter_blocks
+    from dynamo_cdc.export import iter_blocks
 
     rng = random.Random(5)
     lines = [b"x" * rng.choice([0, 1, 3, 50, 400]) + b"%d" % i for i in range(300)]
@@ -591,7 +592,7 @@ def test_lines_spanning_many_reads_come_out_whole_and_in_order(tmp_path: Path) -
 
 
 def test_a_line_at_the_bound_is_read_and_one_byte_more_is_refused(tmp_path: Path) -> None:
-    from dynamo_cdc.arrowconvert import LineTooLong, iter_blocks
+    from dynamo_cdc.export import LineTooLong, iter_blocks
 
     path = _data_file(tmp_path, [b"a" * 100, b"b" * 100])
     assert len(list(iter_blocks(path, block_bytes=30, max_line=100))) == 2

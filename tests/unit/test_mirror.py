@@ -16,7 +16,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from dynamo_cdc import codec, read_table, schema
+from dynamo_cdc import codec, convert, read_table, schema
 from dynamo_cdc.changefiles import write_change_batch
 from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.lake import Lake
@@ -53,7 +53,7 @@ def write_snapshot(lake: Lake, items: list[dict], when: datetime = T_EXPORT, fil
         name = f"part-{i // chunk:05d}-000.parquet"
         path = Path(lake.uri(rel)) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.items_to_table(part, data_schema), path)
+        pq.write_table(convert.items_to_table(part, data_schema), path)
         names.append(name)
     lineage = {
         "export_time": when.isoformat().replace("+00:00", "Z"),

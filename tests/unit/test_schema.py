@@ -15,6 +15,7 @@ from strategies import decimals, number_texts
 from strategies import items as random_items
 
 from dynamo_cdc import codec
+from dynamo_cdc.convert import items_to_table
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.schema import (
     ITEM_COLUMN,
@@ -22,7 +23,6 @@ from dynamo_cdc.schema import (
     SchemaStats,
     cast_table_to_schema,
     decide_schema,
-    items_to_table,
 )
 
 
