@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog, convert, schema
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import records_to_table
+from dynamo_cdc.convert import records_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.mirror import refresh_current
 

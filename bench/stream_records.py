@@ -9,19 +9,24 @@ Records are shaped as boto3's ``dynamodbstreams.get_records`` returns them: ``ev
 ``bytes``; TTL deletes carry ``userIdentity``. The mix is 50% MODIFY, 35% INSERT, 15% REMOVE
 (a fifth of the removes are TTL deletes).
 
-``ours`` is ``dynamo_cdc.changes:records_to_table``, imported lazily and skipped when absent,
+``ours`` is ``dynamo_cdc.convert:records_to_table``, imported lazily and skipped when absent,
 then the bytes of a change file (``dynamo_cdc.changefiles.parquet_bytes``, as ``write_change_batch``
 writes them). Both sides end with Parquet bytes in memory so they do the same amount of work.
 
 A second table starts one step earlier, from the GetRecords response bytes (1,000 records a
 response, as the API returns them at most; compact JSON, as AWS sends it) and goes as capture
 goes: each response parsed into records, 50 responses (a poll at the default budget of 50,000
-records) made into one table of change rows (``dynamo_cdc.changes.pages_to_table``), then
+records) made into one table of change rows (``dynamo_cdc.convert.pages_to_table``), then
 written into a lake on local disk as capture writes them (``write_change_batch``: sorted by
 hour, shard and sequence number, checked against the files already there, one zstd Parquet file
 a poll). The records are parsed by botocore alone (boto3's default), or by the
-product's before-parse handler (``dynamo_cdc.stream.read_records``) with the C reader off
-(orjson: record dicts) or on (the C reader: columns, no dicts).
+product's before-parse handler (``dynamo_cdc.stream.read_records``) with the C readers off
+(orjson: record dicts, made into rows by the reference, ``dynamo_cdc.convert.records``: what a
+refusal costs) or on (the C reader: columns, no dicts).
+
+``BENCH_NAIVE=0`` skips naive (its pandas frame dominates the process's peak memory). The last
+lines give the C readers' refusals (responses and record lists that took the reference) and the
+process's peak RSS.
 
 ``ours`` and the parses run with the cyclic GC paused, as ``capture_once`` runs its read and
 write (``dynamo_cdc.convert.cyclic_gc_paused``); naive runs as a plain program would.
@@ -45,7 +50,7 @@ from typing import Any
 
 from bench.generate import Item, make_item
 
-OURS = "dynamo_cdc.changes:records_to_table"
+OURS = "dynamo_cdc.convert:records_to_table"
 SHARD_ID = "shardId-00000001700000000000-0123abcd"
 KEY_NAMES = ("pk", "sk")
 KEY_ATTRIBUTES = [(name, "S") for name in KEY_NAMES]
@@ -233,8 +238,7 @@ def _from_responses(bodies: list[bytes], handler: Any, native: bool, repeat: int
     from botocore.parsers import create_parser
 
     from dynamo_cdc.changefiles import write_change_batch
-    from dynamo_cdc.changes import pages_to_table
-    from dynamo_cdc.convert import cyclic_gc_paused
+    from dynamo_cdc.convert import cyclic_gc_paused, pages_to_table
     from dynamo_cdc.convert import native as native_module
     from dynamo_cdc.lake import Lake
 
@@ -274,14 +278,17 @@ def main() -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the target says
     records = generate_records(n)
-    naive_seconds = time_it(naive_records_to_parquet, records, repeat)
-    rows: list[tuple[str, float | None, str]] = [("naive", naive_seconds, "")]
+    rows: list[tuple[str, float | None, str]] = []
+    naive_rate = None
+    if os.environ.get("BENCH_NAIVE", "1") != "0":
+        naive_seconds = time_it(naive_records_to_parquet, records, repeat)
+        rows.append(("naive", naive_seconds, ""))
+        naive_rate = n / naive_seconds
     ours = _load_ours()
     if isinstance(ours, str):
         rows.append(("ours", None, f"skipped: {ours}"))
     else:
         rows.append(("ours", time_it(ours, records, repeat), ""))
-    naive_rate = n / naive_seconds
     print(f"\n{n:,} stream records, one core, median of {repeat}\n")
     print("| approach | records/s | vs naive | note |\n|---|---:|---:|---|")
     for name, seconds, note in rows:
@@ -289,7 +296,8 @@ def main() -> int:
             print(f"| {name} | - | - | {note} |")
         else:
             rate = n / seconds
-            print(f"| {name} | {rate:,.0f} | {rate / naive_rate:.2f}x | {note} |")
+            versus = f"{rate / naive_rate:.2f}x" if naive_rate else "-"
+            print(f"| {name} | {rate:,.0f} | {versus} | {note} |")
     if not isinstance(ours, str):
         try:
             from dynamo_cdc.convert.native import ENABLED as native_built
@@ -299,8 +307,12 @@ def main() -> int:
         bodies = _response_bodies(records)
         del records
         parsers = [
-            ("botocore (boto3's default), then ours", None, False),
-            ("orjson (the StreamReader's handler, C reader off), then ours", read_records, False),
+            ("botocore (boto3's default), C readers off (the reference)", None, False),
+            (
+                "orjson (the StreamReader's handler), C readers off (the reference)",
+                read_records,
+                False,
+            ),
         ]
         if native_built:
             parsers.append(
@@ -316,7 +328,19 @@ def main() -> int:
             rate = n / _from_responses(bodies, handler, native, repeat)
             base = base or rate
             print(f"| {label} | {rate:,.0f} | {rate / base:.2f}x |")
+    _print_refusals_and_memory()
     return 0
+
+
+def _print_refusals_and_memory() -> None:
+    import resource
+
+    from dynamo_cdc.convert import native
+
+    counted = native.counts()
+    refusals = "; ".join(tally.message(kind) for kind, tally in sorted(counted.items()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(f"\nC readers: {refusals or 'nothing counted'}; peak RSS {peak:,.0f} MB")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ from typing import Any
 
 from dynamo_cdc import convert
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import newest_micros, pages_to_table
 from dynamo_cdc.checkpoint import (
     CheckpointStore,
     StreamCheckpoint,
     load_group_count,
     store_group_count,
 )
+from dynamo_cdc.convert import newest_micros, pages_to_table
 from dynamo_cdc.errors import CheckpointError, LakeBusyError
 from dynamo_cdc.layout import capture_lock, group_checkpoint_path, group_lease
 from dynamo_cdc.lock import exclusive

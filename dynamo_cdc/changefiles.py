@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog
-from dynamo_cdc.changes import CHANGE_COLUMNS, IMAGE_COLUMNS
+from dynamo_cdc.convert import CHANGE_COLUMNS, IMAGE_COLUMNS
 from dynamo_cdc.errors import StreamRecordError
 from dynamo_cdc.layout import change_hour_path, table_partition_columns
 

@@ -16,7 +16,7 @@ When is an hour *closed*, so that nobody writes into it again?
   retention before the last committed poll (whatever the stream held of it is landed by then);
 * and every file of the hour is *committed*: its last sequence number is at or before the
   checkpoint of its shard. A file beyond the checkpoint was written by a capture that crashed
-  before its commit; the next capture overwrites it (see :mod:`dynamo_cdc.changes`), so it must
+  before its commit; the next capture overwrites it (see :mod:`dynamo_cdc.changefiles`), so it must
   not be folded into a compacted file, which the next capture would not recognise. A shard absent
   from a committed checkpoint was read to its end and pruned, so its files are committed.
 
@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 
 from dynamo_cdc import catalog
 from dynamo_cdc.changefiles import data_files, file_range
-from dynamo_cdc.changes import SEQUENCE_DIGITS
 from dynamo_cdc.checkpoint import StreamCheckpoint
+from dynamo_cdc.convert import SEQUENCE_DIGITS
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import change_hour_path
 from dynamo_cdc.times import STREAM_RETENTION_SECONDS

@@ -56,9 +56,9 @@ from dynamo_cdc import codec, nesting
 from dynamo_cdc import export as export_api
 from dynamo_cdc.capture import CAPTURE_LOCK_WAIT_SECONDS, capture_exclusive
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import SEQUENCE_DIGITS, records_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, StreamCheckpoint
 from dynamo_cdc.config import Settings
+from dynamo_cdc.convert import SEQUENCE_DIGITS, records_to_table
 from dynamo_cdc.errors import ConfigError, ExportVerificationError, StreamGapError
 from dynamo_cdc.export import (
     ExportRequest,
@@ -163,7 +163,7 @@ def _event_id(key_text: str, micros: int) -> str:
 
 
 def export_record(line: dict[str, Any]) -> dict[str, Any]:
-    """A stream-shaped record (as :func:`dynamo_cdc.changes.records_to_table` takes it) of one
+    """A stream-shaped record (as :func:`dynamo_cdc.convert.records_to_table` takes it) of one
     incremental export line (see the module docstring for the scheme)."""
     micros = int(line["Metadata"]["WriteTimestampMicros"]["N"])
     keys = line["Keys"]

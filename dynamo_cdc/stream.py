@@ -72,7 +72,7 @@ from botocore.exceptions import ClientError
 from dynamo_cdc import nesting
 from dynamo_cdc.aws import error_code, raise_if_credentials
 from dynamo_cdc.checkpoint import ShardCheckpoint, StreamCheckpoint
-from dynamo_cdc.convert import native
+from dynamo_cdc.convert import RESPONSES, native_columns
 from dynamo_cdc.errors import (
     StreamGapError,
     StreamNotEnabledError,
@@ -292,9 +292,9 @@ class ShardRange:
 class RecordPage(Sequence[dict[str, Any]]):
     """The records of one GetRecords response as the C reader read them
     (``dynamo_cdc.convert._native.scan_records``): their change-row columns as Arrow buffers, with no
-    Python object per record or value. :func:`dynamo_cdc.changes.records_to_table` builds the
-    rows from these columns; ``tests/unit/test_record_pages.py`` pins them equal to the rows of
-    the same records read by orjson.
+    Python object per record or value. :func:`dynamo_cdc.convert.records_to_table` builds the
+    rows from these columns; ``tests/unit/convert/test_records_differential.py`` pins them equal
+    to the reference's rows of the same records read by orjson.
 
     As a sequence it is those records as orjson reads them, decoded from the response text on
     first use (tests, and anything that wants dicts).
@@ -441,7 +441,7 @@ def read_records(
 
     orjson's records are the response's JSON as it stands: DynamoDB JSON whose binary values are
     base64 text (not bytes) and ``ApproximateCreationDateTime`` epoch seconds (not a datetime),
-    both of which :func:`dynamo_cdc.changes.records_to_table` and this module take. The C reader
+    both of which :func:`dynamo_cdc.convert.records_to_table` and this module take. The C reader
     refuses what it does not read exactly as that path (whitespace, a number that needs more
     than cutting trailing zeros to be canonical, binary that is not canonical base64, duplicate
     keys, ...). botocore still parses the rest of the response (``NextShardIterator``), errors
@@ -452,17 +452,13 @@ def read_records(
     body = response_dict.get("body")
     if not isinstance(body, bytes | bytearray):
         return
-    if native.ENABLED and native.module is not None:
-        try:
-            columns = native.module.scan_records(body)
-        except ValueError as exc:
-            log.debug("GetRecords response read by orjson, not the C reader: %s", exc)
-        else:
-            customized_response_dict["Records"] = RecordPage(bytes(body), columns)
-            customized_response_dict[BODY_BYTES] = len(body)
-            at, end = columns["records_at"], columns["records_end"]
-            response_dict["body"] = b"".join((body[:at], b"[]", body[end:]))
-            return
+    columns = native_columns(RESPONSES, "scan_records", body)
+    if columns is not None:
+        customized_response_dict["Records"] = RecordPage(bytes(body), columns)
+        customized_response_dict[BODY_BYTES] = len(body)
+        at, end = columns["records_at"], columns["records_end"]
+        response_dict["body"] = b"".join((body[:at], b"[]", body[end:]))
+        return
     # Before orjson (or botocore's parser) recurses through it: JSON strings hold no newline,
     # so a body with newlines is measured as one line.
     flat = bytes(body).replace(b"\n", b" ") if b"\n" in body else bytes(body)

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from dynamo_cdc import codec
-from dynamo_cdc.changes import image_text, pages_to_table
 from dynamo_cdc.checkpoint import CheckpointStore
+from dynamo_cdc.convert import image_text, pages_to_table
 from dynamo_cdc.export import describe_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.layout import newest_snapshot

@@ -17,7 +17,7 @@ from bench.freshness import (
     write_offsets,
 )
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import records_to_table
+from dynamo_cdc.convert import records_to_table
 from dynamo_cdc.lake import Lake
 
 KEYS = [("customer_id", "S"), ("order_id", "S")]

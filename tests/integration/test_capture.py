@@ -14,8 +14,7 @@ import duckdb
 import pytest
 
 from dynamo_cdc.capture import capture_once
-from dynamo_cdc.changes import pages_to_table
-from dynamo_cdc.convert import native
+from dynamo_cdc.convert import native, pages_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.workload import Workload
 from dynamo_cdc.stream import GET_RECORDS_EVENT, ReadBudget, RecordPage, read_records

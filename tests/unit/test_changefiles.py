@@ -15,7 +15,7 @@ from stream_records import KEYS, T0
 from stream_records import record as _record
 
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import records_to_table
+from dynamo_cdc.convert import records_to_table
 from dynamo_cdc.lake import Lake
 
 # -- files -------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from stream_records import KEYS
 from stream_records import record as _record
 
 from dynamo_cdc.changefiles import data_files, file_range, write_change_batch
-from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.checkpoint import ShardCheckpoint, StreamCheckpoint
 from dynamo_cdc.compaction import COMPACTED_PREFIX, compact_hour, hour_is_closed
+from dynamo_cdc.convert import records_to_table
 from dynamo_cdc.lake import Lake
 
 HOUR = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dynamo_cdc import changes, convert, schema, snapshot
+from dynamo_cdc import convert, schema, snapshot
 from dynamo_cdc.convert import native
 
 # The DynamoDB JSON export example of AWS's "DynamoDB table export output format" guide, as one
@@ -203,7 +203,7 @@ EXPECTED_CHANGES = [
 KEYS = (("ForumName", "S"), ("Subject", "S"))
 
 
-@pytest.mark.parametrize("path", ["response C reader", "dicts C walker", "dicts Python"])
+@pytest.mark.parametrize("path", ["response C reader", "dicts C walker", "dicts reference"])
 def test_aws_documented_get_records_example_gives_the_hand_written_change_rows(
     monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
@@ -224,5 +224,5 @@ def test_aws_documented_get_records_example_gives_the_hand_written_change_rows(
             if native.module is None:
                 pytest.skip("the C extension is not built")
             native.module.scan_record_dicts(records)  # it takes them (no fallback hides it)
-    table = changes.records_to_table(records, KEYS, shard_ids=SHARD)  # type: ignore[arg-type]
+    table = convert.records_to_table(records, KEYS, shard_ids=SHARD)  # type: ignore[arg-type]
     assert table.to_pylist() == EXPECTED_CHANGES

@@ -15,7 +15,7 @@ import pytest
 
 from bench.generate import generate_export
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import records_to_table
+from dynamo_cdc.convert import records_to_table
 from dynamo_cdc.errors import ExportVerificationError, LakeError, StreamRecordError
 from dynamo_cdc.export import open_manifest
 from dynamo_cdc.lake import Lake

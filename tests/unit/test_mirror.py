@@ -18,7 +18,7 @@ import pytest
 
 from dynamo_cdc import codec, convert, read_table, schema
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import records_to_table
+from dynamo_cdc.convert import records_to_table
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.mirror import (
     bucket_of,

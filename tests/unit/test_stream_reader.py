@@ -24,9 +24,8 @@ from stream_sim import stream_client as _client
 
 from dynamo_cdc.capture import capture_once
 from dynamo_cdc.changefiles import write_change_batch
-from dynamo_cdc.changes import records_to_table
 from dynamo_cdc.checkpoint import CheckpointStore, ShardCheckpoint, StreamCheckpoint
-from dynamo_cdc.convert import native
+from dynamo_cdc.convert import native, records_to_table
 from dynamo_cdc.errors import StreamGapError, StreamNotEnabledError, TableNotFoundError
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local.streams import TTL_IDENTITY, ManualClock, StreamSimulator

@@ -12,16 +12,16 @@
  *   sequence_number                  the same, padded with zeros to 40 digits
  *   micros                           int64 a record: round(ApproximateCreationDateTime * 1e6)
  *   ttl_delete                       bitmap: userIdentity is Service / dynamodb.amazonaws.com
- *   _keys, _new_image, _old_image    the images' canonical DynamoDB JSON (changes.image_text:
+ *   _keys, _new_image, _old_image    the images' canonical DynamoDB JSON (convert.records.image_text:
  *                                    keys sorted by code point at every level, strings escaped
  *                                    as orjson escapes them, numbers canonical, sets sorted),
  *                                    null where absent
  *   key_attributes                   the attributes of Keys, as scan_block gives attributes
- * It refuses (ValueError) what it does not read exactly as orjson and changes.records_to_table
- * do: whitespace, invalid UTF-8 or JSON, a number that needs more than cutting trailing zeros
+ * It refuses (ValueError) what it does not read exactly as orjson and the reference
+ * (dynamo_cdc/convert/records.py) do: whitespace, invalid UTF-8 or JSON, a number that needs more than cutting trailing zeros
  * to be canonical, non-canonical base64, NULL:false, duplicate keys in an image or among the
  * fields it reads, a record without eventID, eventName, ApproximateCreationDateTime or a
- * SequenceNumber of digits. tests/unit/test_record_pages.py pins it.
+ * SequenceNumber of digits. tests/unit/convert/test_records_differential.py pins it.
  *
  * scan_record_dicts(records) returns the same columns from a list of record dicts (boto3's, or
  * orjson's reading of a response), walking the Python objects: see "Record dicts" below.
@@ -214,7 +214,7 @@ static locale_t c_locale(void) {
     return c_locale_value;
 }
 
-/* Appends the microseconds of a creation time of `seconds` (a double) as changes._micros computes
+/* Appends the microseconds of a creation time of `seconds` (a double) as convert.records.creation_micros computes
  * them: round(seconds * 1e6), halves to even. -1 (st->error set) beyond +-1e11 s or NaN. */
 static int put_micros(state_t *st, records_t *r, double seconds) {
     if (!(seconds > -1e11 && seconds < 1e11)) {
@@ -229,7 +229,7 @@ static int put_micros(state_t *st, records_t *r, double seconds) {
     return 0;
 }
 
-/* ApproximateCreationDateTime (epoch seconds) -> microseconds, as changes._micros computes them
+/* ApproximateCreationDateTime (epoch seconds) -> microseconds, as convert.records.creation_micros computes them
  * from the number orjson reads: round(float(seconds) * 1e6), halves to even. */
 static const char *read_time(state_t *st, records_t *r, const char *p, const char *end) {
     const char *q = scan_number(st, p, end);
@@ -753,14 +753,13 @@ done:
  * by put_micros, sequence numbers by put_sequence, and the key columns read from the rendered
  * Keys text (key_columns).
  *
- * It refuses (ValueError) what it does not render exactly as changes.records_to_table's Python
- * path: a value of another type than those boto3 and orjson give (exact dict, list, bytes,
+ * It refuses (ValueError) what it does not render exactly as the reference
+ * (dynamo_cdc/convert/records.py): a value of another type than those boto3 and orjson give (exact dict, list, bytes,
  * bytearray, bool; str or a str subclass for texts; a dict key that is not an exact str), a
  * value that is not one {tag: value}, an unknown tag, NULL other than True, a number that needs
  * more than cutting trailing zeros to be canonical, binary text that is not canonical base64, a
  * string with a lone surrogate, a dict nested deeper than MAX_DEPTH, a datetime whose tzinfo is
- * not None, a datetime.timezone or a zoneinfo.ZoneInfo, whose utcoffset has microseconds (Arrow,
- * which converts the Python path's datetimes, drops them), or whose microseconds from 1970 a
+ * not None, a datetime.timezone or a zoneinfo.ZoneInfo, whose utcoffset has microseconds, or whose microseconds from 1970 a
  * double does not hold exactly (beyond about 285 years), a creation time of another type than
  * datetime, int or float, or beyond +-1e11 s, a record without eventID, eventName (str), dynamodb
  * or ApproximateCreationDateTime, a SequenceNumber other than 1 to 40 digits, a userIdentity
@@ -787,7 +786,7 @@ static int refuse(state_t *st, const char *why) {
 }
 
 /* After a failed C API call: a MemoryError stays set (it propagates, st->error NULL); any other
- * exception is cleared and the records refused (the Python path meets it again). */
+ * exception is cleared and the records refused (the reference meets it again). */
 static int py_refuse(state_t *st, const char *why) {
     if (PyErr_ExceptionMatches(PyExc_MemoryError)) return -1;
     PyErr_Clear();
@@ -1021,7 +1020,7 @@ static int obj_set(state_t *st, int tag, PyObject *list, buf_t *out, int depth) 
     return finish_set(st, tag, lv, first, scratch_start, out);
 }
 
-/* One {tag: value} as render_plain renders it in typed mode (changes.image_text). */
+/* One {tag: value} as render_plain renders it in typed mode (convert.records.image_text). */
 static int obj_value(state_t *st, PyObject *av, buf_t *out, int depth) {
     if (!PyDict_CheckExact(av) || PyDict_GET_SIZE(av) != 1)
         return refuse(st, "a value that is not one {tag: value}");
@@ -1180,7 +1179,7 @@ static int prefetch_records(dicts_t *d, struct orders *orders, PyObject *records
 }
 
 /* The epoch seconds of a datetime as datetime.timestamp() gives them (naive taken as UTC, as
- * changes._micros does): (dt - epoch) in exact microseconds, less the tzinfo's utcoffset, then
+ * convert.records.creation_micros does): (dt - epoch) in exact microseconds, less the tzinfo's utcoffset, then
  * divided by 1e6 in double arithmetic, which is the correctly rounded quotient Python's int true
  * division gives while the microseconds are below 2**53. */
 static int datetime_seconds(state_t *st, dicts_t *d, PyObject *when, double *seconds) {
@@ -1201,8 +1200,7 @@ static int datetime_seconds(state_t *st, dicts_t *d, PyObject *when, double *sec
                 return refuse(st, "a datetime with a tzinfo the native path does not take");
             PyObject *delta = PyObject_CallMethodOneArg(tz, UTCOFFSET, when);
             if (!delta) return py_refuse(st, "a tzinfo whose utcoffset failed");
-            /* Arrow, which the Python path has convert datetimes, drops an offset's
-             * microseconds: refused, the Python path gives its own result */
+            /* an offset with microseconds (no real zone has one): the reference's */
             if (!PyDelta_Check(delta) || PyDateTime_DELTA_GET_MICROSECONDS(delta)) {
                 Py_DECREF(delta);
                 return refuse(st, "a utcoffset that is not a timedelta of whole seconds");
@@ -1228,7 +1226,7 @@ static int datetime_seconds(state_t *st, dicts_t *d, PyObject *when, double *sec
     return 0;
 }
 
-/* ApproximateCreationDateTime: a datetime, an int or a float (changes._micros). */
+/* ApproximateCreationDateTime: a datetime, an int or a float (convert.records.creation_micros). */
 static int obj_micros(state_t *st, records_t *r, dicts_t *d, PyObject *when) {
     double seconds;
     if (!when) return refuse(st, "a record without ApproximateCreationDateTime");

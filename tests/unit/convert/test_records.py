@@ -1,5 +1,6 @@
-"""Change rows: the contract's columns and types, canonical images (the files they land in:
-test_changefiles.py)."""
+"""Change rows (:mod:`dynamo_cdc.convert.records`): the contract's columns and types, canonical
+images (the files they land in: test_changefiles.py; native against reference:
+test_records_differential.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from decimal import Decimal
 import orjson
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from stream_records import KEYS, T0
-from stream_records import record as _record
 
 from dynamo_cdc import codec
-from dynamo_cdc.changes import change_schema, image_text, key_column_name, records_to_table
+from dynamo_cdc.convert import change_schema, image_text, key_column_name, records_to_table
+from tests.unit.stream_records import KEYS, T0
+from tests.unit.stream_records import record as _record
 
 
 def test_change_rows_have_the_contract_columns_and_types() -> None:
@@ -107,50 +106,6 @@ def test_empty_batch_gives_an_empty_table_with_the_schema() -> None:
 
 
 # -- canonical image text ----------------------------------------------------------------------
-
-_numbers = st.one_of(
-    st.integers(min_value=-(10**40), max_value=10**40).map(str),
-    st.decimals(allow_nan=False, allow_infinity=False, places=None)
-    .filter(lambda d: d.is_finite() and (d == 0 or -130 <= d.adjusted() <= 125))
-    .filter(lambda d: len(d.as_tuple().digits) <= 38)
-    .map(str),
-    st.sampled_from(["0", "-0", "1.50", "600", "0.00000001", "0.0000001", "1E+3", "1e-5", "00"]),
-)
-
-
-def _valid_number(text: str) -> bool:
-    try:
-        codec.parse_number(text)
-        return True
-    except Exception:
-        return False
-
-
-_scalar = st.one_of(
-    st.text(max_size=5).map(lambda s: {"S": s}),
-    _numbers.filter(_valid_number).map(lambda n: {"N": n}),
-    st.binary(max_size=5).map(lambda b: {"B": b}),
-    st.booleans().map(lambda b: {"BOOL": b}),
-    st.just({"NULL": True}),
-    st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True).map(lambda x: {"SS": x}),
-    st.lists(st.binary(max_size=3), min_size=1, max_size=3, unique=True).map(lambda x: {"BS": x}),
-)
-_value = st.recursive(
-    _scalar,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3).map(lambda x: {"L": x}),
-        st.dictionaries(st.sampled_from(["N", "S", "SS", "a", "é"]), inner, max_size=3).map(
-            lambda x: {"M": x}
-        ),
-    ),
-    max_leaves=8,
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(["pk", "N", "n", "x", "SS"]), _value, max_size=5))
-def test_image_text_equals_the_codecs_canonical_text(image: dict) -> None:
-    assert image_text(image) == codec.item_to_json_text(image)
 
 
 def test_image_text_of_absent_image_is_none() -> None:
