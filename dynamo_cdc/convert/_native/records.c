@@ -3,7 +3,7 @@
  *
  * scan_records(body) reads a GetRecords response ({"Records":[...],"NextShardIterator":...},
  * compact JSON as AWS sends it) and returns its records' change-row columns as Arrow buffers, so
- * that dynamo_cdc.changes builds change rows with no Python object per record (a
+ * that dynamo_cdc.convert builds change rows with no Python object per record (a
  * dynamo_cdc.stream.RecordPage). A dict of:
  *   count, records_at, records_end   the records, and the byte span of the Records array
  *   size_bytes                       the sum of their SizeBytes
