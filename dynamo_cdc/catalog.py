@@ -728,7 +728,7 @@ def changed_buckets(
         if int(rel.rsplit("/", 1)[1].split("-")[1]) > since_version
     ]
     if fresh:
-        rows = mirror._read_files(lake, fresh, ["_bucket"])
+        rows = mirror.read_files(lake, fresh, ["_bucket"])
         out |= set(pc.unique(rows.column("_bucket")).to_pylist())
     return out
 
@@ -744,7 +744,7 @@ def _bucket_rows(
 
     parts = [
         mirror.cast_rows(
-            mirror._read_files(
+            mirror.read_files(
                 lake, [mirror.current_path(lake, table, state["base_files"][str(bucket)])]
             ),
             schema_,
@@ -816,7 +816,7 @@ def read_published_current(
     wanted = pa.schema(
         [
             f
-            for f in mirror._schema_from_json(pointer["schema"])
+            for f in mirror.schema_from_json(pointer["schema"])
             if f.name not in mirror.INTERNAL_COLUMNS
         ]
     )
@@ -848,10 +848,10 @@ def publish_current(
         raise FileNotFoundError(
             f"No current view of {table!r}: refresh it (dynamo_cdc.mirror.refresh_current) first."
         )
-    state = mirror._load_state(lake, table, pointer)
+    state = mirror.load_state(lake, table, pointer)
     if state is None:
         raise FileNotFoundError(f"The current view of {table!r} has no state file.")
-    mirror_schema = mirror._schema_from_json(pointer["schema"])
+    mirror_schema = mirror.schema_from_json(pointer["schema"])
     arrow = current_schema(mirror_schema)
     version = int(pointer["version"])
     snap_text = _snapshot_tag(pointer)

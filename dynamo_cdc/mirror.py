@@ -292,7 +292,7 @@ def duckdb_query(lake: Lake, table: str) -> str:
     )
 
 
-def _schema_from_json(text: str) -> pa.Schema:
+def schema_from_json(text: str) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(text)))
 
 
@@ -303,7 +303,7 @@ def _schema_to_json(s: pa.Schema) -> str:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _read_files(lake: Lake, rels: Sequence[str], columns: list[str] | None = None) -> pa.Table:
+def read_files(lake: Lake, rels: Sequence[str], columns: list[str] | None = None) -> pa.Table:
     fs, base = lake.arrow_filesystem()
     paths = [f"{base}/{rel}" for rel in rels]
     return ds.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns)
@@ -348,12 +348,12 @@ def read_current(lake: Lake, table: str) -> pa.Table:
     published = catalog.read_published_current(lake, table, pointer)
     if published is not None:  # the Iceberg table holds this version: a plain scan
         return published
-    mirror = _schema_from_json(pointer["schema"])
+    mirror = schema_from_json(pointer["schema"])
     rels = [current_path(lake, table, f) for f in pointer["files"]]
     if not rels:
         rows = mirror.empty_table()
     else:
-        rows = _read_files(lake, rels)
+        rows = read_files(lake, rels)
         rows = rows.select(mirror.names).cast(mirror)
     if pointer.get("deltas"):
         rows = newest_per_key(rows)
@@ -688,7 +688,7 @@ def _state_to_carry(
         or pointer.get("key_attributes") != source.keys
     ):
         return None
-    return _load_state(lake, table, pointer)
+    return load_state(lake, table, pointer)
 
 
 def _unapplied(
@@ -725,7 +725,7 @@ def _apply_change_files(
     pending = 0
     changes_prefix = lake.table_path(table, "changes")
     for part, name in files:
-        t = _read_files(lake, [f"{changes_prefix}/{part}/{name}"], _CHANGE_COLUMNS)
+        t = read_files(lake, [f"{changes_prefix}/{part}/{name}"], _CHANGE_COLUMNS)
         t = t.filter(
             pc.greater_equal(
                 t.column("approximate_creation_time"),
@@ -957,7 +957,7 @@ def _snapshot_rows(
     lake: Lake, rel: str, mirror: pa.Schema, key_fields: Sequence[pa.Field], buckets: int
 ) -> pa.Table:
     """Mirror rows of one snapshot file (no change time: any change wins over them)."""
-    snap = schema.cast_table_to_schema(_read_files(lake, [rel]), data_schema_of(mirror))
+    snap = schema.cast_table_to_schema(read_files(lake, [rel]), data_schema_of(mirror))
     key_texts = _key_texts_from_columns(snap, key_fields)
     n = snap.num_rows
     hidden = {
@@ -973,7 +973,7 @@ def _snapshot_rows(
     )
 
 
-def _load_state(lake: Lake, table: str, pointer: dict[str, Any] | None) -> dict[str, Any] | None:
+def load_state(lake: Lake, table: str, pointer: dict[str, Any] | None) -> dict[str, Any] | None:
     if pointer is None:
         return None
     raw = lake.read_bytes(current_path(lake, table, version_dir(pointer["version"]), STATE_FILE))
@@ -986,7 +986,7 @@ def _carry_over(
     plan = _Plan(
         version=version,
         buckets=int(pointer["buckets"]),
-        mirror=_schema_from_json(pointer["schema"]),
+        mirror=schema_from_json(pointer["schema"]),
         stats=schema.SchemaStats.from_dict(state["stats"]),
         applied={k: list(v) for k, v in state.get("applied", {}).items()},
         newest_change_micros=state.get("newest_change_micros"),
@@ -1026,11 +1026,11 @@ def _rewrite_all(lake: Lake, table: str, plan: _Plan, wanted: pa.Schema) -> None
     """The schema widened: rewrite every base and delta file of the version with ``wanted``."""
     log.info("%s: the typed schema of current widened; rewriting every file", table)
     for b, rel in sorted(plan.base_files.items()):
-        rows = cast_rows(_read_files(lake, [current_path(lake, table, rel)]), wanted)
+        rows = cast_rows(read_files(lake, [current_path(lake, table, rel)]), wanted)
         lake.delete(current_path(lake, table, rel))
         plan.base_files[b] = _write(lake, table, plan, rel.rsplit("/", 1)[1], rows)
     for i, rel in enumerate(plan.deltas):
-        rows = cast_rows(_read_files(lake, [current_path(lake, table, rel)]), wanted)
+        rows = cast_rows(read_files(lake, [current_path(lake, table, rel)]), wanted)
         lake.delete(current_path(lake, table, rel))
         plan.deltas[i] = _write(lake, table, plan, rel.rsplit("/", 1)[1], rows)
     plan.mirror = wanted
@@ -1039,7 +1039,7 @@ def _rewrite_all(lake: Lake, table: str, plan: _Plan, wanted: pa.Schema) -> None
 def _compact(lake: Lake, table: str, plan: _Plan, tombstone_seconds: float) -> None:
     """Merge the deltas into new bases (only buckets the deltas touch are rewritten)."""
     delta_rels = [current_path(lake, table, rel) for rel in plan.deltas]
-    touched = pc.unique(_read_files(lake, delta_rels, ["_bucket"]).column("_bucket")).to_pylist()
+    touched = pc.unique(read_files(lake, delta_rels, ["_bucket"]).column("_bucket")).to_pylist()
     cutoff = None
     if plan.newest_change_micros is not None:
         cutoff = plan.newest_change_micros - int(tombstone_seconds * 1_000_000)
@@ -1049,7 +1049,7 @@ def _compact(lake: Lake, table: str, plan: _Plan, tombstone_seconds: float) -> N
         base_rel = plan.base_files[b]
         rows = pa.concat_tables(
             [
-                _read_files(lake, [current_path(lake, table, base_rel)]).cast(plan.mirror),
+                read_files(lake, [current_path(lake, table, base_rel)]).cast(plan.mirror),
                 deltas.to_table(filter=ds.field("_bucket") == b).cast(plan.mirror),
             ]
         )
@@ -1079,7 +1079,7 @@ def _count_live(lake: Lake, table: str, plan: _Plan) -> int:
     rels = [current_path(lake, table, r) for r in (*plan.base_files.values(), *plan.deltas)]
     if not rels:
         return 0
-    rows = _read_files(lake, rels, ["_key", "_change_time", "_sequence_number", "_deleted"])
+    rows = read_files(lake, rels, ["_key", "_change_time", "_sequence_number", "_deleted"])
     if plan.deltas:
         rows = newest_per_key(rows)
     return rows.num_rows - pc.sum(rows.column("_deleted").cast(pa.int64())).as_py() or 0

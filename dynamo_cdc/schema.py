@@ -116,7 +116,7 @@ class ColumnStats:
         if NUMBER_SET in batch:
             numbers.extend(m for av in values if NUMBER_SET in av for m in av[NUMBER_SET])
         if numbers:
-            all_int64, int_digits, scale = _number_stats(numbers, name)
+            all_int64, int_digits, scale = number_stats(numbers, name)
             self.all_int64 = self.all_int64 and all_int64
             self.int_digits = max(self.int_digits, int_digits)
             self.scale = max(self.scale, scale)
@@ -235,7 +235,7 @@ class SchemaStats:
         return self.to_dict() == other.to_dict()
 
 
-def _number_stats(texts: Sequence[str] | pa.Array, name: str) -> tuple[bool, int, int]:
+def number_stats(texts: Sequence[str] | pa.Array, name: str) -> tuple[bool, int, int]:
     """(all integers in int64, max integer digits, max scale) of number texts (no nulls)."""
     array = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
     try:

@@ -92,7 +92,7 @@ def _int_of(text: str) -> int:
         return int(value)
 
 
-def _numbers(texts: list[Any], type_: pa.DataType, name: str) -> pa.Array:
+def numbers_array(texts: list[Any], type_: pa.DataType, name: str) -> pa.Array:
     if pa.types.is_string(type_):
         return pa.array(
             [None if t is None else codec.canonical_number_text(t) for t in texts], type_
@@ -124,7 +124,7 @@ def _string_sets(values: list[Any], type_: pa.DataType, name: str) -> pa.Array:
     return pa.array([None if v is None else sorted(v) for v in values], type_)
 
 
-def _number_sets(sets: list[Any], type_: pa.DataType, name: str) -> pa.Array:
+def number_sets_array(sets: list[Any], type_: pa.DataType, name: str) -> pa.Array:
     offsets = [0]
     flat: list[str] = []
     valid = []
@@ -135,24 +135,24 @@ def _number_sets(sets: list[Any], type_: pa.DataType, name: str) -> pa.Array:
             valid.append(True)
             flat.extend(sorted(members, key=codec.parse_number))  # CodecError if not a number
         offsets.append(len(flat))
-    values = _numbers(flat, type_.value_type, name)
+    values = numbers_array(flat, type_.value_type, name)
     mask = pa.array([not v for v in valid], pa.bool_())
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=type_, mask=mask)
 
 
-def _binary_sets(values: list[Any], type_: pa.DataType, name: str) -> pa.Array:
+def binary_sets_array(values: list[Any], type_: pa.DataType, name: str) -> pa.Array:
     return pa.array([None if v is None else sorted(_b64(m) for m in v) for v in values], type_)
 
 
 # The column of each tag, from the values under that tag.
 _BUILDERS: dict[str, Callable[[list[Any], pa.DataType, str], pa.Array]] = {
     STRING: _as_is,
-    NUMBER: _numbers,
+    NUMBER: numbers_array,
     BINARY: _binaries,
     BOOLEAN: _as_is,
     STRING_SET: _string_sets,
-    NUMBER_SET: _number_sets,
-    BINARY_SET: _binary_sets,
+    NUMBER_SET: number_sets_array,
+    BINARY_SET: binary_sets_array,
 }
 
 

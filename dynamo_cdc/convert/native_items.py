@@ -36,7 +36,7 @@ from dynamo_cdc.codec import (
 from dynamo_cdc.convert import items, native
 from dynamo_cdc.errors import CodecError
 from dynamo_cdc.schema import ITEM_COLUMN, MIXED, ColumnStats, SchemaStats, field_kind
-from dynamo_cdc.schema import _number_stats as _reference_number_stats
+from dynamo_cdc.schema import number_stats as _reference_number_stats
 
 # codec._CANONICAL_PLAIN_RE, for Arrow's RE2.
 _CANONICAL_PLAIN = r"^(?:0|-?(?:[1-9]\d{0,38}(?:\.\d*[1-9])?|0\.0{0,6}[1-9](?:\d*[1-9])?))$"
@@ -144,7 +144,7 @@ class _Column:
             try:
                 return c.cast(type_)
             except pa.ArrowInvalid:  # exponents and the like: the reference, value by value
-                return items._numbers(c.to_pylist(), type_, target.name)
+                return items.numbers_array(c.to_pylist(), type_, target.name)
         if kind == BINARY:
             return _binary(c)
         if kind == STRING_SET:
@@ -155,9 +155,9 @@ class _Column:
                     raise pa.ArrowInvalid("number text: sorted by value, not as text")
                 return _sorted_lists(c, _members(c).cast(type_.value_type))
             except pa.ArrowInvalid:  # the reference, value by value
-                return items._number_sets(c.to_pylist(), type_, target.name)
+                return items.number_sets_array(c.to_pylist(), type_, target.name)
         if kind == BINARY_SET:
-            return items._binary_sets(c.to_pylist(), type_, target.name)
+            return items.binary_sets_array(c.to_pylist(), type_, target.name)
         raise Unsupported(f"{kind} column")
 
     def _texts(self) -> pa.Array:
@@ -236,7 +236,7 @@ class NativeChunk:
 
 
 def _number_stats(texts: pa.Array, name: str) -> tuple[bool, int, int]:
-    """schema._number_stats of number texts, from lengths when every text is canonical.
+    """schema.number_stats of number texts, from lengths when every text is canonical.
 
     A failed int64 cast and the reference's regex extraction cost about 1 us a value; for
     canonical plain texts (no leading zeros, no trailing fraction zeros) the digits before and

@@ -383,9 +383,9 @@ def test_read_table_current_reads_the_iceberg_table_when_it_is_as_new_as_the_mir
     land_updates_and_deletes(stream, range(0, 40, 3), range(1, 40, 7))
     refresh_current(lake, TABLE)  # the mirror holds deltas; the hook published this version
     mirror_files_read = []
-    real = mirror._read_files
+    real = mirror.read_files
     monkeypatch.setattr(
-        mirror, "_read_files", lambda *a, **k: mirror_files_read.append(a[1]) or real(*a, **k)
+        mirror, "read_files", lambda *a, **k: mirror_files_read.append(a[1]) or real(*a, **k)
     )
 
     fresh = read_table(lake.root, TABLE, "current")
