@@ -62,9 +62,10 @@ class Services:
         assert "errors" not in doc, doc["errors"]
         return dict(doc["data"])
 
-    def logs(self) -> str:
+    def logs(self, tail: int | None = 3000) -> str:
+        """The processes' logs, each cut to its last ``tail`` characters (None: whole)."""
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            f"--- {p.name}\n{p.read_text(errors='replace')[-(tail or 0) :]}"
             for p in sorted(self.folder.glob("*.log"))
         )
 

@@ -7,7 +7,9 @@ For the two demo tables, written to while it runs, nobody clicks: the daemon tic
 sensors (batches recorded as materializations without runs), the sensors ask for each table's
 first snapshot (runs launched by the code server, which must succeed), ``current`` follows. A
 backfill of the ``changes`` hours launched over GraphQL succeeds. At the end every stream
-record is in the changes exactly once and ``current`` equals a Scan.
+record is in the changes exactly once and ``current`` equals a Scan. The UI's GraphQL shows the
+batches as materializations without a run, with their metadata, no community dialog, and no
+process logs a Beta, Supersession or Deprecation warning.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAwsProcess, launch_local_aws
 from dynamo_cdc.local.demo import DEMO_BUCKET, DEMO_TABLES
 from tests.e2e.chaos import all_stream_event_ids, compare_current_with_scan
-from tests.e2e.helpers import REPO, dagster_process_env, wait_until
+from tests.e2e.helpers import (
+    REPO,
+    dagster_process_env,
+    stream_sensor_batches,
+    wait_until,
+    warning_lines,
+)
 from tests.e2e.services import production_services
 
 pytestmark = pytest.mark.e2e
@@ -188,6 +196,17 @@ def test_separate_services_on_postgresql_and_s3_capture_two_tables_without_a_cli
             t["value"] for r in runs for t in r["tags"] if t["key"] == "dynamo_cdc/kind"
         )
         assert kinds["batch"] == 0 and kinds["first_snapshot"] == len(DEMO_TABLES), kinds
+        # the daemon recorded each sensor's batches as materializations without a run, with
+        # their metadata and partition, and no tick failed
+        for table in DEMO_TABLES:
+            batches = stream_sensor_batches(services.graphql, table, services.folder)
+            assert batches and all(b["partition"] for b in batches), table
+        # deploy/dagster.yaml: no "join the community" dialog, no telemetry; no process logged
+        # a Beta, Supersession or Deprecation warning
+        assert services.graphql("{ shouldShowNux }")["shouldShowNux"] is False
+        log = services.logs(tail=None)
+        assert "Telemetry:" not in log
+        assert warning_lines(log) == [], log[-3000:]
 
     for table in DEMO_TABLES:
         truth = Counter(all_stream_event_ids(clients, table))
