@@ -106,9 +106,10 @@ def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagste
 def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(
     clients, dagster_env, lake
 ):
-    """Both runs are in the table's pool, but Dagster's slot claim on SQLite storage is not
-    atomic across processes (two runs started within a few ms can both get the one slot: a
-    read, then an UPDATE that does not re-check the slot is free), so their steps may overlap.
+    """Both runs are in the table's pool, but Dagster's slot claim is not atomic across
+    processes, on SQLite nor on PostgreSQL (two runs started within a few ms can both get the
+    one slot: a read, then an UPDATE that does not re-check the slot is free; measured in
+    docs/production.md), so their steps may overlap.
     The capture itself holds the table's lock in the lake: the two captures take turns and
     every record lands once, whatever Dagster did."""
     items = [
