@@ -100,6 +100,21 @@ _WEIGHTS = {"duplicate_backfill": 0.3, "concurrent_refresh": 0.5, "checkpoint_re
 MAX_CLOCK_JUMP_SECONDS = 20 * 3600  # stay well inside the stream's 24 h retention
 
 
+# a run of the code location's asset job, as the UI's "Materialize" launches it
+LAUNCH_RUN = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+
 class ChaosFailure(AssertionError):
     """A step of the chaos run failed (the message names the seed, the round and the step)."""
 
@@ -482,22 +497,25 @@ class ChaosRun:
     def _launch(self, runs: list[tuple[Any, str | None, dict[str, Any], dict[str, str]]]) -> list:
         """Launch runs over GraphQL at once, each (asset, partition, run config, tags); wait
         until every one ended; return their run ids."""
-        from dagster_graphql import DagsterGraphQLClient
-
         from tests.e2e.services import LOCATION_NAME
 
-        client = DagsterGraphQLClient("127.0.0.1", port_number=self.services.ui_port)
-        run_ids = [
-            client.submit_job_execution(
-                "__ASSET_JOB",
-                repository_location_name=LOCATION_NAME,
-                repository_name="__repository__",
-                run_config=run_config,
-                tags={**tags, **({"dagster/partition": partition} if partition else {})},
-                asset_selection=[asset.key],
-            )
-            for asset, partition, run_config, tags in runs
-        ]
+        run_ids = []
+        for asset, partition, run_config, tags in runs:
+            tags = {**tags, **({"dagster/partition": partition} if partition else {})}
+            params = {
+                "selector": {
+                    "repositoryLocationName": LOCATION_NAME,
+                    "repositoryName": "__repository__",
+                    "jobName": "__ASSET_JOB",
+                    "assetSelection": [{"path": list(asset.key.path)}],
+                },
+                "runConfigData": run_config,
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+            }
+            launched = self.services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+            if launched["__typename"] != "LaunchRunSuccess":
+                raise ChaosFailure(f"seed {self.seed}, round {self.round}: launch: {launched}")
+            run_ids.append(launched["run"]["runId"])
         deadline = time.monotonic() + 600
         while True:
             runs = [self.instance.get_run_by_id(r) for r in run_ids]
