@@ -454,6 +454,11 @@ class ChaosRun:
         self.changes_asset = by_key[asset_key(self.spec, "changes")]
         self.snapshot_asset = by_key[asset_key(self.spec, "snapshot")]
         self.current_asset = by_key[asset_key(self.spec, "current")]
+        # each asset's checks run with it, as the UI's Materialize (and a launched run) does
+        self.checks: dict[Any, list[Any]] = {}
+        for check in defs.asset_checks or []:
+            for check_key in check.check_keys:
+                self.checks.setdefault(check_key.asset_key, []).append(check)
         self.resources = build_resources()
         self.instance = dg.DagsterInstance.get()
 
@@ -476,7 +481,7 @@ class ChaosRun:
         run_config = {"ops": {asset.node_def.name: {"config": config}}} if config else {}
         if self.services is None:
             result = dg.materialize(
-                [asset],
+                [asset, *self.checks.get(asset.key, [])],
                 partition_key=partition,
                 resources=self.resources,
                 instance=self.instance,

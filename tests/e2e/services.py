@@ -80,13 +80,17 @@ def production_workspace(folder: Path, port: int) -> Path:
 
 
 LOCATION_NAME = load("workspace.yaml")["load_from"][0]["grpc_server"]["location_name"]
+WORKSPACE = """
+{ workspaceOrError { ... on Workspace {
+    locationEntries { name locationOrLoadError { __typename } } } } }
+"""
 
 
 @contextmanager
 def production_services(env: dict[str, str], folder: Path) -> Iterator[Services]:
     """The code server, the webserver and the daemon with ``env`` (DAGSTER_HOME holding the
     production dagster.yaml, its schema migrated here first), their logs in ``folder``; yields
-    once the webserver answers GraphQL, stops all three by pid afterwards."""
+    once the webserver has loaded the code location, stops all three by pid afterwards."""
     subprocess.run(
         [str(VENV_BIN / "dagster"), "instance", "migrate"], env=env, check=True, capture_output=True
     )
@@ -102,14 +106,20 @@ def production_services(env: dict[str, str], folder: Path) -> Iterator[Services]
         services.start("webserver", web)
         services.start("daemon", with_option(compose_command("daemon"), "-w", str(workspace)))
 
-        def answers() -> bool:
+        def location_loaded() -> bool:
+            # the webserver answers before it reached the code server: wait for the location
             try:
-                data = services.graphql("{ locationStatusesOrError { __typename } }")
+                data = services.graphql(WORKSPACE)
             except OSError:
                 return False
-            return bool(data)
+            entries = data["workspaceOrError"].get("locationEntries") or []
+            return any(
+                e["name"] == LOCATION_NAME
+                and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+                for e in entries
+            )
 
-        wait_until(answers, timeout=180, interval=2, what="the webserver")
+        wait_until(location_loaded, timeout=180, interval=2, what="the code location")
         yield services
     finally:
         services.stop()
