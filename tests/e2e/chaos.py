@@ -4,6 +4,13 @@ that nothing was lost or duplicated.
 Run it::
 
     python -m tests.e2e.chaos --seed 7 --minutes 10      # prints the seed and a figures table
+    python -m tests.e2e.chaos --services --seed 7 --minutes 15   # the production profile
+
+The production profile (``--services``): the Dagster instance on PostgreSQL (deploy/dagster.yaml,
+a server started here), ``dagster code-server``, ``dagster-webserver`` and ``dagster-daemon`` as
+separate processes (tests/e2e/services.py), every run launched over the webserver's GraphQL,
+and the lake on S3 of the local AWS. The run still ticks the stream sensor itself (the daemon's
+sensors are stopped), so that every fault falls between two ticks.
 
 ``tests/e2e/test_chaos.py`` runs it at a bounded size in ``make test`` (``CHAOS_MINUTES`` and
 ``CHAOS_SEED`` make it longer or replay a seed).
