@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dynamo_cdc.dagster.assets import hour_partition_key
+from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.assets import hour_partition_key, pool_name
 from tests.e2e.conftest import PAIRWISE, instance_and_lake
 from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items, run_dagster
 
@@ -120,15 +121,18 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(
         clients.dynamodb.batch_write_item(RequestItems={"orders": items[i : i + 25]})
     hours = ["2026-01-01-00:00", "2026-01-01-01:00"]
     config = {"ops": {"dynamodb__orders__changes": {"config": {"capture": {}}}}}
-    # Create the instance's storage first: two processes racing to create a fresh SQLite
-    # schema is a Dagster set-up race ("table ... already exists"), not what this test pins.
-    subprocess.run(
-        [str(VENV_BIN / "dagster"), "instance", "migrate"],
-        cwd=REPO,
-        env=dagster_env,
-        check=True,
-        capture_output=True,
-    )
+    # Create the instance's storage and the table's pool first: two processes racing to create
+    # a fresh SQLite schema ("table ... already exists"), or a new pool's limit on PostgreSQL
+    # (the second run fails: docs/production.md, section 7), are Dagster set-up races, not
+    # what this test pins.
+    for setup in (["migrate"], ["concurrency", "set", pool_name(TableSpec(name="orders")), "1"]):
+        subprocess.run(
+            [str(VENV_BIN / "dagster"), "instance", *setup],
+            cwd=REPO,
+            env=dagster_env,
+            check=True,
+            capture_output=True,
+        )
     procs = [
         subprocess.Popen(
             [
