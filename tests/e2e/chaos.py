@@ -4,6 +4,13 @@ that nothing was lost or duplicated.
 Run it::
 
     python -m tests.e2e.chaos --seed 7 --minutes 10      # prints the seed and a figures table
+    python -m tests.e2e.chaos --services --seed 7 --minutes 15   # the production profile
+
+The production profile (``--services``): the Dagster instance on PostgreSQL (deploy/dagster.yaml,
+a server started here), ``dagster code-server``, ``dagster-webserver`` and ``dagster-daemon`` as
+separate processes (tests/e2e/services.py), every run launched over the webserver's GraphQL,
+and the lake on S3 of the local AWS. The run still ticks the stream sensor itself (the daemon's
+sensors are stopped), so that every fault falls between two ticks.
 
 ``tests/e2e/test_chaos.py`` runs it at a bounded size in ``make test`` (``CHAOS_MINUTES`` and
 ``CHAOS_SEED`` make it longer or replay a seed).
@@ -77,10 +84,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = "chaos-orders.v1"
+LAKE_BUCKET = "chaos-lake"
 TTL_ATTRIBUTE = "expires_at"
 FAULTS = (
     "sigkill_mid_write",
@@ -98,6 +105,21 @@ FAULTS = (
 # Costly faults are drawn less often once each kind ran once.
 _WEIGHTS = {"duplicate_backfill": 0.3, "concurrent_refresh": 0.5, "checkpoint_reset": 0.5}
 MAX_CLOCK_JUMP_SECONDS = 20 * 3600  # stay well inside the stream's 24 h retention
+
+
+# a run of the code location's asset job, as the UI's "Materialize" launches it
+LAUNCH_RUN = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
 
 
 class ChaosFailure(AssertionError):
@@ -129,6 +151,8 @@ class ChaosFigures:
     current_mismatches: int = 0
     mid_run_mismatches: int = 0
     failed_checks: int = 0
+    check_evaluations: int = 0
+    leases_aged: int = 0
     future_hour_requests: int = 0
     refresh_failures: list[str] = field(default_factory=list)
     lost_sample: list[str] = field(default_factory=list)
@@ -174,7 +198,9 @@ class ChaosFigures:
             ("current rows / Scan items", f"{self.current_rows} / {self.scan_items}"),
             ("current != Scan at the end (must be 0)", self.current_mismatches),
             ("current != Scan after concurrent refreshes (must be 0)", self.mid_run_mismatches),
-            ("failed no_duplicate_event_id checks (must be 0)", self.failed_checks),
+            ("asset check evaluations in the runs", self.check_evaluations),
+            ("killed captures' S3 leases aged instead of waiting 15 min", self.leases_aged),
+            ("failed asset checks (must be 0)", self.failed_checks),
             ("concurrent refreshes of current that failed", len(self.refresh_failures)),
             ("run requests for an hour not yet a partition (skipped)", self.future_hour_requests),
         ]
@@ -199,7 +225,7 @@ class ChaosFigures:
                 f"{self.mismatch_sample}"
             )
         if self.failed_checks:
-            out.append(f"{self.failed_checks} failed no_duplicate_event_id checks")
+            out.append(f"{self.failed_checks} failed asset checks")
         out.append("faults in order: " + ", ".join(self.fault_log))
         out.append(self.table())
         return "\n".join(out)
@@ -298,7 +324,8 @@ _CHILD = textwrap.dedent(
     from dynamo_cdc.stream import ReadBudget
 
     endpoint, root, table, where, n, records = sys.argv[1:7]
-    lake = Lake(root)
+    clients = Clients(Settings(endpoint_url=endpoint))
+    lake = Lake(root, clients.s3)
     writes = []
 
     def die(note):
@@ -316,7 +343,7 @@ _CHILD = textwrap.dedent(
 
         lake.write_bytes = write_bytes
     capture.capture_once(
-        Clients(Settings(endpoint_url=endpoint)), lake, table,
+        clients, lake, table,
         ReadBudget(max_records=int(records), max_seconds=15),
         after_write=lambda files: die(f"killed after {len(files)} files, before the commit"),
     )
@@ -326,9 +353,12 @@ _CHILD = textwrap.dedent(
 _REFRESH_CHILD = textwrap.dedent(
     """
     import sys
+    from dynamo_cdc.aws import Clients
+    from dynamo_cdc.config import Settings
     from dynamo_cdc.lake import Lake
     from dynamo_cdc.mirror import refresh_current
-    r = refresh_current(Lake(sys.argv[1]), sys.argv[2])
+    endpoint, root, table = sys.argv[1:4]
+    r = refresh_current(Lake(root, Clients(Settings(endpoint_url=endpoint)).s3), table)
     print(f"version {r.version}, {r.changes_applied} changes applied", flush=True)
     """
 )
@@ -344,8 +374,13 @@ class ChaosRun:
         workdir: Path,
         echo: Callable[[str], None] = print,
         postgres_env: dict[str, str] | None = None,
+        services: bool = False,
     ) -> None:
+        if services and not postgres_env:
+            raise ValueError("the separate services run on PostgreSQL: give postgres_env")
         self.postgres_env = postgres_env
+        self.services: Any = None  # tests.e2e.services.Services once started (services=True)
+        self.with_services = services
         self.seed = seed
         self.minutes = minutes
         self.workdir = workdir
@@ -372,7 +407,8 @@ class ChaosRun:
         from dynamo_cdc.local import LocalAwsControl
         from dynamo_cdc.local.workload import Workload
 
-        self.root = str(self.workdir / "lake")
+        # the production profile's lake is on S3 (the local AWS), the other a local folder
+        self.root = f"s3://{LAKE_BUCKET}/lake" if self.with_services else str(self.workdir / "lake")
         home = self.workdir / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
         # SQLite (the project's settings), or PostgreSQL with the production deploy/dagster.yaml
@@ -396,7 +432,7 @@ class ChaosRun:
         self.control = LocalAwsControl(endpoint, control_token)
         self.endpoint = endpoint
         self.clients = Clients(Settings(endpoint_url=endpoint))
-        self.lake = Lake(self.root)
+        self.lake = Lake(self.root, self.clients.s3)
         db = self.clients.dynamodb
         create_table(db, TABLE)
         db.update_time_to_live(
@@ -404,6 +440,8 @@ class ChaosRun:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
         self.clients.s3.create_bucket(Bucket="chaos-exports")
+        if self.with_services:
+            self.clients.s3.create_bucket(Bucket=LAKE_BUCKET)
         # production's shapes: items of 2-4 KB (a 1 MB GetRecords page holds a few hundred),
         # one in 200 near DynamoDB's 400 KB limit (a page holds two)
         self.workload = Workload(
@@ -423,42 +461,129 @@ class ChaosRun:
         self.changes_asset = by_key[asset_key(self.spec, "changes")]
         self.snapshot_asset = by_key[asset_key(self.spec, "snapshot")]
         self.current_asset = by_key[asset_key(self.spec, "current")]
+        # each asset's checks run with it, as the UI's Materialize (and a launched run) does
+        self.checks: dict[Any, list[Any]] = {}
+        for check in defs.asset_checks or []:
+            for check_key in check.check_keys:
+                self.checks.setdefault(check_key.asset_key, []).append(check)
         self.resources = build_resources()
         self.instance = dg.DagsterInstance.get()
 
     # -- Dagster runs --------------------------------------------------------------------
 
-    def _materialize(
-        self, kind: str, asset: Any, partition: str | None, config: dict[str, Any] | None
-    ) -> Any:
+    def _execute(
+        self,
+        asset: Any,
+        partition: str | None,
+        config: dict[str, Any] | None,
+        tags: dict[str, str],
+    ) -> tuple[bool, list[str], list[bool]]:
+        """One run of ``asset``: (succeeded, step errors, each asset check's passed).
+
+        In this process (``dg.materialize`` on the instance), or, with the separate services,
+        launched over the webserver's GraphQL: queued, dequeued by the daemon, started by the
+        code server as a run process, as in production."""
         import dagster as dg
 
-        run_config = {"ops": {asset.node_def.name: {"config": config}}} if config else None
-        result = dg.materialize(
-            [asset],
-            partition_key=partition,
-            resources=self.resources,
-            instance=self.instance,
-            run_config=run_config,
-            raise_on_error=False,
-            tags={"dynamo_cdc/chaos": kind},
-        )
-        self.figures.dagster_runs[kind] += 1
-        if not result.success:
+        run_config = {"ops": {asset.node_def.name: {"config": config}}} if config else {}
+        if self.services is None:
+            result = dg.materialize(
+                [asset, *self.checks.get(asset.key, [])],
+                partition_key=partition,
+                resources=self.resources,
+                instance=self.instance,
+                run_config=run_config,
+                raise_on_error=False,
+                tags=tags,
+            )
             errors = [
                 e.event_specific_data.error.to_string()
                 for e in result.all_events
                 if e.is_step_failure and e.event_specific_data and e.event_specific_data.error
             ]
+            checks = [e.passed for e in result.get_asset_check_evaluations()]
+            return result.success, errors, checks
+        (run_id,) = self._launch([(asset, partition, run_config, tags)])
+        return self._outcome(run_id)
+
+    def _launch(self, runs: list[tuple[Any, str | None, dict[str, Any], dict[str, str]]]) -> list:
+        """Launch runs over GraphQL at once, each (asset, partition, run config, tags); wait
+        until every one ended; return their run ids."""
+        from tests.e2e.services import LOCATION_NAME
+
+        run_ids = []
+        for asset, partition, run_config, tags in runs:
+            tags = {**tags, **({"dagster/partition": partition} if partition else {})}
+            params = {
+                "selector": {
+                    "repositoryLocationName": LOCATION_NAME,
+                    "repositoryName": "__repository__",
+                    "jobName": "__ASSET_JOB",
+                    "assetSelection": [{"path": list(asset.key.path)}],
+                },
+                "runConfigData": run_config,
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+            }
+            launched = self.services.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+            if launched["__typename"] != "LaunchRunSuccess":
+                raise ChaosFailure(f"seed {self.seed}, round {self.round}: launch: {launched}")
+            run_ids.append(launched["run"]["runId"])
+        deadline = time.monotonic() + 600
+        while True:
+            runs = [self.instance.get_run_by_id(r) for r in run_ids]
+            if all(run.is_finished for run in runs):
+                return run_ids
+            statuses = [run.status.value for run in runs]
+            if time.monotonic() > deadline:
+                raise ChaosFailure(
+                    f"seed {self.seed}, round {self.round}: runs {run_ids} still {statuses} "
+                    f"after 600 s:\n{self.services.logs()}"
+                )
+            time.sleep(0.5)
+
+    def _outcome(self, run_id: str) -> tuple[bool, list[str], list[bool]]:
+        """(succeeded, step and run failures, each asset check's passed) of a launched run,
+        from the instance's event log."""
+        import dagster as dg
+
+        run = self.instance.get_run_by_id(run_id)
+        errors: list[str] = []
+        checks: list[bool] = []
+        for record in self.instance.all_logs(run_id):
+            event = record.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                checks.append(event.event_specific_data.passed)
+            elif event.event_type in (
+                dg.DagsterEventType.STEP_FAILURE,
+                dg.DagsterEventType.RUN_FAILURE,
+            ):
+                data = event.event_specific_data
+                error = getattr(data, "error", None)
+                errors.append(error.to_string() if error else str(record.message))
+        return run.status == dg.DagsterRunStatus.SUCCESS, errors, checks
+
+    def _materialize(
+        self, kind: str, asset: Any, partition: str | None, config: dict[str, Any] | None
+    ) -> None:
+        success, errors, checks = self._execute(
+            asset, partition, config, {"dynamo_cdc/chaos": kind}
+        )
+        self.figures.dagster_runs[kind] += 1
+        self._check_run(f"the {kind} run of {partition}", success, errors, checks)
+
+    def _check_run(self, what: str, success: bool, errors: list[str], checks: list[bool]) -> None:
+        if not success:
             raise ChaosFailure(
-                f"seed {self.seed}, round {self.round}: the {kind} run of {partition} failed:\n"
+                f"seed {self.seed}, round {self.round}: {what} failed:\n"
                 + ("\n".join(errors) or "no step failure recorded")[-4000:]
             )
-        for evaluation in result.get_asset_check_evaluations():
-            if not evaluation.passed:
+        self.figures.check_evaluations += len(checks)
+        for passed in checks:
+            if not passed:
                 self.figures.failed_checks += 1
-                self.echo(f"  check {evaluation.check_name} FAILED: {evaluation.metadata}")
-        return result
+                self.echo(f"  a check of {what} FAILED")
 
     def _run_requests(self, result: Any) -> None:
         """Record the asset events of a sensor result and run each of its requests once (a run
@@ -491,25 +616,14 @@ class ChaosRun:
                 )
                 continue
             config = request.run_config["ops"][self.changes_asset.op.name]["config"]
-            run_config = {"ops": {self.changes_asset.op.name: {"config": config}}}
-            out = dg.materialize(
-                [self.changes_asset],
-                partition_key=request.partition_key,
-                resources=self.resources,
-                instance=self.instance,
-                run_config=run_config,
-                raise_on_error=False,
-                tags={**tag, "dynamo_cdc/kind": kind},
+            outcome = self._execute(
+                self.changes_asset,
+                request.partition_key,
+                config,
+                {**tag, "dynamo_cdc/kind": kind},
             )
             self.figures.dagster_runs[f"changes ({kind})"] += 1
-            if not out.success:
-                raise ChaosFailure(
-                    f"seed {self.seed}, round {self.round}: the {kind} run of "
-                    f"{request.partition_key} failed"
-                )
-            for evaluation in out.get_asset_check_evaluations():
-                if not evaluation.passed:
-                    self.figures.failed_checks += 1
+            self._check_run(f"the {kind} run of {request.partition_key}", *outcome)
 
     # -- ticks ---------------------------------------------------------------------------
 
@@ -600,6 +714,28 @@ class ChaosRun:
                 f"{proc.returncode}, not by SIGKILL:\n{proc.stderr[-3000:]}"
             )
         self.figures.fault_log[-1] += f" ({proc.stdout.strip()})"
+        if self.lake.is_s3:
+            self._age_abandoned_lease()
+
+    def _age_abandoned_lease(self) -> None:
+        """On S3 the killed capture's lock is a lease object that another capture takes over
+        once stale: 15 minutes after its last renewal (a flock dies with its process). Rather
+        than wait, the lease's expiry is moved to the past (written with ``If-Match`` its
+        ETag), as if those minutes had passed; the next capture takes it over."""
+        from dynamo_cdc.layout import capture_lock
+
+        key = self.lake.key(capture_lock(self.lake, TABLE))
+        s3 = self.clients.s3
+        try:
+            lease = s3.get_object(Bucket=self.lake.bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
+            return  # killed before taking the lock
+        body = json.loads(lease["Body"].read())
+        body["expires"] = time.time() - 1
+        s3.put_object(
+            Bucket=self.lake.bucket, Key=key, Body=json.dumps(body), IfMatch=lease["ETag"]
+        )
+        self.figures.leases_aged += 1
 
     def _fault(self, kind: str) -> None:
         self.figures.faults[kind] += 1
@@ -627,7 +763,7 @@ class ChaosRun:
 
             self.cursor = None
             self.clients = Clients(Settings(endpoint_url=self.endpoint))
-            self.lake = Lake(self.root)
+            self.lake = Lake(self.root, self.clients.s3)
         elif kind == "duplicate_backfill":
             self._duplicate_backfill()
         elif kind == "concurrent_refresh":
@@ -653,6 +789,14 @@ class ChaosRun:
         hour = hour_partition_key(datetime.now(UTC).replace(minute=0, second=0, microsecond=0))
         op = self.changes_asset.op.name
         config = {"ops": {op: {"config": {"capture": {"seconds": 10.0}}}}}
+        if self.services is not None:
+            # two runs launched together over GraphQL (the UI's "Materialize" twice)
+            tags = {"dynamo_cdc/chaos": "duplicate backfill"}
+            run_ids = self._launch([(self.changes_asset, hour, config, tags)] * 2)
+            self.figures.dagster_runs["changes (duplicate backfill, GraphQL)"] += 2
+            for run_id in run_ids:
+                self._check_run(f"the duplicate backfill {run_id}", *self._outcome(run_id))
+            return
         cmd = [
             str(Path(sys.executable).parent / "dagster"),
             "asset",
@@ -692,7 +836,7 @@ class ChaosRun:
         self._catch_up()
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", _REFRESH_CHILD, self.root, TABLE],
+                [sys.executable, "-c", _REFRESH_CHILD, self.endpoint, self.root, TABLE],
                 cwd=REPO,
                 env=dict(os.environ, PYTHONPATH=str(REPO)),
                 stdout=subprocess.PIPE,
@@ -754,12 +898,14 @@ class ChaosRun:
         saved_env = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "AWS_ACCESS_KEY_ID")}
         try:
             self._setup(server.endpoint_url, server.control.token)
-            try:
+            with contextlib.ExitStack() as stack:
+                stack.callback(self.instance.dispose)
+                if self.with_services:
+                    self.services = stack.enter_context(self._production_services())
                 self._rounds(started)
                 self._verify()
-            finally:
-                self.instance.dispose()
         finally:
+            self.services = None
             server.stop()
             for k in self.env_overrides if hasattr(self, "env_overrides") else ():
                 if k not in saved_env:
@@ -774,6 +920,19 @@ class ChaosRun:
                 self.workload.counts if hasattr(self, "workload") else {}
             )
         return self.figures
+
+    def _production_services(self) -> contextlib.AbstractContextManager[Any]:
+        """The code server, webserver and daemon on this run's instance, lake and table (their
+        sensors stopped: this run ticks the stream sensor itself, faults between ticks)."""
+        from tests.e2e.helpers import dagster_process_env
+        from tests.e2e.services import production_services
+
+        folder = self.workdir / "services"
+        folder.mkdir(exist_ok=True)
+        env = dagster_process_env(
+            self.endpoint, self.root, Path(self.env_overrides["DAGSTER_HOME"]), **self.env_overrides
+        )
+        return production_services(env, folder)
 
     def _rounds(self, started: float) -> None:
         deadline = started + self.minutes * 60
@@ -807,15 +966,15 @@ class ChaosRun:
         self.figures.rounds = self.round
 
     def _verify(self) -> None:
+        from tests.e2e.helpers import lake_dataset
+
         self.control.configure_streams(throttle_rate=0.0)
         self._catch_up()
         self._materialize("current", self.current_asset, None, None)
         f = self.figures
         truth = Counter(all_stream_event_ids(self.clients, TABLE))
         f.stream_records = sum(truth.values())
-        rows = ds.dataset(
-            f"{self.root}/{TABLE}/changes", format="parquet", partitioning="hive"
-        ).to_table(columns=["event_id", "source"])
+        rows = lake_dataset(self.lake, f"{TABLE}/changes").to_table(columns=["event_id", "source"])
         stream_mask = pc.equal(rows.column("source"), "stream")
         landed = Counter(rows.filter(stream_mask).column("event_id").to_pylist())
         f.stream_rows = sum(landed.values())
@@ -842,6 +1001,7 @@ def run_chaos(
     workdir: Path | None = None,
     echo: Callable[[str], None] = print,
     postgres_env: dict[str, str] | None = None,
+    services: bool = False,
 ) -> ChaosFigures:
     """Run the chaos run (see the module docstring) and return its figures.
 
@@ -853,12 +1013,16 @@ def run_chaos(
         echo: progress lines.
         postgres_env: the ``DAGSTER_PG_*`` variables of a database: the Dagster instance is
             then deploy/dagster.yaml on PostgreSQL (default: SQLite).
+        services: the production profile (needs ``postgres_env``): the lake on S3 of the local
+            AWS, and every run launched over the webserver's GraphQL, dequeued by
+            ``dagster-daemon`` and started by ``dagster code-server`` (tests/e2e/services.py);
+            otherwise runs execute in this process and the lake is a folder.
     """
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        return ChaosRun(seed, minutes, workdir, echo, postgres_env).run()
+        return ChaosRun(seed, minutes, workdir, echo, postgres_env, services).run()
     with tempfile.TemporaryDirectory(prefix="dynamo-cdc-chaos-") as tmp:
-        return ChaosRun(seed, minutes, Path(tmp), echo, postgres_env).run()
+        return ChaosRun(seed, minutes, Path(tmp), echo, postgres_env, services).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -871,9 +1035,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the Dagster instance on a PostgreSQL server started here (deploy/dagster.yaml)",
     )
+    parser.add_argument(
+        "--services",
+        action="store_true",
+        help="the production profile: PostgreSQL, the code server, webserver and daemon as "
+        "processes, the lake on S3 (implies --postgres)",
+    )
     args = parser.parse_args(argv)
+    args.postgres = args.postgres or args.services
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     instance = "PostgreSQL" if args.postgres else "SQLite"
+    if args.services:
+        instance += ", separate services, S3 lake"
     print(f"chaos run: seed {seed}, {args.minutes} minutes, {instance}", flush=True)
     with contextlib.ExitStack() as stack:
         postgres_env = None
@@ -887,6 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workdir,
             echo=lambda s: print(s, flush=True),
             postgres_env=postgres_env,
+            services=args.services,
         )
     print("faults in order: " + ", ".join(figures.fault_log))
     if figures.refresh_failures:

@@ -50,11 +50,27 @@ def make_lake_root(kind: str, clients: Clients, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def lake_root(clients: Clients, tmp_path: Path) -> str:
-    """The lake root of :func:`dagster_env`: a local folder. A module runs its tests on both
-    lake kinds by overriding this fixture with ``params=LAKE_KINDS`` (see
-    ``test_materialize_cli.py``)."""
-    return make_lake_root("folder", clients, tmp_path)
+def lake_root(clients: Clients, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The lake root of :func:`dagster_env`: a local folder, or the kind a test names with
+    :func:`instance_and_lake`."""
+    return make_lake_root(getattr(request, "param", "folder"), clients, tmp_path)
+
+
+# Dagster's storage never touches the lake and the lake never touches Dagster's storage, so a
+# test of both runs on the pairs that cover each kind once: the project's SQLite instance with a
+# folder lake, and the production profile (PostgreSQL, deploy/dagster.yaml) with an S3 lake.
+PAIRWISE = (("sqlite", "folder"), ("postgres", "s3"))
+
+
+def instance_and_lake(*pairs: tuple[str, str]) -> pytest.MarkDecorator:
+    """Run a test once per (instance kind, lake kind) pair: the parameters of
+    :func:`dagster_env` and :func:`lake_root`."""
+    return pytest.mark.parametrize(
+        ("dagster_env", "lake_root"),
+        pairs,
+        indirect=True,
+        ids=[f"{instance}-{lake}" for instance, lake in pairs],
+    )
 
 
 @pytest.fixture

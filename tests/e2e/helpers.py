@@ -13,6 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from dynamo_cdc import codec
+from dynamo_cdc.config import dagster_safe_name
 from dynamo_cdc.lake import Lake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +63,53 @@ def instance_home(
         return
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     env.update(request.getfixturevalue("postgres").new_instance_env())
+
+
+STREAM_SENSOR_QUERY = """
+query ($name: String!, $changes: AssetKeyInput!) {
+  sensorOrError(sensorSelector: {repositoryLocationName: "dynamo_cdc",
+                                 repositoryName: "__repository__", sensorName: $name}) {
+    ... on Sensor { sensorState { status ticks(limit: 20) { status error { message } } } }
+    ... on PythonError { message }
+  }
+  runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $name}]}) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+  assetOrError(assetKey: $changes) {
+    ... on Asset {
+      assetMaterializations(limit: 20) {
+        partition runId metadataEntries { label ... on IntMetadataEntry { intValue } }
+      }
+    }
+  }
+}
+"""
+
+
+def stream_sensor_batches(graphql, table: str, log: object) -> list[dict]:
+    """The micro-batches ``table``'s stream sensor recorded (over a webserver's ``graphql``):
+    materializations of its ``changes`` without a run, with the batch's metadata. Fails when
+    the sensor is not running, a recent tick failed, or it launched a run for anything but real
+    work (the first snapshot, a compaction, a heal); ``log`` names where to look then."""
+    name = f"{dagster_safe_name(table)}_stream_sensor"
+    changes = {"path": ["dynamodb", dagster_safe_name(table), "changes"]}
+    data = graphql(STREAM_SENSOR_QUERY, {"name": name, "changes": changes})
+    state = data["sensorOrError"]["sensorState"]
+    assert state["status"] == "RUNNING"
+    errors = [t["error"]["message"] for t in state["ticks"] if t["error"]]
+    assert not errors, errors
+    runs = data["runsOrError"]["results"]
+    kinds = [t["value"] for r in runs for t in r["tags"] if t["key"] == "dynamo_cdc/kind"]
+    # only real work is a run (the first snapshot, a compaction once an hour closes)
+    assert set(kinds) <= {"first_snapshot", "compaction", "heal"}, f"{name}: runs {runs}; {log}"
+    events = data["assetOrError"]["assetMaterializations"]
+    return [
+        e
+        for e in events
+        if e["runId"] == ""
+        and {"batch_id", "batch_rows", "shard_ranges", "path"}
+        <= {m["label"] for m in e["metadataEntries"]}
+    ]
 
 
 def free_port() -> int:

@@ -1,6 +1,7 @@
 """``dagster asset materialize`` on the local AWS: a snapshot partition and a changes hour, read
 back from the lake; and two changes runs of one table launched at once never overlap. Each test
-that writes the lake runs on a local folder and on an s3:// lake."""
+that writes the lake runs on a local folder and on an s3:// lake, and on each kind of Dagster
+instance (tests/e2e/conftest.py's ``instance_and_lake``)."""
 
 import json
 import subprocess
@@ -9,8 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dynamo_cdc.dagster.assets import hour_partition_key
-from tests.e2e.conftest import LAKE_KINDS, make_lake_root
+from dynamo_cdc.config import TableSpec
+from dynamo_cdc.dagster.assets import hour_partition_key, pool_name
+from tests.e2e.conftest import PAIRWISE, instance_and_lake
 from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items, run_dagster
 
 pytestmark = pytest.mark.e2e
@@ -18,11 +20,7 @@ pytestmark = pytest.mark.e2e
 MODULE = ["-m", "dagster_project.location"]  # the example project, its defs.yaml
 
 
-@pytest.fixture(params=LAKE_KINDS)
-def lake_root(request, clients, tmp_path) -> str:
-    return make_lake_root(request.param, clients, tmp_path)
-
-
+@instance_and_lake(*PAIRWISE)
 def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dagster_env, lake):
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     config = {
@@ -49,7 +47,7 @@ def test_snapshot_of_today_materializes_from_the_cli_and_reads_back(clients, dag
     assert lineage["item_count"] == table.num_rows
 
 
-@pytest.mark.parametrize("lake_root", ["folder"], indirect=True)
+@instance_and_lake(("sqlite", "folder"))  # an error before any write or storage difference
 def test_a_snapshot_before_the_pitr_window_fails_naming_the_earliest_time(dagster_env):
     proc = subprocess.run(
         [
@@ -72,6 +70,7 @@ def test_a_snapshot_before_the_pitr_window_fails_naming_the_earliest_time(dagste
     assert "earliest restorable time" in proc.stdout + proc.stderr
 
 
+@instance_and_lake(*PAIRWISE)
 def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagster_env, lake):
     keys = [f"e2e-{uuid.uuid4().hex[:8]}" for _ in range(5)]
     for k in keys:
@@ -101,12 +100,17 @@ def test_a_changes_hour_materializes_from_the_cli_and_reads_back(clients, dagste
     assert set(keys) <= landed_keys
 
 
+# Dagster's pool lets both runs hold its one slot at times, on SQLite more often than on
+# PostgreSQL (docs/production.md), so the lake's lock is what makes them take turns: both kinds
+# of it (an flock, an S3 lease) on SQLite, and the production profile.
+@instance_and_lake(("sqlite", "folder"), ("sqlite", "s3"), ("postgres", "s3"))
 def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(
     clients, dagster_env, lake
 ):
-    """Both runs are in the table's pool, but Dagster's slot claim on SQLite storage is not
-    atomic across processes (two runs started within a few ms can both get the one slot: a
-    read, then an UPDATE that does not re-check the slot is free), so their steps may overlap.
+    """Both runs are in the table's pool, but Dagster's slot claim is not atomic across
+    processes, on SQLite nor on PostgreSQL (two runs started within a few ms can both get the
+    one slot: a read, then an UPDATE that does not re-check the slot is free; measured in
+    docs/production.md), so their steps may overlap.
     The capture itself holds the table's lock in the lake: the two captures take turns and
     every record lands once, whatever Dagster did."""
     items = [
@@ -117,15 +121,18 @@ def test_two_changes_runs_of_one_table_launched_at_once_never_capture_at_once(
         clients.dynamodb.batch_write_item(RequestItems={"orders": items[i : i + 25]})
     hours = ["2026-01-01-00:00", "2026-01-01-01:00"]
     config = {"ops": {"dynamodb__orders__changes": {"config": {"capture": {}}}}}
-    # Create the instance's storage first: two processes racing to create a fresh SQLite
-    # schema is a Dagster set-up race ("table ... already exists"), not what this test pins.
-    subprocess.run(
-        [str(VENV_BIN / "dagster"), "instance", "migrate"],
-        cwd=REPO,
-        env=dagster_env,
-        check=True,
-        capture_output=True,
-    )
+    # Create the instance's storage and the table's pool first: two processes racing to create
+    # a fresh SQLite schema ("table ... already exists"), or a new pool's limit on PostgreSQL
+    # (the second run fails: docs/production.md, section 7), are Dagster set-up races, not
+    # what this test pins.
+    for setup in (["migrate"], ["concurrency", "set", pool_name(TableSpec(name="orders")), "1"]):
+        subprocess.run(
+            [str(VENV_BIN / "dagster"), "instance", *setup],
+            cwd=REPO,
+            env=dagster_env,
+            check=True,
+            capture_output=True,
+        )
     procs = [
         subprocess.Popen(
             [

@@ -7,17 +7,16 @@ For the two demo tables, written to while it runs, nobody clicks: the daemon tic
 sensors (batches recorded as materializations without runs), the sensors ask for each table's
 first snapshot (runs launched by the code server, which must succeed), ``current`` follows. A
 backfill of the ``changes`` hours launched over GraphQL succeeds. At the end every stream
-record is in the changes exactly once and ``current`` equals a Scan.
+record is in the changes exactly once and ``current`` equals a Scan. The UI's GraphQL shows the
+batches as materializations without a run, with their metadata, no community dialog, and no
+process logs a Beta, Supersession or Deprecation warning.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -27,7 +26,6 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pytest
-import yaml
 
 from dynamo_cdc import read_table
 from dynamo_cdc.aws import Clients
@@ -35,68 +33,20 @@ from dynamo_cdc.config import Settings, dagster_safe_name
 from dynamo_cdc.lake import Lake
 from dynamo_cdc.local import LocalAwsProcess, launch_local_aws
 from dynamo_cdc.local.demo import DEMO_BUCKET, DEMO_TABLES
-from tests.deploy_kit import compose_command, image_command, load, with_option
 from tests.e2e.chaos import all_stream_event_ids, compare_current_with_scan
 from tests.e2e.helpers import (
     REPO,
-    VENV_BIN,
     dagster_process_env,
-    free_port,
-    restore_signals,
-    stop_session,
+    stream_sensor_batches,
     wait_until,
+    warning_lines,
 )
+from tests.e2e.services import production_services
 
 pytestmark = pytest.mark.e2e
 
 LAKE_BUCKET = "dynamo-cdc-lake"
 WRITE_SECONDS = 60.0
-
-
-class Services:
-    """The three Dagster processes, each the leader of its own session, stopped by pid."""
-
-    def __init__(self, env: dict[str, str], folder: Path) -> None:
-        self.env = env
-        self.folder = folder
-        self.procs: list[subprocess.Popen] = []
-        self.ui_port = free_port()
-
-    def start(self, name: str, cmd: list[str]) -> None:
-        log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=self.folder,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=restore_signals,
-                start_new_session=True,
-            )
-        )
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            stop_session(proc)
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.ui_port}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            doc = json.loads(resp.read())
-        assert "errors" not in doc, doc["errors"]
-        return dict(doc["data"])
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.folder.glob("*.log"))
-        )
 
 
 @pytest.fixture
@@ -110,15 +60,6 @@ def aws(tmp_path: Path) -> Iterator[LocalAwsProcess]:
         yield server
     finally:
         server.stop()
-
-
-def production_workspace(folder: Path, port: int) -> Path:
-    """deploy/workspace.yaml with the code server at 127.0.0.1:``port``."""
-    workspace = load("workspace.yaml")
-    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=port)
-    path = folder / "workspace.yaml"
-    path.write_text(yaml.safe_dump(workspace))
-    return path
 
 
 def write_steadily(clients: Clients, seconds: float, stop: threading.Event) -> None:
@@ -173,7 +114,6 @@ def test_separate_services_on_postgresql_and_s3_capture_two_tables_without_a_cli
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-    grpc_port = free_port()
     env = dagster_process_env(
         aws.endpoint_url,
         root,
@@ -184,32 +124,11 @@ def test_separate_services_on_postgresql_and_s3_capture_two_tables_without_a_cli
         DYNAMO_CDC_SENSOR_BUDGET_SECONDS="5",
         DYNAMO_CDC_CURRENT_CRON="* * * * *",
     )
-    subprocess.run(
-        [str(VENV_BIN / "dagster"), "instance", "migrate"], env=env, check=True, capture_output=True
-    )
-    workspace = production_workspace(tmp_path, grpc_port)
-    services = Services(env, tmp_path)
     stop_writing = threading.Event()
     writer = threading.Thread(target=write_steadily, args=(clients, WRITE_SECONDS, stop_writing))
     with ExitStack() as stack:
-        stack.callback(services.stop)
+        services = stack.enter_context(production_services(env, tmp_path))
         stack.callback(stop_writing.set)
-        # the commands of the image (deploy/Dockerfile) and of deploy/docker-compose.yaml
-        code = with_option(image_command(), "-h", "127.0.0.1")
-        services.start("code-server", with_option(code, "-p", str(grpc_port)))
-        web = with_option(compose_command("webserver"), "-w", str(workspace))
-        web = with_option(with_option(web, "-h", "127.0.0.1"), "-p", str(services.ui_port))
-        services.start("webserver", web)
-        services.start("daemon", with_option(compose_command("daemon"), "-w", str(workspace)))
-
-        def answers() -> bool:
-            try:
-                data = services.graphql("{ locationStatusesOrError { __typename } }")
-            except OSError:
-                return False
-            return bool(data)
-
-        wait_until(answers, timeout=180, interval=2, what="the webserver")
         writer.start()
         stack.callback(writer.join)
 
@@ -277,6 +196,17 @@ def test_separate_services_on_postgresql_and_s3_capture_two_tables_without_a_cli
             t["value"] for r in runs for t in r["tags"] if t["key"] == "dynamo_cdc/kind"
         )
         assert kinds["batch"] == 0 and kinds["first_snapshot"] == len(DEMO_TABLES), kinds
+        # the daemon recorded each sensor's batches as materializations without a run, with
+        # their metadata and partition, and no tick failed
+        for table in DEMO_TABLES:
+            batches = stream_sensor_batches(services.graphql, table, services.folder)
+            assert batches and all(b["partition"] for b in batches), table
+        # deploy/dagster.yaml: no "join the community" dialog, no telemetry; no process logged
+        # a Beta, Supersession or Deprecation warning
+        assert services.graphql("{ shouldShowNux }")["shouldShowNux"] is False
+        log = services.logs(tail=None)
+        assert "Telemetry:" not in log
+        assert warning_lines(log) == [], log[-3000:]
 
     for table in DEMO_TABLES:
         truth = Counter(all_stream_event_ids(clients, table))

@@ -3,8 +3,8 @@ local AWS: items of 2.5 KB and of 300 KB whose stream pages GetRecords cuts at 1
 longer than the stream's 24 hours (``on_gap=heal`` and ``on_gap=fail``), and a table deleted and
 created again under its name. After each run ``current`` equals a Scan of the table.
 
-First (before the tests that move the local AWS's clock), on a local-folder lake and on an s3://
-lake: ``sync --once`` and a stream sensor tick with the code location's own resources, whose
+First (before the tests that move the local AWS's clock), on SQLite with a local-folder lake and
+on PostgreSQL with an s3:// lake: ``sync --once`` and a stream sensor tick with the code location's own resources, whose
 settings reach boto3 resolved (``EnvVar``)."""
 
 import os
@@ -26,15 +26,10 @@ from dynamo_cdc.dagster.definitions import build_defs
 from dynamo_cdc.dagster.resources import build_resources
 from dynamo_cdc.local import LocalAwsProcess
 from tests.e2e.chaos import all_stream_event_ids
-from tests.e2e.conftest import LAKE_KINDS, make_lake_root
+from tests.e2e.conftest import PAIRWISE, instance_and_lake
 from tests.e2e.helpers import REPO, VENV_BIN, lake_dataset, landed_items, live_items
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(params=LAKE_KINDS)
-def lake_root(request, clients, tmp_path) -> str:
-    return make_lake_root(request.param, clients, tmp_path)
 
 
 def _put_orders(clients, n: int) -> None:
@@ -46,6 +41,7 @@ def _put_orders(clients, n: int) -> None:
         )
 
 
+@instance_and_lake(*PAIRWISE)
 def test_sync_once_leaves_current_equal_to_the_table(clients, dagster_env, lake, tmp_path):
     tables = tmp_path / "tables.csv"
     tables.write_text("orders\n")
@@ -66,6 +62,7 @@ def test_sync_once_leaves_current_equal_to_the_table(clients, dagster_env, lake,
     assert landed_items(current) == live_items(clients, "orders")
 
 
+@instance_and_lake(*PAIRWISE)
 def test_a_stream_sensor_tick_with_the_locations_resources_lands_the_writes(
     clients, dagster_settings, lake
 ):

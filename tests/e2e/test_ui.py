@@ -14,7 +14,6 @@ import pytest
 from dynamo_cdc.config import dagster_safe_name
 from tests.e2e.helpers import (
     ARTIFACTS,
-    INSTANCES,
     REPO,
     VENV_BIN,
     dagster_process_env,
@@ -22,6 +21,7 @@ from tests.e2e.helpers import (
     instance_home,
     restore_signals,
     stop_session,
+    stream_sensor_batches,
     wait_until,
     warning_lines,
 )
@@ -56,7 +56,7 @@ class UI:
         return doc["data"]
 
 
-def _ui_env(local_aws, tmp: Path, request: pytest.FixtureRequest, kind: str = "sqlite") -> dict:
+def _ui_env(local_aws, tmp: Path, request: pytest.FixtureRequest) -> dict:
     home = tmp / "dagster_home"
     env = dagster_process_env(
         local_aws.endpoint_url,
@@ -65,7 +65,7 @@ def _ui_env(local_aws, tmp: Path, request: pytest.FixtureRequest, kind: str = "s
         DYNAMO_CDC_SENSOR_INTERVAL_SECONDS="5",
         DYNAMO_CDC_SENSOR_BUDGET_SECONDS="5",
     )
-    instance_home(kind, home, request, env)
+    instance_home("sqlite", home, request, env)
     return env
 
 
@@ -100,13 +100,15 @@ def _serve(command: list[str], env: dict[str, str], log: Path) -> Iterator[UI]:
         stop_session(proc)
 
 
-@pytest.fixture(scope="module", params=INSTANCES)
+@pytest.fixture(scope="module")
 def ui(local_aws, tmp_path_factory, request) -> Iterator[UI]:
-    """``dagster dev`` on an instance of each kind (SQLite; PostgreSQL with deploy/dagster.yaml)."""
+    """``dagster dev`` on the project's SQLite instance (what ``make demo`` serves; the same
+    checks on PostgreSQL with deploy/dagster.yaml, as separately deployed services, are in
+    tests/e2e/test_services.py)."""
     tmp = tmp_path_factory.mktemp("ui")
     # what `make demo` runs (`dagster dev` is superseded by it)
     command = [str(VENV_BIN / "dg"), "dev", "-w", str(REPO / "workspace.yaml")]
-    env = _ui_env(local_aws, tmp, request, request.param)
+    env = _ui_env(local_aws, tmp, request)
     with _serve(command, env, tmp / "dagster-dev.log") as handle:
         yield handle
 
@@ -123,56 +125,13 @@ def test_dg_dev_serves_the_same_definitions(local_aws, tmp_path, request):
             assert f"dynamodb/{dagster_safe_name(table)}/{kind}" in keys
 
 
-SENSOR_QUERY = """
-query ($name: String!, $changes: AssetKeyInput!) {
-  sensorOrError(sensorSelector: {repositoryLocationName: "dynamo_cdc",
-                                 repositoryName: "__repository__", sensorName: $name}) {
-    ... on Sensor { sensorState { status ticks(limit: 20) { status error { message } } } }
-    ... on PythonError { message }
-  }
-  runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $name}]}) {
-    ... on Runs { results { runId status tags { key value } } }
-  }
-  assetOrError(assetKey: $changes) {
-    ... on Asset {
-      assetMaterializations(limit: 20) {
-        partition runId metadataEntries { label ... on IntMetadataEntry { intValue } }
-      }
-    }
-  }
-}
-"""
-
-
 def test_each_stream_sensor_records_its_batches_as_materializations_without_a_run(ui):
     for table in TABLES:
-        name = f"{dagster_safe_name(table)}_stream_sensor"
-        changes = {"path": ["dynamodb", dagster_safe_name(table), "changes"]}
-
-        def recorded(name=name, changes=changes):
-            data = ui.graphql(SENSOR_QUERY, {"name": name, "changes": changes})
-            state = data["sensorOrError"]["sensorState"]
-            assert state["status"] == "RUNNING"
-            errors = [t["error"]["message"] for t in state["ticks"] if t["error"]]
-            assert not errors, errors
-            runs = data["runsOrError"]["results"]
-            kinds = [t["value"] for r in runs for t in r["tags"] if t["key"] == "dynamo_cdc/kind"]
-            # only real work is a run (the first snapshot, a compaction once an hour closes)
-            assert set(kinds) <= {"first_snapshot", "compaction", "heal"}, (
-                f"{name}: runs {runs}; see {ui.log}"
-            )
-            events = data["assetOrError"]["assetMaterializations"]
-            batches = [
-                e
-                for e in events
-                if e["runId"] == ""
-                and {"batch_id", "batch_rows", "shard_ranges", "path"}
-                <= {m["label"] for m in e["metadataEntries"]}
-            ]
-            return batches
-
         batches = wait_until(
-            recorded, timeout=150, interval=3, what=f"a batch materialization from {name}"
+            lambda table=table: stream_sensor_batches(ui.graphql, table, ui.log),
+            timeout=150,
+            interval=3,
+            what=f"a batch materialization from {table}'s stream sensor",
         )
         assert all(b["partition"] for b in batches)
 
